@@ -1,0 +1,81 @@
+"""The connector interface: what a connector author implements.
+
+The names and signatures follow flyte-sdk's ``flyte.connectors.AsyncConnector`` so a Flyte
+connector author feels at home, with two differences: methods are Trio-native (blocking
+client libraries go through ``trio.to_thread.run_sync``), and messages are the betterproto2
+types generated from flyteidl2 (``flyteproto``), not the protobuf runtime's.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, Generic, TypeVar
+
+from flyteproto.flyteidl2.connector import (
+    GetTaskLogsResponse,
+    GetTaskMetricsResponse,
+    TaskExecutionMetadata,
+)
+from flyteproto.flyteidl2.core import TaskTemplate
+
+from ._resource import Resource, ResourceMeta
+
+__all__ = ["AsyncConnector"]
+
+M = TypeVar("M", bound=ResourceMeta)
+
+
+class AsyncConnector(ABC, Generic[M]):
+    """Base class of every connector.
+
+    Class attributes:
+        name: shown by ListConnectors / GetConnector; several task types may share one name.
+        task_type_name, task_type_version: the task category this connector serves.
+        metadata_type: the ResourceMeta subclass that ``create`` returns.
+        supports_idempotent_create: True when ``create`` honours the ``idempotency_key``
+            keyword (for example as a job id or idempotency token), so the supervisor may
+            retry a create that was in flight when it crashed.
+
+    Secrets and configs from the request's ``connection`` arrive as keyword arguments; so
+    does ``idempotency_key`` on ``create``. Accept ``**kwargs`` to ignore what you don't use.
+    Errors: anything a method raises is reported to the caller as INTERNAL with its message.
+    """
+
+    name: ClassVar[str] = "Async Connector"
+    task_type_name: ClassVar[str]
+    task_type_version: ClassVar[int] = 0
+    metadata_type: ClassVar[type[ResourceMeta]]
+    supports_idempotent_create: ClassVar[bool] = False
+
+    @abstractmethod
+    async def create(
+        self,
+        task_template: TaskTemplate,
+        output_prefix: str,
+        inputs: dict[str, Any] | None = None,
+        task_execution_metadata: TaskExecutionMetadata | None = None,
+        **kwargs: Any,
+    ) -> M:
+        """Start the external job and return its handle."""
+
+    @abstractmethod
+    async def get(self, resource_meta: M, **kwargs: Any) -> Resource:
+        """Return the job's current state (and outputs once it has succeeded)."""
+
+    @abstractmethod
+    async def delete(self, resource_meta: M, **kwargs: Any) -> None:
+        """Cancel the external job. A job that is already gone is not an error."""
+
+    async def get_metrics(self, resource_meta: M, **kwargs: Any) -> GetTaskMetricsResponse:
+        """Optional. Errors: NotImplementedError when the connector has no metrics."""
+        raise NotImplementedError(f"{self.name} does not provide metrics")
+
+    def get_logs(
+        self, resource_meta: M, **kwargs: Any
+    ) -> AsyncIterator[GetTaskLogsResponse] | Any:
+        """Optional: an awaitable of one response, or an async iterator of responses.
+
+        Errors: NotImplementedError when the connector has no logs.
+        """
+        raise NotImplementedError(f"{self.name} does not provide logs")

@@ -1,0 +1,223 @@
+"""The gRPC edge: the only module that runs asyncio code.
+
+grpclib serves HTTP/2 on the asyncio loop that trio-asyncio runs inside our Trio program.
+Each handler decodes the request (a malformed one is INVALID_ARGUMENT), crosses to Trio
+once with ``trio_as_aio`` to call the ``ConnectorService``, and maps the domain errors to
+gRPC status codes in ``_status_of`` — the one place where that mapping lives.
+
+Handlers are written against grpclib's ``Stream`` (not the generated service bases) so that
+decoding errors, draining and deadlines are ours to handle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import trio_asyncio
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Stream
+
+from flyteproto.flyteidl2 import connector as pb
+
+from ._errors import (
+    ConnectorFailed,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    Unimplemented,
+)
+from ._service import ConnectorService
+
+__all__ = ["Codec", "Edge", "build_handlers"]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+_ASYNC = "/flyteidl2.connector.AsyncConnectorService/"
+_METADATA = "/flyteidl2.connector.ConnectorMetadataService/"
+
+_STATUS: dict[type[ServiceError], Status] = {
+    NotFound: Status.NOT_FOUND,
+    InvalidArgument: Status.INVALID_ARGUMENT,
+    ConnectorFailed: Status.INTERNAL,
+    Unimplemented: Status.UNIMPLEMENTED,
+    Unavailable: Status.UNAVAILABLE,
+}
+
+
+def _status_of(exc: ServiceError) -> Status:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]  # type: ignore[index]
+    return Status.INTERNAL
+
+
+class Codec(CodecBase):
+    """Protobuf wire codec for betterproto2 and protobuf-runtime messages alike.
+
+    A request that does not parse is INVALID_ARGUMENT naming the message type.
+    """
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        if not isinstance(message, message_type):
+            raise TypeError(f"message must be {message_type!r}, not {type(message)!r}")
+        data: bytes = message.SerializeToString()
+        return data
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        try:
+            return message_type.FromString(data)
+        except Exception as exc:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"malformed {message_type.__name__}: {type(exc).__name__}: {exc}",
+            ) from None
+
+
+class Edge:
+    """Serves AsyncConnectorService and ConnectorMetadataService for a ConnectorService."""
+
+    def __init__(self, service: ConnectorService) -> None:
+        self._service = service
+        self._in_flight = 0
+        self._draining = False
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def drain(self) -> None:
+        """Refuse new calls with UNAVAILABLE; calls under way go on."""
+        self._draining = True
+
+    @contextmanager
+    def _call(self, method: str) -> Iterator[None]:
+        if self._draining:
+            raise GRPCError(Status.UNAVAILABLE, "server is shutting down")
+        self._in_flight += 1
+        try:
+            yield
+        except ServiceError as exc:
+            raise GRPCError(_status_of(exc), str(exc)) from None
+        except GRPCError:
+            raise
+        except Exception:
+            _log.exception("unexpected error in %s", method)
+            raise GRPCError(Status.INTERNAL, f"internal error in {method}") from None
+        finally:
+            self._in_flight -= 1
+
+    async def _unary(self, stream: Stream[Any, Any], method: str, fn: Callable[[Any], Awaitable[Any]]) -> None:
+        with self._call(method):
+            request = await stream.recv_message()
+            response = await trio_asyncio.trio_as_aio(fn)(request)
+        await stream.send_message(response)
+
+    async def create_task(self, stream: Stream[pb.CreateTaskRequest, pb.CreateTaskResponse]) -> None:
+        await self._unary(stream, "CreateTask", self._service.create_task)
+
+    async def get_task(self, stream: Stream[pb.GetTaskRequest, pb.GetTaskResponse]) -> None:
+        await self._unary(stream, "GetTask", self._service.get_task)
+
+    async def delete_task(self, stream: Stream[pb.DeleteTaskRequest, pb.DeleteTaskResponse]) -> None:
+        await self._unary(stream, "DeleteTask", self._service.delete_task)
+
+    async def get_task_metrics(
+        self, stream: Stream[pb.GetTaskMetricsRequest, pb.GetTaskMetricsResponse]
+    ) -> None:
+        await self._unary(stream, "GetTaskMetrics", self._service.get_task_metrics)
+
+    async def get_task_logs(
+        self, stream: Stream[pb.GetTaskLogsRequest, pb.GetTaskLogsResponse]
+    ) -> None:
+        with self._call("GetTaskLogs"):
+            request = await stream.recv_message()
+            responses: AsyncIterator[pb.GetTaskLogsResponse] = trio_asyncio.trio_as_aio(
+                self._service.get_task_logs(request)
+            )
+            async for response in responses:
+                await stream.send_message(response)
+
+    async def list_connectors(
+        self, stream: Stream[pb.ListConnectorsRequest, pb.ListConnectorsResponse]
+    ) -> None:
+        with self._call("ListConnectors"):
+            await stream.recv_message()
+            response = self._service.list_connectors()
+        await stream.send_message(response)
+
+    async def get_connector(
+        self, stream: Stream[pb.GetConnectorRequest, pb.GetConnectorResponse]
+    ) -> None:
+        with self._call("GetConnector"):
+            request = await stream.recv_message()
+            assert request is not None
+            response = self._service.get_connector(request.name)
+        await stream.send_message(response)
+
+    def async_service(self) -> _Mapped:
+        u = Cardinality.UNARY_UNARY
+        return _Mapped(
+            {
+                _ASYNC + "CreateTask": Handler(
+                    self.create_task, u, pb.CreateTaskRequest, pb.CreateTaskResponse
+                ),
+                _ASYNC + "GetTask": Handler(self.get_task, u, pb.GetTaskRequest, pb.GetTaskResponse),
+                _ASYNC + "DeleteTask": Handler(
+                    self.delete_task, u, pb.DeleteTaskRequest, pb.DeleteTaskResponse
+                ),
+                _ASYNC + "GetTaskMetrics": Handler(
+                    self.get_task_metrics, u, pb.GetTaskMetricsRequest, pb.GetTaskMetricsResponse
+                ),
+                _ASYNC + "GetTaskLogs": Handler(
+                    self.get_task_logs,
+                    Cardinality.UNARY_STREAM,
+                    pb.GetTaskLogsRequest,
+                    pb.GetTaskLogsResponse,
+                ),
+            }
+        )
+
+    def metadata_service(self) -> _Mapped:
+        u = Cardinality.UNARY_UNARY
+        return _Mapped(
+            {
+                _METADATA + "GetConnector": Handler(
+                    self.get_connector, u, pb.GetConnectorRequest, pb.GetConnectorResponse
+                ),
+                _METADATA + "ListConnectors": Handler(
+                    self.list_connectors, u, pb.ListConnectorsRequest, pb.ListConnectorsResponse
+                ),
+            }
+        )
+
+
+class _Mapped:
+    """A grpclib servable made of a ready mapping of handlers."""
+
+    def __init__(self, mapping: dict[str, Handler]) -> None:
+        self._mapping = mapping
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return self._mapping
+
+
+def build_handlers(edge: Edge, ready: ServiceStatus) -> list[Any]:
+    """Every servable: our two services, health (SERVING once ``ready``) and reflection."""
+    # Registers the official descriptors in protobuf's default pool, which reflection reads.
+    import flyteidl2.connector.service_pb2  # noqa: F401
+
+    services: list[Any] = [edge.async_service(), edge.metadata_service()]
+    health = Health({service: [ready] for service in services})
+    return ServerReflection.extend([*services, health])

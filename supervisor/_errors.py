@@ -1,0 +1,36 @@
+"""Domain errors of the service. The gRPC edge maps each to a status code, in one place."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectorFailed",
+    "InvalidArgument",
+    "NotFound",
+    "ServiceError",
+    "Unavailable",
+    "Unimplemented",
+]
+
+
+class ServiceError(Exception):
+    """An error a caller should see, with a message that says what was wrong."""
+
+
+class NotFound(ServiceError):
+    """Unknown task type or connector name."""
+
+
+class InvalidArgument(ServiceError):
+    """Malformed request or undecodable resource_meta."""
+
+
+class ConnectorFailed(ServiceError):
+    """The connector raised; the message carries its error."""
+
+
+class Unimplemented(ServiceError):
+    """The connector does not provide this (metrics, logs)."""
+
+
+class Unavailable(ServiceError):
+    """The service cannot take the call now (shutting down); the caller may retry."""

@@ -1,0 +1,72 @@
+"""What the journal stores: one row per job, and an append-only history of its changes.
+
+Records hold plain values only (str, int, float, bytes, JSON text): the journal knows nothing
+of connectors or protobuf. Secrets never reach a record: the supervisor strips the request's
+``connection`` before it builds one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["CreateState", "DeleteState", "EventRecord", "JobRecord", "Put"]
+
+
+class CreateState(enum.StrEnum):
+    PENDING = "pending"  # intent journalled; connector.create not known to have returned
+    CREATED = "created"  # resource_meta known
+    FAILED = "failed"  # create failed for good; the job's phase says why
+
+
+class DeleteState(enum.StrEnum):
+    NONE = "none"
+    REQUESTED = "requested"  # intent journalled; the external cancel may not have happened
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One external job, as the supervisor last journalled it."""
+
+    job_id: str
+    task_type: str
+    task_type_version: int
+    connector: str
+    attempt: int
+    create_state: CreateState
+    delete_state: DeleteState
+    phase: int  # flyteidl2.core.TaskExecution.Phase value
+    created_at: float  # wall clock, seconds since the epoch
+    updated_at: float
+    resource_meta: bytes | None = None  # the connector's encoded ResourceMeta
+    message: str = ""
+    log_links: str = "[]"  # JSON list of TaskLog dicts
+    outputs: bytes | None = None  # serialized flyteidl2.task.Outputs
+    custom_info: str | None = None  # JSON object
+    create_request: bytes | None = None  # CreateTaskRequest without `connection`
+    deadline: float | None = None  # wall clock time at which the job times out
+    finished_at: float | None = None  # set when the phase became terminal
+    owner: str | None = None  # reserved: replica holding the lease
+    lease_until: float | None = None  # reserved
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One entry of a job's history."""
+
+    job_id: str
+    seq: int  # increasing across the whole journal
+    at: float  # wall clock
+    kind: str  # e.g. "create_intent", "created", "phase", "delete_intent", "deleted", "adopted"
+    phase: int
+    detail: str  # JSON object; never holds secrets
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``record`` (insert or replace the job's row) and append one event for it."""
+
+    record: JobRecord
+    kind: str
+    detail: str = "{}"

@@ -1,0 +1,125 @@
+"""Connectors for tests of the gRPC edge: loaded by the server with ``--modules``.
+
+``EchoConnector`` succeeds at once and echoes its inputs as outputs; ``BrokenConnector``
+fails every call; ``PlainConnector`` has no metrics or logs.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from connectors import AsyncConnector, Phase, Resource, ResourceMeta, TaskLog
+from flyteproto.flyteidl2.connector import (
+    GetTaskLogsResponse,
+    GetTaskLogsResponseBody,
+    GetTaskLogsResponseHeader,
+    GetTaskMetricsResponse,
+    TaskExecutionMetadata,
+)
+from flyteproto.flyteidl2.core import ExecutionMetricResult, TaskTemplate
+from flyteproto.flyteidl2.logs.dataplane import LogLine
+from flyteproto.google.protobuf import Struct
+
+
+@dataclass
+class EchoMeta(ResourceMeta):
+    job_id: str
+    inputs: dict[str, Any]
+    secret_names: list[str]
+
+
+class EchoConnector(AsyncConnector[EchoMeta]):
+    name = "Echo connector"
+    task_type_name = "echo"
+    task_type_version = 0
+    metadata_type = EchoMeta
+
+    async def create(
+        self,
+        task_template: TaskTemplate,
+        output_prefix: str,
+        inputs: dict[str, Any] | None = None,
+        task_execution_metadata: TaskExecutionMetadata | None = None,
+        **kwargs: Any,
+    ) -> EchoMeta:
+        plain = {k: v for k, v in (inputs or {}).items() if isinstance(v, int | str | float)}
+        return EchoMeta(job_id=f"echo-{len(plain)}", inputs=plain, secret_names=sorted(kwargs))
+
+    async def get(self, resource_meta: EchoMeta, **kwargs: Any) -> Resource:
+        return Resource(
+            phase=Phase.SUCCEEDED,
+            message=f"echoed {resource_meta.job_id}",
+            log_links=[TaskLog(name="console", uri=f"https://example.com/{resource_meta.job_id}")],
+            outputs=dict(resource_meta.inputs),
+            custom_info={"job_id": resource_meta.job_id, "secrets": resource_meta.secret_names},
+        )
+
+    async def delete(self, resource_meta: EchoMeta, **kwargs: Any) -> None:
+        return None
+
+    async def get_metrics(self, resource_meta: EchoMeta, **kwargs: Any) -> GetTaskMetricsResponse:
+        return GetTaskMetricsResponse(results=[ExecutionMetricResult(metric="CPU_USAGE")])
+
+    async def get_logs(
+        self, resource_meta: EchoMeta, **kwargs: Any
+    ) -> AsyncIterator[GetTaskLogsResponse]:
+        yield GetTaskLogsResponse(header=GetTaskLogsResponseHeader(token="next-page"))
+        at = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+        yield GetTaskLogsResponse(
+            body=GetTaskLogsResponseBody(
+                lines=[LogLine(timestamp=at, message=f"hello from {resource_meta.job_id}")]
+            )
+        )
+
+
+@dataclass
+class BrokenMeta(ResourceMeta):
+    job_id: str
+
+
+class BrokenConnector(AsyncConnector[BrokenMeta]):
+    name = "Broken connector"
+    task_type_name = "broken"
+    metadata_type = BrokenMeta
+
+    async def create(
+        self,
+        task_template: TaskTemplate,
+        output_prefix: str,
+        inputs: dict[str, Any] | None = None,
+        task_execution_metadata: TaskExecutionMetadata | None = None,
+        **kwargs: Any,
+    ) -> BrokenMeta:
+        raise RuntimeError("boom: the external service refused the job")
+
+    async def get(self, resource_meta: BrokenMeta, **kwargs: Any) -> Resource:
+        raise RuntimeError("boom: status unavailable")
+
+    async def delete(self, resource_meta: BrokenMeta, **kwargs: Any) -> None:
+        raise RuntimeError("boom: cancel refused")
+
+
+class PlainConnector(AsyncConnector[BrokenMeta]):
+    name = "Plain connector"
+    task_type_name = "plain"
+    metadata_type = BrokenMeta
+
+    async def create(
+        self,
+        task_template: TaskTemplate,
+        output_prefix: str,
+        inputs: dict[str, Any] | None = None,
+        task_execution_metadata: TaskExecutionMetadata | None = None,
+        **kwargs: Any,
+    ) -> BrokenMeta:
+        custom = task_template.custom.to_dict() if task_template.custom else {}
+        return BrokenMeta(job_id=str(custom.get("job_id", "plain")))
+
+    async def get(self, resource_meta: BrokenMeta, **kwargs: Any) -> Resource:
+        return Resource(phase=Phase.RUNNING, custom_info={"struct": Struct().to_dict()})
+
+    async def delete(self, resource_meta: BrokenMeta, **kwargs: Any) -> None:
+        return None
