@@ -4,6 +4,9 @@
 """
 
 from ._connector import AsyncConnector as AsyncConnector
+from ._errors import JobNotFound as JobNotFound
+from ._errors import PermanentError as PermanentError
+from ._literals import BlobRef as BlobRef
 from ._literals import LiteralConversionError as LiteralConversionError
 from ._literals import inputs_to_native as inputs_to_native
 from ._literals import literal_to_native as literal_to_native
@@ -28,11 +31,14 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "TERMINAL_PHASES",
     "AsyncConnector",
+    "BlobRef",
     "ConnectorNotFound",
     "ConnectorRegistry",
     "DuplicateConnector",
     "InvalidResourceMeta",
+    "JobNotFound",
     "LiteralConversionError",
+    "PermanentError",
     "Phase",
     "Resource",
     "ResourceMeta",

@@ -36,10 +36,16 @@ class AsyncConnector(ABC, Generic[M]):
         supports_idempotent_create: True when ``create`` honours the ``idempotency_key``
             keyword (for example as a job id or idempotency token), so the supervisor may
             retry a create that was in flight when it crashed.
+        poll_interval: seconds between two polls (``get``) of one job.
+        max_concurrent_calls: cap on calls in flight to the external service, all jobs of
+            this connector together.
+        call_timeout: seconds after which a call to the external service counts as failed.
 
     Secrets and configs from the request's ``connection`` arrive as keyword arguments; so
     does ``idempotency_key`` on ``create``. Accept ``**kwargs`` to ignore what you don't use.
-    Errors: anything a method raises is reported to the caller as INTERNAL with its message.
+    Errors: raise PermanentError when a retry cannot help, JobNotFound when the external
+    service does not know the job; anything else from ``get``/``delete`` is retried with
+    backoff, and from ``create`` is reported to the caller (INTERNAL, with its message).
     """
 
     name: ClassVar[str] = "Async Connector"
@@ -47,6 +53,9 @@ class AsyncConnector(ABC, Generic[M]):
     task_type_version: ClassVar[int] = 0
     metadata_type: ClassVar[type[ResourceMeta]]
     supports_idempotent_create: ClassVar[bool] = False
+    poll_interval: ClassVar[float] = 10.0
+    max_concurrent_calls: ClassVar[int] = 64
+    call_timeout: ClassVar[float] = 60.0
 
     @abstractmethod
     async def create(
