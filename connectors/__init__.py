@@ -1,6 +1,6 @@
 """The connector SDK: what a connector author writes against.
 
-    from connectors import AsyncConnector, ResourceMeta, Resource, Phase, ConnectorRegistry
+from connectors import AsyncConnector, ResourceMeta, Resource, Phase, ConnectorRegistry
 """
 
 from ._connector import AsyncConnector as AsyncConnector
@@ -8,11 +8,11 @@ from ._errors import JobNotFound as JobNotFound
 from ._errors import PermanentError as PermanentError
 from ._literals import BlobRef as BlobRef
 from ._literals import LiteralConversionError as LiteralConversionError
+from ._literals import StructuredDatasetRef as StructuredDatasetRef
 from ._literals import inputs_to_native as inputs_to_native
 from ._literals import literal_to_native as literal_to_native
 from ._literals import native_to_literal as native_to_literal
 from ._literals import native_to_outputs as native_to_outputs
-from ._literals import StructuredDatasetRef as StructuredDatasetRef
 from ._phase import TERMINAL_PHASES as TERMINAL_PHASES
 from ._phase import Phase as Phase
 from ._phase import StateMap as StateMap

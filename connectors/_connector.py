@@ -40,6 +40,7 @@ class AsyncConnector(ABC, Generic[M]):
         max_concurrent_calls: cap on calls in flight to the external service, all jobs of
             this connector together.
         call_timeout: seconds after which a call to the external service counts as failed.
+        (These four are plain attributes: an instance may override them.)
 
     Secrets and configs from the request's ``connection`` arrive as keyword arguments; so
     does ``idempotency_key`` on ``create``. Accept ``**kwargs`` to ignore what you don't use.
@@ -52,10 +53,10 @@ class AsyncConnector(ABC, Generic[M]):
     task_type_name: ClassVar[str]
     task_type_version: ClassVar[int] = 0
     metadata_type: ClassVar[type[ResourceMeta]]
-    supports_idempotent_create: ClassVar[bool] = False
-    poll_interval: ClassVar[float] = 10.0
-    max_concurrent_calls: ClassVar[int] = 64
-    call_timeout: ClassVar[float] = 60.0
+    supports_idempotent_create: bool = False
+    poll_interval: float = 10.0
+    max_concurrent_calls: int = 64
+    call_timeout: float = 60.0
 
     @abstractmethod
     async def create(
@@ -80,9 +81,7 @@ class AsyncConnector(ABC, Generic[M]):
         """Optional. Errors: NotImplementedError when the connector has no metrics."""
         raise NotImplementedError(f"{self.name} does not provide metrics")
 
-    def get_logs(
-        self, resource_meta: M, **kwargs: Any
-    ) -> AsyncIterator[GetTaskLogsResponse] | Any:
+    def get_logs(self, resource_meta: M, **kwargs: Any) -> AsyncIterator[GetTaskLogsResponse] | Any:
         """Optional: an awaitable of one response, or an async iterator of responses.
 
         Errors: NotImplementedError when the connector has no logs.

@@ -117,17 +117,15 @@ class ConnectorRegistry:
     def load_module(self, name: str) -> None:
         """Import ``name`` and register the connectors it defines.
 
-        A module provides connectors as concrete AsyncConnector subclasses defined in it
-        (instantiated without arguments) or as module-level instances.
+        A module provides connectors as concrete AsyncConnector subclasses defined in it or
+        in its submodules (instantiated without arguments), or as module-level instances.
         Errors: ImportError from the import.
         """
         module = importlib.import_module(name)
         for found in _connectors_in(module):
             self._register_found(found, source=f"module {name!r}", replace_same_class=True)
 
-    def _register_found(
-        self, found: Any, *, source: str, replace_same_class: bool = False
-    ) -> None:
+    def _register_found(self, found: Any, *, source: str, replace_same_class: bool = False) -> None:
         connector = found() if isinstance(found, type) else found
         if not isinstance(connector, AsyncConnector):
             raise TypeError(f"{source} is not an AsyncConnector: {found!r}")
@@ -147,7 +145,7 @@ def _connectors_in(module: ModuleType) -> Iterator[Any]:
         if (
             isinstance(value, type)
             and issubclass(value, AsyncConnector)
-            and value.__module__ == module.__name__
+            and (value.__module__ + ".").startswith(module.__name__ + ".")
             and not inspect.isabstract(value)
             and value not in instance_types
         ):

@@ -95,7 +95,9 @@ def resource_to_proto(resource: Resource, *, connector: str) -> pb.Resource:
             else None
         )
     except (LiteralConversionError, TypeError, ValueError) as exc:
-        raise ConnectorFailed(f"{connector} returned a Resource that does not convert: {exc}")
+        raise ConnectorFailed(
+            f"{connector} returned a Resource that does not convert: {exc}"
+        ) from exc
     return pb.Resource(
         phase=TaskExecutionPhase(resource.phase),
         message=resource.message or "",

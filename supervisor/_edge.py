@@ -57,7 +57,7 @@ _STATUS: dict[type[ServiceError], Status] = {
 def _status_of(exc: ServiceError) -> Status:
     for cls in type(exc).__mro__:
         if cls in _STATUS:
-            return _STATUS[cls]  # type: ignore[index]
+            return _STATUS[cls]
     return Status.INTERNAL
 
 
@@ -118,19 +118,25 @@ class Edge:
         finally:
             self._in_flight -= 1
 
-    async def _unary(self, stream: Stream[Any, Any], method: str, fn: Callable[[Any], Awaitable[Any]]) -> None:
+    async def _unary(
+        self, stream: Stream[Any, Any], method: str, fn: Callable[[Any], Awaitable[Any]]
+    ) -> None:
         with self._call(method):
             request = await stream.recv_message()
             response = await trio_asyncio.trio_as_aio(fn)(request)
         await stream.send_message(response)
 
-    async def create_task(self, stream: Stream[pb.CreateTaskRequest, pb.CreateTaskResponse]) -> None:
+    async def create_task(
+        self, stream: Stream[pb.CreateTaskRequest, pb.CreateTaskResponse]
+    ) -> None:
         await self._unary(stream, "CreateTask", self._service.create_task)
 
     async def get_task(self, stream: Stream[pb.GetTaskRequest, pb.GetTaskResponse]) -> None:
         await self._unary(stream, "GetTask", self._service.get_task)
 
-    async def delete_task(self, stream: Stream[pb.DeleteTaskRequest, pb.DeleteTaskResponse]) -> None:
+    async def delete_task(
+        self, stream: Stream[pb.DeleteTaskRequest, pb.DeleteTaskResponse]
+    ) -> None:
         await self._unary(stream, "DeleteTask", self._service.delete_task)
 
     async def get_task_metrics(
@@ -143,6 +149,7 @@ class Edge:
     ) -> None:
         with self._call("GetTaskLogs"):
             request = await stream.recv_message()
+            assert request is not None
             responses: AsyncIterator[pb.GetTaskLogsResponse] = trio_asyncio.trio_as_aio(
                 self._service.get_task_logs(request)
             )
@@ -173,7 +180,9 @@ class Edge:
                 _ASYNC + "CreateTask": Handler(
                     self.create_task, u, pb.CreateTaskRequest, pb.CreateTaskResponse
                 ),
-                _ASYNC + "GetTask": Handler(self.get_task, u, pb.GetTaskRequest, pb.GetTaskResponse),
+                _ASYNC + "GetTask": Handler(
+                    self.get_task, u, pb.GetTaskRequest, pb.GetTaskResponse
+                ),
                 _ASYNC + "DeleteTask": Handler(
                     self.delete_task, u, pb.DeleteTaskRequest, pb.DeleteTaskResponse
                 ),

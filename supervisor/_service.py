@@ -45,8 +45,9 @@ class ConnectorService(Protocol):
         self, request: pb.GetTaskMetricsRequest
     ) -> pb.GetTaskMetricsResponse: ...
 
-    def get_task_logs(self, request: pb.GetTaskLogsRequest) -> AsyncIterator[pb.GetTaskLogsResponse]:
-        ...
+    def get_task_logs(
+        self, request: pb.GetTaskLogsRequest
+    ) -> AsyncIterator[pb.GetTaskLogsResponse]: ...
 
     def list_connectors(self) -> pb.ListConnectorsResponse: ...
 
@@ -64,7 +65,9 @@ async def call_connector(connector: AsyncConnector[Any], operation: str, call: A
     except (ServiceError, StopAsyncIteration):
         raise
     except NotImplementedError as exc:
-        raise Unimplemented(str(exc) or f"{connector.name} does not implement {operation}") from None
+        raise Unimplemented(
+            str(exc) or f"{connector.name} does not implement {operation}"
+        ) from None
     except Exception as exc:
         _log.warning("%s %s failed: %s: %s", connector.name, operation, type(exc).__name__, exc)
         raise ConnectorFailed(f"{connector.name} {operation} failed: {exc}") from exc

@@ -1,7 +1,9 @@
 """Connectors for tests of the gRPC edge: loaded by the server with ``--modules``.
 
 ``EchoConnector`` succeeds at once and echoes its inputs as outputs; ``BrokenConnector``
-fails every call; ``PlainConnector`` has no metrics or logs.
+fails every call; ``PlainConnector`` has no metrics or logs; ``KwargsConnector`` reports the
+keyword arguments (secrets and configs) it was called with; ``SlowConnector``'s ``get``
+blocks until a file named in its resource_meta exists (a call in flight, for drain tests).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+
+import trio
 
 from connectors import AsyncConnector, Phase, Resource, ResourceMeta, TaskLog
 from flyteproto.flyteidl2.connector import (
@@ -122,4 +126,78 @@ class PlainConnector(AsyncConnector[BrokenMeta]):
         return Resource(phase=Phase.RUNNING, custom_info={"struct": Struct().to_dict()})
 
     async def delete(self, resource_meta: BrokenMeta, **kwargs: Any) -> None:
+        return None
+
+
+@dataclass
+class KwargsMeta(ResourceMeta):
+    create_kwargs: dict[str, Any]
+
+
+class KwargsConnector(AsyncConnector[KwargsMeta]):
+    """Puts the keyword arguments it receives in its answers.
+
+    Test only: a real connector never writes a secret into resource_meta or custom_info.
+    """
+
+    name = "Kwargs connector"
+    task_type_name = "kwargs"
+    metadata_type = KwargsMeta
+
+    async def create(
+        self,
+        task_template: TaskTemplate,
+        output_prefix: str,
+        inputs: dict[str, Any] | None = None,
+        task_execution_metadata: TaskExecutionMetadata | None = None,
+        **kwargs: Any,
+    ) -> KwargsMeta:
+        return KwargsMeta(create_kwargs=dict(kwargs))
+
+    async def get(self, resource_meta: KwargsMeta, **kwargs: Any) -> Resource:
+        return Resource(phase=Phase.RUNNING, custom_info={"get_kwargs": dict(kwargs)})
+
+    async def delete(self, resource_meta: KwargsMeta, **kwargs: Any) -> None:
+        return None
+
+
+@dataclass
+class SlowMeta(ResourceMeta):
+    started_path: str
+    release_path: str
+
+
+#: How often SlowConnector.get looks for its release file.
+SLOW_POLL_INTERVAL = 0.01
+
+
+class SlowConnector(AsyncConnector[SlowMeta]):
+    """``get`` creates ``started_path``, then waits until ``release_path`` exists."""
+
+    name = "Slow connector"
+    task_type_name = "slow"
+    metadata_type = SlowMeta
+
+    async def create(
+        self,
+        task_template: TaskTemplate,
+        output_prefix: str,
+        inputs: dict[str, Any] | None = None,
+        task_execution_metadata: TaskExecutionMetadata | None = None,
+        **kwargs: Any,
+    ) -> SlowMeta:
+        custom = task_template.custom.to_dict() if task_template.custom else {}
+        return SlowMeta(
+            started_path=str(custom["started_path"]), release_path=str(custom["release_path"])
+        )
+
+    async def get(self, resource_meta: SlowMeta, **kwargs: Any) -> Resource:
+        await trio.Path(resource_meta.started_path).touch()
+        release = trio.Path(resource_meta.release_path)
+        # A file from another process is the signal: there is no event to wait on.
+        while not await release.exists():  # noqa: ASYNC110
+            await trio.sleep(SLOW_POLL_INTERVAL)
+        return Resource(phase=Phase.SUCCEEDED, message="released")
+
+    async def delete(self, resource_meta: SlowMeta, **kwargs: Any) -> None:
         return None

@@ -16,7 +16,9 @@ __all__ = ["CreateState", "DeleteState", "EventRecord", "JobRecord", "Put"]
 class CreateState(enum.StrEnum):
     PENDING = "pending"  # intent journalled; connector.create not known to have returned
     CREATED = "created"  # resource_meta known
-    FAILED = "failed"  # create failed for good; the job's phase says why
+    FAILED = "failed"  # connector.create raised; a repeated CreateTask tries again
+    ABANDONED = "abandoned"  # in flight at a crash and the connector cannot de-duplicate:
+    # never retried (that could start the external job twice); the phase says so
 
 
 class DeleteState(enum.StrEnum):

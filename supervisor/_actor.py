@@ -1,0 +1,448 @@
+"""One actor per external job.
+
+An actor owns its job's whole life: create (or reconcile a create that was in flight at a
+crash), poll on the connector's schedule, cancel, finish. It is the only writer of its
+job's journal row, and every change is journalled before it is published (``handle``) or
+acted on. The supervisor talks to it through ``handle.send`` (messages in ``_messages``)
+and reads ``handle.answer`` — the GetTask answer for the last journalled state — without
+ever reaching the external service.
+
+Inside, two tasks: the lifecycle (create, then poll until terminal, then cancel if asked)
+and the mailbox (cancel requests and credentials). A cancel request is journalled by the
+mailbox at once, so DeleteTask is answered quickly even while a poll is in flight; the
+mailbox then interrupts the lifecycle's sleep or poll, and the lifecycle carries out the
+one external cancel.
+
+Errors of external calls: ``PermanentError`` fails the job; ``JobNotFound`` from ``get``
+makes it RETRYABLE_FAILED and from ``delete`` counts as deleted; anything else (including
+a call that outlives ``connector.call_timeout``) is retried with exponential backoff and
+jitter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import trio
+
+from connectors import (
+    AsyncConnector,
+    JobNotFound,
+    PermanentError,
+    Phase,
+    ResourceMeta,
+    is_terminal,
+)
+from flyteproto.flyteidl2 import connector as pb
+
+from ._convert import native_inputs, resource_to_proto
+from ._errors import ConnectorFailed, ServiceError, Unavailable
+from ._job import (
+    Observation,
+    answer_for,
+    observation_of,
+    observed,
+    with_observation,
+    with_phase,
+)
+from ._messages import Cancel, Credentials, Message
+from .journal import CreateState, DeleteState, JobRecord, Put
+from .journal._protocol import JournalLike
+
+__all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: Delay after the n-th consecutive failure: min(BACKOFF_MAX, interval * 2**n), times a
+#: random factor in [1 - BACKOFF_JITTER, 1].
+BACKOFF_MAX = 300.0
+BACKOFF_JITTER = 0.5
+MAILBOX_SIZE = 64
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every actor of one connector shares (all of it read-only or thread-safe)."""
+
+    connector: AsyncConnector[Any]
+    journal: JournalLike
+    limiter: trio.CapacityLimiter
+    wall_clock: Callable[[], float]
+    rng: random.Random = dataclasses.field(default_factory=random.Random)
+
+
+class JobHandle:
+    """The supervisor's view of one live actor.
+
+    Only the actor assigns ``record``/``answer``/``create_error``; the supervisor reads them
+    and sends messages on ``send``.
+    """
+
+    def __init__(self, record: JobRecord, send: trio.MemorySendChannel[Message]) -> None:
+        self.record = record
+        self.answer = answer_for(record)
+        self.send = send
+        self.created = trio.Event()  # create settled: resource_meta or create_error is set
+        self.polled = trio.Event()  # first poll (or terminal state) after start
+        self.create_error: ServiceError | None = None
+        self.last_kwargs: Mapping[str, str] | None = None  # owned by the supervisor
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+
+def new_mailbox() -> tuple[trio.MemorySendChannel[Message], trio.MemoryReceiveChannel[Message]]:
+    return trio.open_memory_channel[Message](MAILBOX_SIZE)
+
+
+async def run_actor(
+    handle: JobHandle,
+    receive: trio.MemoryReceiveChannel[Message],
+    ctx: JobContext,
+    *,
+    kwargs: Mapping[str, str] | None,
+    resumed: bool,
+) -> None:
+    """Run one job to its end. Cancellation: leaves the journal as it was (resume redoes)."""
+    actor = _Actor(handle, ctx, kwargs=kwargs, resumed=resumed)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(actor.mailbox, receive)
+            await actor.lifecycle()
+            nursery.cancel_scope.cancel()
+    finally:
+        handle.created.set()
+        handle.polled.set()
+        _close_mailbox(receive, handle)
+
+
+def _close_mailbox(receive: trio.MemoryReceiveChannel[Message], handle: JobHandle) -> None:
+    """Answer what is still queued, then close: later senders see the actor is gone.
+
+    No checkpoint between the last receive and the close, so nothing slips in between.
+    """
+    settled = handle.record.delete_state == DeleteState.DONE or is_terminal(
+        Phase(handle.record.phase)
+    )
+    while True:
+        try:
+            message = receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+        if isinstance(message, Cancel):
+            message.reply.set(None if settled else Unavailable("the job's actor stopped; retry"))
+    receive.close()
+
+
+class _Actor:
+    def __init__(
+        self,
+        handle: JobHandle,
+        ctx: JobContext,
+        *,
+        kwargs: Mapping[str, str] | None,
+        resumed: bool,
+    ) -> None:
+        self.handle = handle
+        self.ctx = ctx
+        self.connector = ctx.connector
+        self.kwargs = dict(kwargs) if kwargs is not None else None
+        self.needs_credentials = _credential_keys(handle.record)
+        self.resumed = resumed
+        self.credentials_arrived = trio.Event()
+        self.write_lock = trio.Lock()
+        self.wake = trio.CancelScope()  # interrupts the lifecycle's wait or poll
+        self.failures = 0
+        self.timed_out = False
+        self.meta: ResourceMeta | None = None
+
+    # -- journal ---------------------------------------------------------------------------
+
+    @property
+    def record(self) -> JobRecord:
+        return self.handle.record
+
+    async def commit(
+        self, kind: str, detail: Mapping[str, Any] | None = None, **changes: Any
+    ) -> None:
+        """Journal ``changes`` to the current record, then publish it."""
+        async with self.write_lock:
+            record = dataclasses.replace(self.record, updated_at=self.ctx.wall_clock(), **changes)
+            await self._write(record, kind, detail or {})
+
+    async def commit_record(self, record: JobRecord, kind: str, detail: Mapping[str, Any]) -> None:
+        async with self.write_lock:
+            if record.delete_state == DeleteState.NONE != self.record.delete_state:
+                # A cancel request journalled meanwhile by the mailbox must not be lost.
+                record = dataclasses.replace(record, delete_state=self.record.delete_state)
+            await self._write(record, kind, detail)
+
+    async def _write(self, record: JobRecord, kind: str, detail: Mapping[str, Any]) -> None:
+        # Shielded: an interrupted write would leave the journal and our view disagreeing.
+        with trio.CancelScope(shield=True):
+            await self.ctx.journal.write(
+                Put(record, kind, json.dumps(dict(detail), sort_keys=True))
+            )
+        self.publish(record)
+
+    def publish(self, record: JobRecord) -> None:
+        self.handle.record = record
+        self.handle.answer = answer_for(record)
+
+    # -- mailbox ---------------------------------------------------------------------------
+
+    async def mailbox(self, receive: trio.MemoryReceiveChannel[Message]) -> None:
+        async for message in receive:
+            if isinstance(message, Credentials):
+                self.kwargs = dict(message.kwargs)
+                self.credentials_arrived.set()
+            elif isinstance(message, Cancel):
+                await self.request_cancel(message)
+
+    async def request_cancel(self, message: Cancel) -> None:
+        if message.kwargs and self.kwargs is None:
+            self.kwargs = dict(message.kwargs)
+            self.credentials_arrived.set()
+        try:
+            if self.record.delete_state == DeleteState.NONE and not is_terminal(
+                Phase(self.record.phase)
+            ):
+                await self.commit("delete_intent", delete_state=DeleteState.REQUESTED)
+                self.wake.cancel()
+        except BaseException as exc:
+            message.reply.set(exc)
+            raise
+        message.reply.set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def lifecycle(self) -> None:
+        if self.record.create_state == CreateState.PENDING and not await self.create():
+            return
+        self.handle.created.set()
+        assert self.record.resource_meta is not None
+        self.meta = self.connector.metadata_type.decode(self.record.resource_meta)
+        next_poll = trio.current_time() + (0.0 if self.resumed else self.connector.poll_interval)
+        while not self.finished():
+            if self.record.delete_state == DeleteState.REQUESTED:
+                await self.cancel()
+                return
+            if self.timed_out:
+                await self.time_out()
+                return
+            outcome: Observation | BaseException | None = None
+            with self.wake:
+                await self.wait_until(next_poll)
+                if not self.timed_out:
+                    outcome = await self.fetch()
+            self.wake = trio.CancelScope()
+            if outcome is not None:
+                await self.apply(outcome)
+                next_poll = trio.current_time() + self.delay()
+                self.handle.polled.set()
+
+    def finished(self) -> bool:
+        return (
+            is_terminal(Phase(self.record.phase))
+            and self.record.delete_state != DeleteState.REQUESTED
+        )
+
+    async def wait_until(self, when: float) -> None:
+        """Sleep until ``when`` or the job's deadline; wait for credentials if needed."""
+        deadline = self.deadline()
+        await trio.sleep_until(min(when, deadline))
+        if trio.current_time() >= deadline:
+            self.timed_out = True
+            return
+        await self.ensure_credentials()
+
+    def deadline(self) -> float:
+        if self.record.deadline is None:
+            return math.inf
+        return trio.current_time() + (self.record.deadline - self.ctx.wall_clock())
+
+    def delay(self) -> float:
+        interval = self.connector.poll_interval
+        if not self.failures:
+            return interval
+        backoff = min(BACKOFF_MAX, interval * 2.0**self.failures)
+        return backoff * (1 - BACKOFF_JITTER * self.ctx.rng.random())
+
+    async def ensure_credentials(self) -> None:
+        if self.kwargs is not None or not self.needs_credentials:
+            return
+        if not self.credentials_arrived.is_set():
+            _log.info("job %s waits for credentials", self.handle.job_id)
+            await self.commit(
+                "waiting_for_credentials",
+                message="waiting for credentials: the supervisor restarted and keeps secrets "
+                "in memory only; the next request that brings the connection resumes this job",
+            )
+            await self.credentials_arrived.wait()
+
+    async def external(
+        self, operation: str, fn: Callable[..., Awaitable[_T]], *args: Any, **kw: Any
+    ) -> _T:
+        """Call the external service, under the connector's cap and call timeout."""
+        async with self.ctx.limiter:
+            with trio.fail_after(self.connector.call_timeout):
+                return await fn(*args, **(self.kwargs or {}), **kw)
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def create(self) -> bool:
+        """Create the external job (or reconcile a create cut short by a crash).
+
+        Returns False when the create failed (``handle.create_error`` says why).
+        """
+        if self.resumed and not self.connector.supports_idempotent_create:
+            message = (
+                f"the supervisor stopped while creating this job and {self.connector.name} "
+                "cannot de-duplicate creates: the external job may or may not exist; "
+                "not retried to avoid running it twice"
+            )
+            await self.settle_create_failure(CreateState.ABANDONED, message)
+            return False
+        await self.ensure_credentials()
+        request = pb.CreateTaskRequest.parse(self.record.create_request or b"")
+        try:
+            meta = await self.external(
+                "create",
+                self.connector.create,
+                task_template=request.template,
+                output_prefix=request.output_prefix,
+                inputs=native_inputs(request.inputs),
+                task_execution_metadata=request.task_execution_metadata,
+                idempotency_key=self.handle.job_id,
+            )
+            if not isinstance(meta, ResourceMeta):
+                raise TypeError(f"create returned {type(meta).__name__}, not a ResourceMeta")
+        except (trio.Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            _log.warning(
+                "job %s: %s create failed: %s", self.handle.job_id, self.connector.name, exc
+            )
+            await self.settle_create_failure(
+                CreateState.FAILED, f"{self.connector.name} create failed: {_describe(exc)}"
+            )
+            return False
+        await self.commit(
+            "created",
+            {"reconciled": self.resumed},
+            create_state=CreateState.CREATED,
+            resource_meta=meta.encode(),
+            message="",
+        )
+        return True
+
+    async def settle_create_failure(self, state: CreateState, message: str) -> None:
+        now = self.ctx.wall_clock()
+        record = with_phase(self.record, Phase.FAILED, message, now=now)
+        await self.commit_record(
+            dataclasses.replace(record, create_state=state), "create_failed", {"message": message}
+        )
+        self.handle.create_error = ConnectorFailed(message)
+        self.handle.created.set()
+
+    # -- poll ------------------------------------------------------------------------------
+
+    async def fetch(self) -> Observation | Exception:
+        """Poll the external service once: what it reported, or the error it raised."""
+        try:
+            resource = await self.external("get", self.connector.get, self.meta)
+            return observed(resource_to_proto(resource, connector=self.connector.name))
+        except (trio.Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            return exc
+
+    async def apply(self, outcome: Observation | BaseException) -> None:
+        """Journal and publish what a poll found (nothing when nothing changed)."""
+        if isinstance(outcome, Observation):
+            self.failures = 0
+            if outcome != observation_of(self.record):
+                kind = "phase" if outcome.phase != self.record.phase else "update"
+                record = with_observation(self.record, outcome, now=self.ctx.wall_clock())
+                await self.commit_record(record, kind, {"phase": Phase(outcome.phase).name})
+        elif isinstance(outcome, PermanentError):
+            await self.settle(Phase.FAILED, f"{self.connector.name}: {outcome}", "failed")
+        elif isinstance(outcome, JobNotFound):
+            message = f"{self.connector.name} no longer knows this job: {outcome}".rstrip(": ")
+            await self.settle(Phase.RETRYABLE_FAILED, message, "lost")
+        elif isinstance(outcome, ConnectorFailed):
+            await self.settle(Phase.FAILED, str(outcome), "failed")
+        else:
+            self.failures += 1
+            error = _describe(outcome)
+            message = (
+                f"polling {self.connector.name} failed {self.failures} time(s), retrying: {error}"
+            )
+            _log.warning("job %s: %s", self.handle.job_id, message)
+            await self.commit("poll_error", {"error": error}, message=message)
+
+    async def settle(self, phase: Phase, message: str, kind: str) -> None:
+        record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
+        await self.commit_record(record, kind, {"message": message})
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    async def time_out(self) -> None:
+        await self.commit("timeout", delete_state=DeleteState.REQUESTED)
+        await self.cancel()
+
+    async def cancel(self) -> None:
+        """Carry out the journalled intent to cancel: exactly one successful external cancel."""
+        await self.ensure_credentials()
+        failures = 0
+        while True:
+            try:
+                await self.external("delete", self.connector.delete, self.meta)
+                break
+            except (trio.Cancelled, KeyboardInterrupt):
+                raise
+            except JobNotFound:
+                break
+            except Exception as exc:
+                failures += 1
+                self.failures = failures
+                _log.warning("job %s: cancel failed (%d): %s", self.handle.job_id, failures, exc)
+                await trio.sleep(self.delay())
+        deadline = self.record.deadline
+        if self.timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
+            phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
+        else:
+            phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
+        record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
+        await self.commit_record(
+            dataclasses.replace(record, delete_state=DeleteState.DONE),
+            "deleted",
+            {"phase": phase.name},
+        )
+
+    def _timeout_text(self) -> str:
+        if self.record.deadline is None:
+            return "its timeout"
+        return f"{self.record.deadline - self.record.created_at:g}s"
+
+
+def _credential_keys(record: JobRecord) -> bool:
+    """Whether the job was started with connection secrets or configs (kept in memory only)."""
+    if not record.create_request:
+        return False
+    connection = pb.CreateTaskRequest.parse(record.create_request).connection
+    return connection is not None and bool(connection.secrets or connection.configs)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

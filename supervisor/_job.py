@@ -1,0 +1,99 @@
+"""A job's state as the supervisor keeps it: a journal record and the answer it gives.
+
+``JobRecord`` (from the journal) is the truth; ``answer_for`` turns it into the
+GetTaskResponse that GetTask returns, and ``with_resource`` folds a connector's report into
+a new record. Records are immutable: every change makes a new one, journalled before use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from connectors import Phase, is_terminal
+from flyteproto.flyteidl2 import connector as pb
+from flyteproto.flyteidl2.core import TaskLog
+from flyteproto.flyteidl2.task import Outputs
+from flyteproto.google.protobuf import Struct
+
+from .journal import JobRecord
+
+__all__ = [
+    "Observation",
+    "answer_for",
+    "observation_of",
+    "observed",
+    "with_observation",
+    "with_phase",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observation:
+    """What one poll saw, in journal form (log links and custom info as JSON text)."""
+
+    phase: int
+    message: str
+    log_links: str
+    outputs: bytes | None
+    custom_info: str | None
+
+
+def observed(resource: pb.Resource) -> Observation:
+    """Journal form of a Resource message (converted from the connector's report)."""
+    return Observation(
+        phase=int(resource.phase),
+        message=resource.message,
+        log_links=json.dumps([link.to_dict() for link in resource.log_links], sort_keys=True),
+        outputs=bytes(resource.outputs) if resource.outputs is not None else None,
+        custom_info=(
+            json.dumps(resource.custom_info.to_dict(), sort_keys=True)
+            if resource.custom_info is not None
+            else None
+        ),
+    )
+
+
+def observation_of(record: JobRecord) -> Observation:
+    return Observation(
+        record.phase, record.message, record.log_links, record.outputs, record.custom_info
+    )
+
+
+def with_observation(record: JobRecord, seen: Observation, *, now: float) -> JobRecord:
+    """``record`` updated with what a poll saw; ``finished_at`` set on a terminal phase."""
+    finished_at = record.finished_at
+    if finished_at is None and is_terminal(Phase(seen.phase)):
+        finished_at = now
+    return dataclasses.replace(
+        record,
+        phase=seen.phase,
+        message=seen.message,
+        log_links=seen.log_links,
+        outputs=seen.outputs,
+        custom_info=seen.custom_info,
+        updated_at=now,
+        finished_at=finished_at,
+    )
+
+
+def with_phase(record: JobRecord, phase: Phase, message: str, *, now: float) -> JobRecord:
+    seen = dataclasses.replace(observation_of(record), phase=int(phase), message=message)
+    return with_observation(record, seen, now=now)
+
+
+def answer_for(record: JobRecord) -> pb.GetTaskResponse:
+    """The GetTask answer for a journalled job."""
+    return pb.GetTaskResponse(
+        resource=pb.Resource(
+            phase=Phase(record.phase),
+            message=record.message,
+            log_links=[TaskLog.from_dict(item) for item in json.loads(record.log_links)],
+            outputs=Outputs.parse(record.outputs) if record.outputs is not None else None,
+            custom_info=(
+                Struct.from_dict(json.loads(record.custom_info))
+                if record.custom_info is not None
+                else None
+            ),
+        )
+    )

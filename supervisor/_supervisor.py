@@ -1,0 +1,431 @@
+"""The supervisor: the ConnectorService that runs every job as an actor with a journal.
+
+CreateTask finds or starts the job's actor (by the identity derived from the task
+execution id) and answers once the create has settled; GetTask answers from the actor's
+published state, or from the journal for a finished job, and never calls the external
+service; DeleteTask goes through the actor, which journals the intent before answering.
+A ``resource_meta`` we have never seen is decoded and its job adopted. On start, every
+unfinished job in the journal gets its actor back.
+
+Lookups of one job are serialised by a per-job lock, so two concurrent CreateTasks (or
+adoptions) of the same job start one actor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from connectors import AsyncConnector, ConnectorRegistry, Phase, is_terminal
+from flyteproto.flyteidl2 import connector as pb
+from flyteproto.flyteidl2.core import Connection
+
+from ._actor import JobContext, JobHandle, new_mailbox, run_actor
+from ._convert import (
+    connection_kwargs,
+    connector_for_category,
+    connector_for_type,
+    decode_meta,
+    native_inputs,
+)
+from ._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
+from ._identity import adopted_job_id, job_id_for, retry_attempt
+from ._job import answer_for
+from ._messages import Cancel, Credentials
+from ._service import MetadataAnswers, logs_of, metrics_of
+from .journal import CreateState, DeleteState, JobRecord, Put
+from .journal._protocol import JournalLike
+
+__all__ = ["Supervisor"]
+
+_log = logging.getLogger(__name__)
+
+#: A GetTask that adopts a job waits this long for the job's first poll.
+ADOPTION_FIRST_POLL_WAIT = 5.0
+#: After an actor dies of an unexpected error, wait this long before restarting it.
+ACTOR_RESTART_DELAY = 5.0
+
+_MetaKey = tuple[str, int, bytes]
+
+
+class Supervisor(MetadataAnswers):
+    """Runs jobs as actors; answers the connector RPCs. Use ``async with sup.running():``."""
+
+    def __init__(
+        self,
+        registry: ConnectorRegistry,
+        journal: JournalLike,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(registry)
+        self._journal = journal
+        self._wall_clock = wall_clock
+        self._rng = rng or random.Random()
+        self._jobs: dict[str, JobHandle] = {}
+        self._by_meta: dict[_MetaKey, JobHandle] = {}
+        self._locks: dict[str, trio.Lock] = {}
+        self._contexts: dict[int, JobContext] = {}
+        self._nursery: trio.Nursery | None = None
+        self.resumed = 0
+
+    # -- running ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Supervisor]:
+        """Start the actors' nursery and resume unfinished jobs; on exit cancel the actors.
+
+        Cancelling an actor never touches its external job: the journal holds everything
+        needed to carry on after a restart.
+        """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await self.resume()
+                yield self
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()
+
+    async def resume(self) -> int:
+        """Start an actor for every unfinished job in the journal. Returns how many."""
+        count = 0
+        for record in await self._journal.unfinished():
+            if record.job_id in self._jobs:
+                continue
+            try:
+                connector = connector_for_type(
+                    self.registry, record.task_type, record.task_type_version
+                )
+            except NotFound:
+                _log.error(
+                    "job %s: no connector for %s v%d: left in the journal, not resumed",
+                    record.job_id,
+                    record.task_type,
+                    record.task_type_version,
+                )
+                continue
+            self._start(connector, record, kwargs=None, resumed=True)
+            count += 1
+        self.resumed = count
+        if count:
+            _log.info("resumed %d unfinished job(s)", count)
+        return count
+
+    def _context(self, connector: AsyncConnector[Any]) -> JobContext:
+        ctx = self._contexts.get(id(connector))
+        if ctx is None:
+            ctx = JobContext(
+                connector=connector,
+                journal=self._journal,
+                limiter=trio.CapacityLimiter(connector.max_concurrent_calls),
+                wall_clock=self._wall_clock,
+                rng=self._rng,
+            )
+            self._contexts[id(connector)] = ctx
+        return ctx
+
+    def _start(
+        self,
+        connector: AsyncConnector[Any],
+        record: JobRecord,
+        *,
+        kwargs: Mapping[str, str] | None,
+        resumed: bool,
+    ) -> JobHandle:
+        if self._nursery is None:
+            raise Unavailable("the supervisor is not running")
+        send, receive = new_mailbox()
+        handle = JobHandle(record, send)
+        handle.last_kwargs = kwargs or None
+        self._jobs[record.job_id] = handle
+        if record.resource_meta is not None:
+            self._by_meta[_meta_key(record)] = handle
+        self._nursery.start_soon(self._supervise, connector, handle, receive, kwargs, resumed)
+        return handle
+
+    async def _supervise(
+        self,
+        connector: AsyncConnector[Any],
+        handle: JobHandle,
+        receive: trio.MemoryReceiveChannel[Any],
+        kwargs: Mapping[str, str] | None,
+        resumed: bool,
+    ) -> None:
+        """Run an actor; restart it (from its journalled state) if it dies of a bug."""
+        ctx = self._context(connector)
+        try:
+            while True:
+                try:
+                    await run_actor(handle, receive, ctx, kwargs=kwargs, resumed=resumed)
+                    return
+                except Exception:
+                    _log.exception("job %s: actor failed; restarting it", handle.job_id)
+                    send, receive = new_mailbox()
+                    handle.send = send
+                    resumed = True
+                    await trio.sleep(ACTOR_RESTART_DELAY)
+        finally:
+            self._forget(handle)
+
+    def _forget(self, handle: JobHandle) -> None:
+        if self._jobs.get(handle.job_id) is handle:
+            del self._jobs[handle.job_id]
+        if handle.record.resource_meta is not None:
+            key = _meta_key(handle.record)
+            if self._by_meta.get(key) is handle:
+                del self._by_meta[key]
+
+    @asynccontextmanager
+    async def _job_lock(self, job_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(job_id, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._locks.pop(job_id, None)
+
+    def statistics(self) -> dict[str, int]:
+        return {"live_jobs": len(self._jobs), "resumed": self.resumed}
+
+    # -- CreateTask ------------------------------------------------------------------------
+
+    async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
+        template = request.template
+        if template is None or not template.type:
+            raise InvalidArgument("template with a task type is required")
+        connector = connector_for_type(self.registry, template.type, template.task_type_version)
+        native_inputs(request.inputs)  # bad inputs are the caller's error: refuse them now
+        metadata = request.task_execution_metadata
+        job_id = job_id_for(template.type, template.task_type_version, metadata)
+        kwargs = connection_kwargs(request.connection)
+        async with self._job_lock(job_id):
+            handle = self._jobs.get(job_id)
+            if handle is not None and handle.record.create_state == CreateState.FAILED:
+                handle = None  # its actor is ending; this request tries the create again
+            if handle is not None:
+                self._offer_credentials(handle, kwargs)
+            else:
+                record = await self._journal.get(job_id)
+                if record is not None and record.create_state == CreateState.CREATED:
+                    assert record.resource_meta is not None
+                    return pb.CreateTaskResponse(resource_meta=record.resource_meta)
+                if record is not None and record.create_state == CreateState.ABANDONED:
+                    raise ConnectorFailed(record.message)
+                if record is not None and record.create_state == CreateState.PENDING:
+                    handle = self._start(connector, record, kwargs=kwargs, resumed=True)
+                else:
+                    record = self._new_record(connector, job_id, request)
+                    await self._journal.write(
+                        Put(record, "create_intent", json.dumps({"attempt": record.attempt}))
+                    )
+                    handle = self._start(connector, record, kwargs=kwargs, resumed=False)
+        await handle.created.wait()
+        if handle.create_error is not None:
+            raise handle.create_error
+        meta = handle.record.resource_meta
+        if meta is None:
+            raise Unavailable("the job's create did not finish; retry")
+        self._by_meta.setdefault(_meta_key(handle.record), handle)
+        return pb.CreateTaskResponse(resource_meta=meta)
+
+    def _new_record(
+        self, connector: AsyncConnector[Any], job_id: str, request: pb.CreateTaskRequest
+    ) -> JobRecord:
+        template = request.template
+        assert template is not None
+        now = self._wall_clock()
+        timeout = template.metadata.timeout if template.metadata is not None else None
+        return JobRecord(
+            job_id=job_id,
+            task_type=template.type,
+            task_type_version=template.task_type_version,
+            connector=connector.name,
+            attempt=retry_attempt(request.task_execution_metadata),
+            create_state=CreateState.PENDING,
+            delete_state=DeleteState.NONE,
+            phase=int(Phase.QUEUED),
+            created_at=now,
+            updated_at=now,
+            message="creating the external job",
+            create_request=bytes(_without_secrets(request)),
+            deadline=now + timeout.total_seconds() if timeout else None,
+        )
+
+    # -- GetTask ---------------------------------------------------------------------------
+
+    async def get_task(self, request: pb.GetTaskRequest) -> pb.GetTaskResponse:
+        category = request.task_category
+        connector = connector_for_category(self.registry, category)
+        assert category is not None
+        key = (category.name, category.version, request.resource_meta)
+        handle = self._by_meta.get(key)
+        if handle is None:
+            found = await self._find(connector, key)
+            if isinstance(found, JobRecord):
+                return answer_for(found)
+            if found is None:
+                found = await self._adopt(connector, key, request.connection, delete=False)
+                with trio.move_on_after(ADOPTION_FIRST_POLL_WAIT):
+                    await found.polled.wait()
+            handle = found
+        self._offer_credentials(handle, connection_kwargs(request.connection))
+        return handle.answer
+
+    async def _find(
+        self, connector: AsyncConnector[Any], key: _MetaKey
+    ) -> JobHandle | JobRecord | None:
+        """The live actor or the journal record for ``key``; None if we never saw it.
+
+        Errors: InvalidArgument when an unknown resource_meta does not decode.
+        """
+        record = await self._journal.find_by_meta(*key)
+        if record is None:
+            decode_meta(connector, key[2])
+            return None
+        handle = self._jobs.get(record.job_id)
+        if handle is None:
+            return record
+        self._by_meta[key] = handle
+        return handle
+
+    async def _adopt(
+        self,
+        connector: AsyncConnector[Any],
+        key: _MetaKey,
+        connection: Connection | None,
+        *,
+        delete: bool,
+    ) -> JobHandle:
+        """Journal and start a job we did not create (another replica's, or from before)."""
+        name, version, meta = key
+        job_id = adopted_job_id(name, version, meta)
+        async with self._job_lock(job_id):
+            handle = self._jobs.get(job_id)
+            if handle is not None:
+                return handle
+            now = self._wall_clock()
+            stripped = _without_secrets(pb.CreateTaskRequest(connection=connection))
+            record = JobRecord(
+                job_id=job_id,
+                task_type=name,
+                task_type_version=version,
+                connector=connector.name,
+                attempt=0,
+                create_state=CreateState.CREATED,
+                delete_state=DeleteState.REQUESTED if delete else DeleteState.NONE,
+                phase=int(Phase.RUNNING),
+                created_at=now,
+                updated_at=now,
+                resource_meta=meta,
+                message="adopted: waiting for the first poll",
+                create_request=bytes(stripped),
+            )
+            await self._journal.write(Put(record, "adopted", json.dumps({"delete": delete})))
+            _log.info("job %s: adopted a %s job we did not create", job_id, name)
+            return self._start(
+                connector, record, kwargs=connection_kwargs(connection) or None, resumed=True
+            )
+
+    # -- DeleteTask ------------------------------------------------------------------------
+
+    async def delete_task(self, request: pb.DeleteTaskRequest) -> pb.DeleteTaskResponse:
+        category = request.task_category
+        connector = connector_for_category(self.registry, category)
+        assert category is not None
+        key = (category.name, category.version, request.resource_meta)
+        kwargs = connection_kwargs(request.connection)
+        handle = self._by_meta.get(key)
+        if handle is None:
+            found = await self._find(connector, key)
+            if found is None:
+                await self._adopt(connector, key, request.connection, delete=True)
+                return pb.DeleteTaskResponse()
+            if isinstance(found, JobRecord):
+                if _settled(found):
+                    return pb.DeleteTaskResponse()
+                found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
+            handle = found
+        if _settled(handle.record):
+            return pb.DeleteTaskResponse()
+        message = Cancel(kwargs)
+        try:
+            await handle.send.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return pb.DeleteTaskResponse()  # the actor has ended: the job is finished
+        await message.reply.wait()
+        return pb.DeleteTaskResponse()
+
+    def _offer_credentials(self, handle: JobHandle, kwargs: Mapping[str, str]) -> None:
+        if not kwargs or kwargs == handle.last_kwargs:
+            return
+        try:
+            handle.send.send_nowait(Credentials(dict(kwargs)))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        handle.last_kwargs = dict(kwargs)
+
+    # -- metrics and logs: straight to the connector ---------------------------------------
+
+    async def get_task_metrics(
+        self, request: pb.GetTaskMetricsRequest
+    ) -> pb.GetTaskMetricsResponse:
+        connector = connector_for_category(self.registry, request.task_category)
+        meta = decode_meta(connector, request.resource_meta)
+        return await metrics_of(connector, meta, request)
+
+    async def get_task_logs(
+        self, request: pb.GetTaskLogsRequest
+    ) -> AsyncIterator[pb.GetTaskLogsResponse]:
+        connector = connector_for_category(self.registry, request.task_category)
+        meta = decode_meta(connector, request.resource_meta)
+        async for response in logs_of(connector, meta, request):
+            yield response
+
+
+def _meta_key(record: JobRecord) -> _MetaKey:
+    assert record.resource_meta is not None
+    return (record.task_type, record.task_type_version, record.resource_meta)
+
+
+def _settled(record: JobRecord) -> bool:
+    """Nothing left to cancel: finished, deleted, or never created."""
+    if record.delete_state == DeleteState.DONE:
+        return True
+    if record.delete_state == DeleteState.REQUESTED:
+        return False
+    return is_terminal(Phase(record.phase)) or record.create_state in (
+        CreateState.FAILED,
+        CreateState.ABANDONED,
+    )
+
+
+def _without_secrets(request: pb.CreateTaskRequest) -> pb.CreateTaskRequest:
+    """The request as journalled: connection values blanked, keys kept.
+
+    The keys tell a resumed job that it must wait for credentials.
+    """
+    connection = request.connection
+    if connection is None:
+        return request
+    blank = Connection(
+        task_type=connection.task_type,
+        secrets=dict.fromkeys(connection.secrets, ""),
+        configs=dict.fromkeys(connection.configs, ""),
+    )
+    return pb.CreateTaskRequest(
+        inputs=request.inputs,
+        template=request.template,
+        output_prefix=request.output_prefix,
+        task_execution_metadata=request.task_execution_metadata,
+        connection=blank,
+    )

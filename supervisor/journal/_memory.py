@@ -1,0 +1,94 @@
+"""A journal in memory: the same Trio interface as ``Journal``, for unit tests and demos.
+
+It commits each ``write`` at once (after one checkpoint) and counts what it did, so tests
+on Trio's MockClock can assert exact write counts. ``fail_next`` injects a commit failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from ._records import CreateState, DeleteState, EventRecord, JobRecord, Put
+
+__all__ = ["InMemoryJournal"]
+
+_TERMINAL = frozenset({3, 4, 5, 8})
+
+
+@dataclass
+class _Counts:
+    writes: int = 0
+    puts: int = 0
+
+
+class InMemoryJournal:
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.history: list[EventRecord] = []
+        self.counts = _Counts()
+        self._fail_next: list[BaseException] = []
+
+    def fail_next(self, error: BaseException) -> None:
+        """Make the next ``write`` raise ``error`` without committing anything."""
+        self._fail_next.append(error)
+
+    async def write(self, *puts: Put) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._fail_next:
+            raise self._fail_next.pop(0)
+        self.counts.writes += 1
+        for put in puts:
+            self.counts.puts += 1
+            self.jobs[put.record.job_id] = put.record
+            self.history.append(
+                EventRecord(
+                    job_id=put.record.job_id,
+                    seq=len(self.history) + 1,
+                    at=put.record.updated_at,
+                    kind=put.kind,
+                    phase=put.record.phase,
+                    detail=put.detail,
+                )
+            )
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        await trio.lowlevel.checkpoint()
+        return self.jobs.get(job_id)
+
+    async def find_by_meta(
+        self, task_type: str, version: int, resource_meta: bytes
+    ) -> JobRecord | None:
+        await trio.lowlevel.checkpoint()
+        for record in self.jobs.values():
+            if (record.task_type, record.task_type_version, record.resource_meta) == (
+                task_type,
+                version,
+                resource_meta,
+            ):
+                return record
+        return None
+
+    async def unfinished(self) -> list[JobRecord]:
+        await trio.lowlevel.checkpoint()
+        return [r for r in self.jobs.values() if is_unfinished(r)]
+
+    async def events(self, job_id: str) -> list[EventRecord]:
+        await trio.lowlevel.checkpoint()
+        return [e for e in self.history if e.job_id == job_id]
+
+    def kinds(self, job_id: str) -> list[str]:
+        """The event kinds of one job, in order (a test convenience)."""
+        return [e.kind for e in self.history if e.job_id == job_id]
+
+
+def is_unfinished(record: JobRecord) -> bool:
+    """Work is left: a create in flight, a cancel not done, or a phase not yet final."""
+    if record.create_state == CreateState.PENDING:
+        return True
+    if record.delete_state == DeleteState.REQUESTED:
+        return True
+    if record.create_state in (CreateState.FAILED, CreateState.ABANDONED):
+        return False
+    return record.phase not in _TERMINAL

@@ -1,0 +1,24 @@
+"""What the supervisor needs from a journal (``Journal`` and ``InMemoryJournal`` both fit)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ._records import EventRecord, JobRecord, Put
+
+__all__ = ["JournalLike"]
+
+
+class JournalLike(Protocol):
+    async def write(self, *puts: Put) -> None:
+        """Return once every put is committed. Errors: the commit's failure."""
+
+    async def get(self, job_id: str) -> JobRecord | None: ...
+
+    async def find_by_meta(
+        self, task_type: str, version: int, resource_meta: bytes
+    ) -> JobRecord | None: ...
+
+    async def unfinished(self) -> list[JobRecord]: ...
+
+    async def events(self, job_id: str) -> list[EventRecord]: ...

@@ -1,0 +1,542 @@
+"""The supervisor's guarantees, on Trio's MockClock, against an in-memory external service.
+
+Every test runs a real Supervisor with real actors over an InMemoryJournal and a
+FakeService; time is virtual, so "run for 100 s" is instant and call counts are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from connectors import ConnectorRegistry, Phase
+from connectors.testing import FakeConnector, FakeMeta, FakeService
+from flyteproto.flyteidl2 import connector as pb
+from flyteproto.flyteidl2.core import (
+    Connection,
+    Identifier,
+    TaskExecutionIdentifier,
+    TaskMetadata,
+    TaskTemplate,
+)
+from supervisor import ConnectorFailed, InvalidArgument
+from supervisor._supervisor import Supervisor
+from supervisor.journal import CreateState, DeleteState
+from supervisor.journal._memory import InMemoryJournal
+
+CATEGORY = pb.TaskCategory(name="fake", version=0)
+
+
+class _NoJitter(random.Random):
+    def random(self) -> float:
+        return 0.0
+
+
+def create_request(
+    name: str = "t1",
+    *,
+    attempt: int = 0,
+    timeout: float | None = None,
+    secrets: dict[str, str] | None = None,
+) -> pb.CreateTaskRequest:
+    metadata = TaskMetadata(timeout=timedelta(seconds=timeout)) if timeout else None
+    return pb.CreateTaskRequest(
+        template=TaskTemplate(type="fake", metadata=metadata),
+        output_prefix="s3://bucket/out",
+        task_execution_metadata=pb.TaskExecutionMetadata(
+            task_execution_id=TaskExecutionIdentifier(
+                task_id=Identifier(project="p", domain="d", name=name), retry_attempt=attempt
+            )
+        ),
+        connection=Connection(secrets=secrets) if secrets else None,
+    )
+
+
+def get_request(meta: bytes, secrets: dict[str, str] | None = None) -> pb.GetTaskRequest:
+    return pb.GetTaskRequest(
+        resource_meta=meta,
+        task_category=CATEGORY,
+        connection=Connection(secrets=secrets) if secrets else None,
+    )
+
+
+def delete_request(meta: bytes) -> pb.DeleteTaskRequest:
+    return pb.DeleteTaskRequest(resource_meta=meta, task_category=CATEGORY)
+
+
+def meta_of(job_id: str) -> bytes:
+    return FakeMeta(job_id=job_id).encode()
+
+
+class World:
+    """One external service and one journal that outlive any number of supervisors."""
+
+    def __init__(self, **connector_options: Any) -> None:
+        self.service = FakeService()
+        self.journal = InMemoryJournal()
+        self.connector = FakeConnector(self.service, **connector_options)
+
+    @asynccontextmanager
+    async def supervisor(self) -> AsyncIterator[Supervisor]:
+        registry = ConnectorRegistry([self.connector])
+        sup = Supervisor(registry, self.journal, wall_clock=trio.current_time, rng=_NoJitter())
+        async with sup.running():
+            yield sup
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    """Let virtual time run until ``predicate`` holds (fails after a virtual hour)."""
+    with trio.fail_after(3600):
+        while not predicate():  # noqa: ASYNC110 - virtual time: instant under MockClock
+            await trio.sleep(0.5)
+
+
+async def phase_of(sup: Supervisor, meta: bytes) -> Phase:
+    response = await sup.get_task(get_request(meta))
+    assert response.resource is not None
+    return Phase(response.resource.phase)
+
+
+# -- create ---------------------------------------------------------------------------------
+
+
+async def test_create_returns_resource_meta_and_creates_once(autojump_clock: Any) -> None:
+    world = World()
+    async with world.supervisor() as sup:
+        first = await sup.create_task(create_request())
+        again = await sup.create_task(create_request())
+    assert first.resource_meta == again.resource_meta == meta_of("job-1")
+    assert world.service.calls["create"] == 1
+
+
+async def test_concurrent_creates_of_one_job_create_it_once(autojump_clock: Any) -> None:
+    world = World()
+    world.service.latency = 1.0
+    answers: list[bytes] = []
+    async with world.supervisor() as sup:
+
+        async def create() -> None:
+            answers.append((await sup.create_task(create_request())).resource_meta)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(create)
+    assert set(answers) == {meta_of("job-1")}
+    assert world.service.calls["create"] == 1
+
+
+async def test_each_retry_attempt_is_its_own_job(autojump_clock: Any) -> None:
+    world = World()
+    async with world.supervisor() as sup:
+        first = await sup.create_task(create_request(attempt=0))
+        second = await sup.create_task(create_request(attempt=1))
+    assert first.resource_meta != second.resource_meta
+    assert world.service.calls["create"] == 2
+
+
+async def test_create_passes_a_deterministic_idempotency_key(autojump_clock: Any) -> None:
+    world = World()
+    async with world.supervisor() as sup:
+        await sup.create_task(create_request())
+    key = world.connector.seen_kwargs[0]["idempotency_key"]
+    assert key == next(iter(world.journal.jobs))
+    assert len(key) == 32
+
+
+async def test_create_failure_is_reported_and_a_repeat_tries_again(autojump_clock: Any) -> None:
+    world = World()
+    world.service.fail_next("create", RuntimeError("quota exceeded"))
+    async with world.supervisor() as sup:
+        with pytest.raises(ConnectorFailed, match="quota exceeded"):
+            await sup.create_task(create_request())
+        response = await sup.create_task(create_request())
+    assert response.resource_meta == meta_of("job-1")
+    assert world.service.calls["create"] == 2
+
+
+async def test_create_intent_is_journalled_before_the_connector_is_called(
+    autojump_clock: Any,
+) -> None:
+    world = World()
+    world.journal.fail_next(OSError("disk full"))
+    async with world.supervisor() as sup:
+        with pytest.raises(OSError, match="disk full"):
+            await sup.create_task(create_request())
+    assert world.service.calls["create"] == 0
+
+
+# -- polling --------------------------------------------------------------------------------
+
+
+async def test_polls_once_per_interval(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        await sup.create_task(create_request())
+        await trio.sleep(100.5)
+    assert world.service.calls["get"] == 10
+
+
+async def test_get_task_never_calls_the_external_service(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        await trio.sleep(15)
+        world.service.set_state("job-1", "RUNNING")
+        for _ in range(1000):
+            await sup.get_task(get_request(meta))
+        await trio.sleep(10)
+        assert await phase_of(sup, meta) == Phase.RUNNING
+    assert world.service.calls["get"] == 2
+
+
+async def test_get_task_reports_outputs_and_log_links_on_success(autojump_clock: Any) -> None:
+    world = World(poll_interval=5.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.set_state("job-1", "DONE", outputs={"rows": 3})
+        await trio.sleep(6)
+        response = await sup.get_task(get_request(meta))
+    resource = response.resource
+    assert resource is not None
+    assert resource.phase == Phase.SUCCEEDED
+    assert resource.outputs is not None
+    assert resource.outputs.literals[0].name == "rows"
+    assert [link.name for link in resource.log_links] == ["fake console"]
+
+
+async def test_finished_job_is_answered_from_the_journal(autojump_clock: Any) -> None:
+    world = World(poll_interval=5.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.set_state("job-1", "DONE")
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.SUCCEEDED
+    assert world.service.calls["get"] == 1
+
+
+async def test_transient_errors_back_off_exponentially(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    times: list[float] = []
+    original = world.service.get
+
+    async def timed_get(job_id: str) -> Any:
+        times.append(trio.current_time())
+        return await original(job_id)
+
+    world.service.get = timed_get  # type: ignore[method-assign]
+    async with world.supervisor() as sup:
+        start = trio.current_time()
+        await sup.create_task(create_request())
+        for _ in range(3):
+            world.service.fail_next("get")
+        await trio.sleep(200)
+    gaps = [round(b - a) for a, b in zip([start, *times], times, strict=False)]
+    assert gaps[:5] == [10, 20, 40, 80, 10]
+
+
+async def test_poll_error_message_is_shown_and_cleared(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.fail_next("get", ConnectionError("503 from upstream"))
+        await trio.sleep(11)
+        response = await sup.get_task(get_request(meta))
+        assert response.resource is not None
+        assert "503 from upstream" in response.resource.message
+        await trio.sleep(25)
+        response = await sup.get_task(get_request(meta))
+    assert response.resource is not None
+    assert response.resource.message == "pending"
+
+
+async def test_hung_call_times_out_and_is_retried(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0, call_timeout=5.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.hang_next("get")
+        world.service.set_state("job-1", "DONE")
+        await trio.sleep(16)
+        response = await sup.get_task(get_request(meta))
+        assert response.resource is not None
+        assert "TooSlowError" in response.resource.message
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.SUCCEEDED
+
+
+async def test_permanent_error_fails_the_job(autojump_clock: Any) -> None:
+    from connectors import PermanentError
+
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.fail_next("get", PermanentError("table not found"))
+        await trio.sleep(11)
+        response = await sup.get_task(get_request(meta))
+    assert response.resource is not None
+    assert response.resource.phase == Phase.FAILED
+    assert "table not found" in response.resource.message
+
+
+async def test_lost_job_is_retryable_failed(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.lose("job-1")
+        await trio.sleep(11)
+        assert await phase_of(sup, meta) == Phase.RETRYABLE_FAILED
+
+
+async def test_concurrent_calls_are_capped_per_connector(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0, max_concurrent_calls=3)
+    world.service.latency = 2.0
+    async with world.supervisor() as sup:
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(sup.create_task, create_request(f"t{i}"))
+        await trio.sleep(60)
+    assert world.service.max_in_flight == 3
+    assert world.service.calls["create"] == 12
+
+
+async def test_timeout_cancels_the_external_job_and_fails(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request(timeout=35))).resource_meta
+        world.service.set_state("job-1", "RUNNING")
+        await trio.sleep(36)
+        response = await sup.get_task(get_request(meta))
+    assert response.resource is not None
+    assert response.resource.phase == Phase.FAILED
+    assert "timed out after 35s" in response.resource.message
+    assert world.service.jobs["job-1"].cancels == 1
+
+
+# -- delete ---------------------------------------------------------------------------------
+
+
+async def test_delete_storm_cancels_external_job_once(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    world.service.latency = 0.5
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.set_state("job-1", "RUNNING")
+        answers: list[pb.DeleteTaskResponse] = []
+
+        async def delete() -> None:
+            answers.append(await sup.delete_task(delete_request(meta)))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):
+                nursery.start_soon(delete)
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.ABORTED
+    assert len(answers) == 100
+    assert world.service.calls["delete"] == 1
+
+
+async def test_delete_answers_once_the_intent_is_journalled(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.hang_next("delete")
+        with trio.fail_after(1):
+            await sup.delete_task(delete_request(meta))
+        record = world.journal.jobs[next(iter(world.journal.jobs))]
+        assert record.delete_state == DeleteState.REQUESTED
+
+
+async def test_delete_interrupts_a_poll_in_flight(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.hang_next("get")
+        await trio.sleep(11)
+        with trio.fail_after(1):
+            await sup.delete_task(delete_request(meta))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.ABORTED
+    assert world.service.calls["delete"] == 1
+
+
+async def test_delete_of_finished_job_makes_no_call(autojump_clock: Any) -> None:
+    world = World(poll_interval=5.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.set_state("job-1", "DONE")
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        await sup.delete_task(delete_request(meta))
+        await sup.delete_task(delete_request(meta))
+    assert world.service.calls["delete"] == 0
+
+
+async def test_delete_of_deleted_job_makes_no_second_call(autojump_clock: Any) -> None:
+    world = World(poll_interval=5.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        await sup.delete_task(delete_request(meta))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        await sup.delete_task(delete_request(meta))
+    assert world.service.calls["delete"] == 1
+
+
+async def test_delete_of_unknown_job_answers_ok(autojump_clock: Any) -> None:
+    world = World()
+    async with world.supervisor() as sup:
+        with trio.fail_after(1):
+            await sup.delete_task(delete_request(meta_of("never-existed")))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+    assert world.service.calls["delete"] == 1  # "not found" counts as deleted
+
+
+async def test_delete_retries_failed_cancels(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.fail_next("delete")
+        world.service.fail_next("delete")
+        await sup.delete_task(delete_request(meta))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.ABORTED
+    assert world.service.calls["delete"] == 3
+    assert world.service.jobs["job-1"].cancels == 1
+
+
+# -- adoption -------------------------------------------------------------------------------
+
+
+async def test_get_task_adopts_a_job_it_never_saw(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    job = await world.service.create("elsewhere", {})
+    world.service.set_state(job.job_id, "RUNNING")
+    async with world.supervisor() as sup:
+        assert await phase_of(sup, meta_of(job.job_id)) == Phase.RUNNING
+        world.service.set_state(job.job_id, "DONE")
+        await trio.sleep(11)
+        assert await phase_of(sup, meta_of(job.job_id)) == Phase.SUCCEEDED
+    assert "adopted" in world.journal.kinds(next(iter(world.journal.jobs)))
+
+
+async def test_garbage_resource_meta_is_invalid_argument(autojump_clock: Any) -> None:
+    world = World()
+    async with world.supervisor() as sup:
+        with pytest.raises(InvalidArgument, match="resource_meta"):
+            await sup.get_task(get_request(b"\x00not json"))
+        with pytest.raises(InvalidArgument, match="resource_meta"):
+            await sup.delete_task(delete_request(b'{"wrong": 1}'))
+    assert not world.journal.jobs
+
+
+# -- resume ---------------------------------------------------------------------------------
+
+
+async def test_restart_resumes_polling_unfinished_jobs(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+    world.service.set_state("job-1", "DONE")
+    async with world.supervisor() as sup:
+        assert sup.resumed == 1
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.SUCCEEDED
+
+
+async def test_restart_finishes_a_pending_cancel(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.hang_next("delete")
+        await sup.delete_task(delete_request(meta))
+        await trio.testing.wait_all_tasks_blocked()
+    assert world.service.jobs["job-1"].cancels == 0
+    async with world.supervisor() as sup:
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.ABORTED
+    assert world.service.jobs["job-1"].cancels == 1
+
+
+async def crash_during_create(world: World) -> None:
+    world.service.hang_next("create")
+    async with world.supervisor() as sup, trio.open_nursery() as nursery:
+        nursery.start_soon(sup.create_task, create_request())
+        await wait_for(lambda: world.service.calls["create"] == 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_restart_reconciles_an_idempotent_create_without_duplicating(
+    autojump_clock: Any,
+) -> None:
+    world = World(idempotent=True)
+    await crash_during_create(world)
+    async with world.supervisor() as sup:
+        response = await sup.create_task(create_request())
+    assert response.resource_meta == meta_of("job-1")
+    assert world.service.calls["create"] == 2
+    assert len(world.service.jobs) == 1
+
+
+async def test_restart_refuses_to_repeat_a_create_that_cannot_be_deduplicated(
+    autojump_clock: Any,
+) -> None:
+    world = World(idempotent=False)
+    await crash_during_create(world)
+    async with world.supervisor() as sup:
+        with pytest.raises(ConnectorFailed, match="cannot de-duplicate"):
+            await sup.create_task(create_request())
+        with pytest.raises(ConnectorFailed, match="cannot de-duplicate"):
+            await sup.create_task(create_request())
+    record = next(iter(world.journal.jobs.values()))
+    assert record.create_state == CreateState.ABANDONED
+    assert world.service.calls["create"] == 1
+
+
+# -- secrets --------------------------------------------------------------------------------
+
+
+async def test_secrets_never_reach_the_journal(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        await sup.create_task(create_request(secrets={"token": "s3cr3t-value"}))
+        await trio.sleep(25)
+    assert world.connector.seen_kwargs[0]["token"] == "s3cr3t-value"
+    stored = repr(world.journal.jobs) + repr(world.journal.history)
+    assert "s3cr3t-value" not in stored
+    assert "token" in stored  # the key is kept: a resumed job knows it must wait
+
+
+async def test_resumed_job_waits_for_credentials(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request(secrets={"token": "abc"}))).resource_meta
+    polls_before = world.service.calls["get"]
+    async with world.supervisor() as sup:
+        await trio.sleep(60)
+        response = await sup.get_task(get_request(meta))
+        assert response.resource is not None
+        assert "waiting for credentials" in response.resource.message
+        assert world.service.calls["get"] == polls_before
+        await sup.get_task(get_request(meta, secrets={"token": "abc"}))
+        await trio.sleep(1)
+        assert world.service.calls["get"] == polls_before + 1
+    assert world.connector.seen_kwargs[-1]["token"] == "abc"
+
+
+async def test_history_records_every_transition(autojump_clock: Any) -> None:
+    world = World(poll_interval=5.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.set_state("job-1", "RUNNING")
+        await trio.sleep(6)
+        await sup.delete_task(delete_request(meta))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+    kinds = world.journal.kinds(next(iter(world.journal.jobs)))
+    assert kinds == ["create_intent", "created", "phase", "delete_intent", "deleted"]
+    details = [json.loads(e.detail) for e in world.journal.history]
+    assert details[2] == {"phase": "RUNNING"}
