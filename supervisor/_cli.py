@@ -1,4 +1,4 @@
-"""Command line: ``python -m supervisor serve ...``."""
+"""Command line: ``python -m supervisor serve|journal ...``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import trio
 from connectors import ConnectorRegistry
 
 from ._server import Listening, serve_grpc
-from ._service import DirectService
-from ._settings import Settings, add_serve_arguments
+from ._settings import Settings, add_journal_argument, add_serve_arguments
+from ._supervisor import Supervisor
+from .journal import Journal, JournalError, current_revision, head_revision, upgrade
 
 __all__ = ["build_registry", "main"]
 
@@ -34,11 +35,15 @@ def build_registry(settings: Settings) -> ConnectorRegistry:
 
 
 async def _serve(settings: Settings, registry: ConnectorRegistry) -> None:
-    service = DirectService(registry)
-    async with trio.open_nursery() as nursery:
+    async with (
+        Journal.open(settings.journal) as journal,
+        Supervisor(registry, journal).running() as supervisor,
+        trio.open_nursery() as nursery,
+    ):
+        print(f"journal {_safe_url(settings.journal)}: resumed {supervisor.resumed} job(s)")
         listening: Listening = await nursery.start(
             lambda task_status: serve_grpc(
-                service,
+                supervisor,
                 host=settings.host,
                 port=settings.port,
                 grace=settings.grace,
@@ -49,6 +54,16 @@ async def _serve(settings: Settings, registry: ConnectorRegistry) -> None:
         print(f"serving on {listening.host}:{listening.port}", flush=True)
 
 
+def _safe_url(url: str) -> str:
+    """The journal URL without its password, fit for logs."""
+    from sqlalchemy import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
 def _print_connectors(registry: ConnectorRegistry) -> None:
     if not len(registry):
         print("serving no connectors (see --modules)", flush=True)
@@ -56,21 +71,51 @@ def _print_connectors(registry: ConnectorRegistry) -> None:
         print(f"connector {connector.name!r}: task type {key}", flush=True)
 
 
-def serve(settings: Settings) -> int:
+def _configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=settings.log_level,
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def serve(settings: Settings) -> int:
+    _configure_logging(settings.log_level)
     try:
         registry = build_registry(settings)
     except Exception as exc:
         print(f"error: cannot load connectors: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     _print_connectors(registry)
-    trio.run(_serve, settings, registry)
+    try:
+        trio.run(_serve, settings, registry)
+    except JournalError as exc:
+        print(f"error: journal {_safe_url(settings.journal)}: {exc}", file=sys.stderr)
+        return 3
     print("stopped", flush=True)
     return 0
+
+
+def journal_command(args: argparse.Namespace) -> int:
+    _configure_logging("WARNING")
+    try:
+        return _journal_command(args)
+    except JournalError as exc:
+        print(f"error: journal {_safe_url(args.journal)}: {exc}", file=sys.stderr)
+        return 3
+
+
+def _journal_command(args: argparse.Namespace) -> int:
+    if args.journal_command == "upgrade":
+        upgrade(args.journal)
+        print(f"journal {_safe_url(args.journal)} is at revision {current_revision(args.journal)}")
+        return 0
+    if args.journal_command == "revision":
+        current = current_revision(args.journal)
+        print(f"current {current or '(empty)'}; head {head_revision()}")
+        return 0
+    raise AssertionError(args.journal_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,8 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the gRPC connector service")
     add_serve_arguments(serve_parser)
+    journal_parser = commands.add_parser("journal", help="manage the journal database")
+    journal_commands = journal_parser.add_subparsers(dest="journal_command", required=True)
+    for name, text in (
+        ("upgrade", "create or upgrade the journal schema to the latest revision"),
+        ("revision", "print the journal's schema revision"),
+    ):
+        add_journal_argument(journal_commands.add_parser(name, help=text))
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(Settings.from_args(args))
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    return journal_command(args)

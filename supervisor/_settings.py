@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-__all__ = ["ENV_PREFIX", "Settings", "add_serve_arguments"]
+__all__ = [
+    "DEFAULT_JOURNAL",
+    "ENV_PREFIX",
+    "Settings",
+    "add_journal_argument",
+    "add_serve_arguments",
+]
 
 ENV_PREFIX = "SUPERVISOR_"
+#: A SQLite file beside the process connector's job directories (``.supervisor/jobs``).
+DEFAULT_JOURNAL = "sqlite:///.supervisor/journal.db"
 
 
 @dataclass(frozen=True)
@@ -20,7 +28,7 @@ class Settings:
     entry_points: bool = True
     grace: float = 10.0
     log_level: str = "INFO"
-    extra: Mapping[str, str] = field(default_factory=dict)
+    journal: str = DEFAULT_JOURNAL
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -31,6 +39,7 @@ class Settings:
             entry_points=args.entry_points,
             grace=args.grace,
             log_level=args.log_level.upper(),
+            journal=args.journal,
         )
 
 
@@ -51,12 +60,26 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
 
 
+def add_journal_argument(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    env = os.environ if environ is None else environ
+    parser.add_argument(
+        "--journal",
+        default=_env("JOURNAL", DEFAULT_JOURNAL, env),
+        metavar="URL",
+        help="journal database: sqlite:///PATH or postgresql://USER@HOST/DB "
+        "(env SUPERVISOR_JOURNAL; default %(default)s)",
+    )
+
+
 def add_serve_arguments(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
     """Add the flags of ``serve``; defaults come from SUPERVISOR_* environment variables."""
     env = os.environ if environ is None else environ
     d = Settings()
+    add_journal_argument(parser, env)
     parser.add_argument(
         "--host",
         default=_env("HOST", d.host, env),

@@ -61,6 +61,8 @@ class ProcessConnector(AsyncConnector[ProcessJob]):
     task_type_version = 0
     metadata_type = ProcessJob
     supports_idempotent_create = True
+    # A local process is cheap to look at: poll often so demos feel immediate.
+    poll_interval = 1.0
 
     def __init__(
         self,
