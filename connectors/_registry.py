@@ -126,7 +126,9 @@ class ConnectorRegistry:
             self._register_found(found, source=f"module {name!r}", replace_same_class=True)
 
     def _register_found(self, found: Any, *, source: str, replace_same_class: bool = False) -> None:
-        connector = found() if isinstance(found, type) else found
+        # Instantiate connector classes only: anything else is refused, not called.
+        is_connector_class = isinstance(found, type) and issubclass(found, AsyncConnector)
+        connector = found() if is_connector_class else found
         if not isinstance(connector, AsyncConnector):
             raise TypeError(f"{source} is not an AsyncConnector: {found!r}")
         key = TaskType(connector.task_type_name, connector.task_type_version)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 import trio
+import trio_asyncio
 
 from connectors import ConnectorRegistry
 
@@ -35,7 +36,10 @@ def build_registry(settings: Settings) -> ConnectorRegistry:
 
 
 async def _serve(settings: Settings, registry: ConnectorRegistry) -> None:
+    # One asyncio loop (trio-asyncio) for the whole process: the gRPC edge runs on it, and so
+    # do asyncio-native connectors (flyte-sdk plugins).
     async with (
+        trio_asyncio.open_loop(),
         Journal.open(settings.journal) as journal,
         Supervisor(registry, journal).running() as supervisor,
         trio.open_nursery() as nursery,

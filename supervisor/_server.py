@@ -1,6 +1,7 @@
 """Run the gRPC server inside a Trio program, and shut it down gracefully.
 
-Shape: open a trio-asyncio loop, start grpclib on it, mark health SERVING, wait for
+Shape: (inside a trio-asyncio loop that the caller opened) start grpclib on it, mark
+health SERVING, wait for
 SIGTERM/SIGINT (or ``stop``), then drain: mark NOT_SERVING, refuse new calls, stop
 listening, wait up to ``grace`` seconds for calls under way, close grpclib. Our shutdown
 never touches external jobs.
@@ -44,26 +45,28 @@ async def serve_grpc(
 ) -> None:
     """Serve until SIGTERM/SIGINT or cancellation; then drain and return.
 
+    Must run inside ``trio_asyncio.open_loop()`` (the caller opens it, so that asyncio-native
+    connectors can share the loop).
+
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
     """
-    async with trio_asyncio.open_loop():
-        edge = Edge(service)
-        ready = ServiceStatus()
-        server = Server(build_handlers(edge, ready), codec=Codec())
-        await trio_asyncio.aio_as_trio(server.start)(host, port)
-        listening = Listening(host, _bound_port(server, port))
-        ready.set(True)
-        _log.info("listening on %s:%d", listening.host, listening.port)
-        task_status.started(listening)
-        try:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    _log.info("received %s: shutting down", signal.Signals(signum).name)
-                    break
-        finally:
-            with trio.CancelScope(shield=True):
-                await _drain(server, edge, ready, grace)
+    edge = Edge(service)
+    ready = ServiceStatus()
+    server = Server(build_handlers(edge, ready), codec=Codec())
+    await trio_asyncio.aio_as_trio(server.start)(host, port)
+    listening = Listening(host, _bound_port(server, port))
+    ready.set(True)
+    _log.info("listening on %s:%d", listening.host, listening.port)
+    task_status.started(listening)
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                _log.info("received %s: shutting down", signal.Signals(signum).name)
+                break
+    finally:
+        with trio.CancelScope(shield=True):
+            await _drain(server, edge, ready, grace)
 
 
 async def _drain(server: Server, edge: Edge, ready: ServiceStatus, grace: float) -> None:
