@@ -11,6 +11,7 @@ decoding errors, draining and deadlines are ours to handle.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,9 @@ def _status_of(exc: ServiceError) -> Status:
 class Codec(CodecBase):
     """Protobuf wire codec for betterproto2 and protobuf-runtime messages alike.
 
-    A request that does not parse is INVALID_ARGUMENT naming the message type.
+    A request that does not parse is INVALID_ARGUMENT naming the message type. betterproto2
+    is lenient (a length-delimited field cut short parses as the bytes that are there), so
+    our requests are first checked by the official parser (upb: microseconds per request).
     """
 
     __content_subtype__ = "proto"
@@ -77,12 +80,34 @@ class Codec(CodecBase):
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         try:
+            strict = _strict_parser(message_type)
+            if strict is not None:
+                strict.FromString(data)
             return message_type.FromString(data)
         except Exception as exc:
             raise GRPCError(
                 Status.INVALID_ARGUMENT,
                 f"malformed {message_type.__name__}: {type(exc).__name__}: {exc}",
             ) from None
+
+
+@functools.cache
+def _strict_parser(message_type: type) -> Any:
+    """The official protobuf class for one of our generated (top-level) message types."""
+    module = message_type.__module__
+    if not module.startswith(_GENERATED):
+        return None
+    from google.protobuf import descriptor_pool, message_factory
+
+    full_name = f"{module.removeprefix(_GENERATED)}.{message_type.__name__}"
+    try:
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
+    except KeyError:
+        return None
+    return message_factory.GetMessageClass(descriptor)
+
+
+_GENERATED = "flyteproto."
 
 
 class Edge:

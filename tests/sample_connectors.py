@@ -2,8 +2,8 @@
 
 ``EchoConnector`` succeeds at once and echoes its inputs as outputs; ``BrokenConnector``
 fails every call; ``PlainConnector`` has no metrics or logs; ``KwargsConnector`` reports the
-keyword arguments (secrets and configs) it was called with; ``SlowConnector``'s ``get``
-blocks until a file named in its resource_meta exists (a call in flight, for drain tests).
+keyword arguments (secrets and configs) it was called with; ``SlowConnector``'s ``create``
+and ``get`` block until a file exists (a call in flight, for drain and crash tests).
 """
 
 from __future__ import annotations
@@ -105,6 +105,9 @@ class BrokenConnector(AsyncConnector[BrokenMeta]):
     async def delete(self, resource_meta: BrokenMeta, **kwargs: Any) -> None:
         raise RuntimeError("boom: cancel refused")
 
+    async def get_metrics(self, resource_meta: BrokenMeta, **kwargs: Any) -> GetTaskMetricsResponse:
+        raise RuntimeError("boom: no metrics today")
+
 
 class PlainConnector(AsyncConnector[BrokenMeta]):
     name = "Plain connector"
@@ -155,7 +158,7 @@ class KwargsConnector(AsyncConnector[KwargsMeta]):
         return KwargsMeta(create_kwargs=dict(kwargs))
 
     async def get(self, resource_meta: KwargsMeta, **kwargs: Any) -> Resource:
-        return Resource(phase=Phase.RUNNING, custom_info={"get_kwargs": dict(kwargs)})
+        return Resource(phase=Phase.SUCCEEDED, custom_info={"get_kwargs": dict(kwargs)})
 
     async def delete(self, resource_meta: KwargsMeta, **kwargs: Any) -> None:
         return None
@@ -167,12 +170,24 @@ class SlowMeta(ResourceMeta):
     release_path: str
 
 
-#: How often SlowConnector.get looks for its release file.
+#: How often SlowConnector looks for its release file.
 SLOW_POLL_INTERVAL = 0.01
 
 
+async def _block(started_path: str, release_path: str) -> None:
+    """Create ``started_path``, then wait until ``release_path`` exists."""
+    await trio.Path(started_path).touch()
+    release = trio.Path(release_path)
+    # A file from another process is the signal: there is no event to wait on.
+    while not await release.exists():  # noqa: ASYNC110
+        await trio.sleep(SLOW_POLL_INTERVAL)
+
+
 class SlowConnector(AsyncConnector[SlowMeta]):
-    """``get`` creates ``started_path``, then waits until ``release_path`` exists."""
+    """``create`` and ``get`` touch ``started_path``, then wait for ``release_path``.
+
+    ``create`` takes both paths from the template's custom Struct.
+    """
 
     name = "Slow connector"
     task_type_name = "slow"
@@ -187,16 +202,14 @@ class SlowConnector(AsyncConnector[SlowMeta]):
         **kwargs: Any,
     ) -> SlowMeta:
         custom = task_template.custom.to_dict() if task_template.custom else {}
-        return SlowMeta(
+        meta = SlowMeta(
             started_path=str(custom["started_path"]), release_path=str(custom["release_path"])
         )
+        await _block(meta.started_path, meta.release_path)
+        return meta
 
     async def get(self, resource_meta: SlowMeta, **kwargs: Any) -> Resource:
-        await trio.Path(resource_meta.started_path).touch()
-        release = trio.Path(resource_meta.release_path)
-        # A file from another process is the signal: there is no event to wait on.
-        while not await release.exists():  # noqa: ASYNC110
-            await trio.sleep(SLOW_POLL_INTERVAL)
+        await _block(resource_meta.started_path, resource_meta.release_path)
         return Resource(phase=Phase.SUCCEEDED, message="released")
 
     async def delete(self, resource_meta: SlowMeta, **kwargs: Any) -> None:

@@ -36,10 +36,10 @@ from collections.abc import Callable
 from functools import partial
 
 import pytest
-import wire_samples
+from tests import wire_samples
 from flyteidl2.connector import connector_pb2
 from flyteidl2.core import execution_pb2, identifier_pb2, literals_pb2
-from wire_samples import WireSample
+from tests.wire_samples import WireSample
 
 from flyteproto.flyteidl2.connector import (
     CreateTaskRequest,
