@@ -36,10 +36,8 @@ from collections.abc import Callable
 from functools import partial
 
 import pytest
-from tests import wire_samples
 from flyteidl2.connector import connector_pb2
 from flyteidl2.core import execution_pb2, identifier_pb2, literals_pb2
-from tests.wire_samples import WireSample
 
 from flyteproto.flyteidl2.connector import (
     CreateTaskRequest,
@@ -57,6 +55,8 @@ from flyteproto.flyteidl2.core import (
     TaskExecutionIdentifier,
     TaskExecutionPhase,
 )
+from tests import wire_samples
+from tests.wire_samples import WireSample
 
 SampleFactory = Callable[[], WireSample]
 
