@@ -37,7 +37,7 @@ PLUGIN = "protoc-gen-python_betterproto2"
 PLUGIN_OPTIONS = "server_generation=async,client_generation=async"
 ROOT_PROTOS = ("flyteidl2.connector.service_pb2",)
 
-INIT_TEXT = '''"""betterproto2 code generated from the flyteidl2 descriptors by ``proto/generate.py``.
+INIT_TEXT = '''"""betterproto2 code generated from flyteidl2's descriptors by ``proto/generate.py``.
 
 Do not edit: run ``python proto/generate.py`` instead.
 """
@@ -80,9 +80,16 @@ def run_plugin(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, str]:
     # The plugin formats its output with ruff, found on PATH: use this environment's.
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
     plugin = shutil.which(PLUGIN, path=env["PATH"]) or PLUGIN
-    completed = subprocess.run(
-        [plugin], input=request.SerializeToString(), capture_output=True, check=False, env=env
-    )
+    # Run outside the repository so that our own ruff settings don't restyle the output.
+    with tempfile.TemporaryDirectory() as neutral:
+        completed = subprocess.run(
+            [plugin],
+            input=request.SerializeToString(),
+            capture_output=True,
+            check=False,
+            env=env,
+            cwd=neutral,
+        )
     if completed.returncode:
         raise SystemExit(f"{PLUGIN} failed:\n{completed.stderr.decode(errors='replace')}")
     response = plugin_pb2.CodeGeneratorResponse()
@@ -103,15 +110,21 @@ def write_tree(files: dict[str, str], target: Path) -> None:
         path.write_text(content)
 
 
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def diff_trees(expected: Path, actual: Path) -> list[str]:
     """Return a unified diff (as lines) between two generated trees."""
     names = {p.relative_to(expected) for p in expected.rglob("*.py")}
     names |= {p.relative_to(actual) for p in actual.rglob("*.py")}
     out: list[str] = []
     for name in sorted(names):
-        a = (actual / name).read_text().splitlines() if (actual / name).exists() else []
-        b = (expected / name).read_text().splitlines() if (expected / name).exists() else []
-        out.extend(difflib.unified_diff(a, b, f"committed/{name}", f"generated/{name}", lineterm=""))
+        a = _lines(actual / name)
+        b = _lines(expected / name)
+        out.extend(
+            difflib.unified_diff(a, b, f"committed/{name}", f"generated/{name}", lineterm="")
+        )
     return out
 
 

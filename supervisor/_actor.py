@@ -53,8 +53,7 @@ from ._job import (
     with_phase,
 )
 from ._messages import Cancel, Credentials, Message
-from .journal import CreateState, DeleteState, JobRecord, Put
-from .journal._protocol import JournalLike
+from .journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 
 __all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
 

@@ -40,8 +40,7 @@ from ._identity import adopted_job_id, job_id_for, retry_attempt
 from ._job import answer_for
 from ._messages import Cancel, Credentials
 from ._service import MetadataAnswers, logs_of, metrics_of
-from .journal import CreateState, DeleteState, JobRecord, Put
-from .journal._protocol import JournalLike
+from .journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 
 __all__ = ["Supervisor"]
 

@@ -29,8 +29,7 @@ from flyteproto.flyteidl2.core import (
 )
 from supervisor import ConnectorFailed, InvalidArgument
 from supervisor._supervisor import Supervisor
-from supervisor.journal import CreateState, DeleteState
-from supervisor.journal._memory import InMemoryJournal
+from supervisor.journal import CreateState, DeleteState, InMemoryJournal
 
 CATEGORY = pb.TaskCategory(name="fake", version=0)
 

@@ -1,0 +1,38 @@
+"""The journal: every job's latest state and history, committed before it is acted on.
+
+SQLite (a file; the default) or PostgreSQL, through SQLAlchemy Core; schema by Alembic.
+"""
+
+from ._engine import DEFAULT_URL as DEFAULT_URL
+from ._errors import JournalError as JournalError
+from ._journal import Journal as Journal
+from ._journal import JournalStatistics as JournalStatistics
+from ._memory import InMemoryJournal as InMemoryJournal
+from ._migrate import current_revision as current_revision
+from ._migrate import downgrade as downgrade
+from ._migrate import head_revision as head_revision
+from ._migrate import upgrade as upgrade
+from ._protocol import JournalLike as JournalLike
+from ._records import CreateState as CreateState
+from ._records import DeleteState as DeleteState
+from ._records import EventRecord as EventRecord
+from ._records import JobRecord as JobRecord
+from ._records import Put as Put
+
+__all__ = [
+    "DEFAULT_URL",
+    "CreateState",
+    "DeleteState",
+    "EventRecord",
+    "InMemoryJournal",
+    "JobRecord",
+    "Journal",
+    "JournalError",
+    "JournalLike",
+    "JournalStatistics",
+    "Put",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "upgrade",
+]

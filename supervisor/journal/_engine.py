@@ -1,0 +1,76 @@
+"""Engines for the journal: URL normalisation and the per-dialect connection setup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+__all__ = ["DEFAULT_URL", "READ_CONCURRENCY", "create_engine", "normalize_url"]
+
+DEFAULT_URL = "sqlite:///.supervisor/journal.db"
+"""A SQLite file under ``.supervisor/`` in the working directory (created when missing)."""
+
+READ_CONCURRENCY = 8
+"""Journal reads running at once, each on its own connection; the writer has one more."""
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+"""How long a SQLite connection waits for another process's write lock."""
+
+_POSTGRES_DRIVER = "postgresql+psycopg"
+_POSTGRES_ALIASES = frozenset({"postgres", "postgresql", "postgres+psycopg"})
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url``; PostgreSQL URLs of any spelling get the psycopg (3) driver.
+
+    Errors: ``ValueError`` for in-memory SQLite (each pooled connection would see its own
+    empty database: use a file) and for databases other than SQLite and PostgreSQL.
+    """
+    parsed = sa.make_url(url)
+    if parsed.drivername in _POSTGRES_ALIASES:
+        parsed = parsed.set(drivername=_POSTGRES_DRIVER)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ValueError("in-memory SQLite is not supported as a journal: use a file")
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported journal database {backend!r}: use SQLite or PostgreSQL")
+    return parsed
+
+
+def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) -> sa.Engine:
+    """A sync engine for ``url`` holding at most ``connections`` connections.
+
+    SQLite files get WAL, ``synchronous=FULL`` and a busy timeout; the parent directory of a
+    SQLite file is created when missing.
+    """
+    parsed = normalize_url(url)
+    pool: dict[str, Any] = {"pool_size": connections, "max_overflow": 0}
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True, **pool)
+    database = parsed.database or ""
+    if not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(parsed, **pool)
+    sa.event.listen(engine, "connect", _sqlite_connect)
+    sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy emits BEGIN itself (_sqlite_begin): the sqlite3 module's legacy transaction
+    # control would run SELECTs and DDL outside any transaction.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    connection.exec_driver_sql("BEGIN")

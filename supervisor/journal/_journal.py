@@ -1,0 +1,365 @@
+"""The journal, Trio side: one writer actor with group commit, reads in worker threads.
+
+Durability rule ("journal first"): ``Journal.write`` returns only after its puts are
+committed, so a caller that writes before it acts or answers never acts on, or reports, a
+state a crash could lose. SQLite commits with ``synchronous=FULL`` in WAL mode; PostgreSQL
+with its own settings (keep ``synchronous_commit`` on).
+
+Group commit: writers do not commit themselves. Each ``write`` sends a request to the
+writer actor and waits. The actor takes the first waiting request, drains whatever else is
+already queued (up to ``max_batch`` puts), commits them all in one transaction in a worker
+thread, and wakes every waiter. While one batch commits, the next one queues up, so the
+batch size grows with the load and a commit's cost is shared by everyone in it.
+
+A failed commit fails every request of the batch with ``JournalError`` and the actor goes
+on. When the cause lies in the data (an ``IntegrityError`` or ``DataError``, e.g. a
+violated constraint), the requests of the batch are retried one transaction each first, so
+only the faulty request fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar, TypeVarTuple
+
+import sqlalchemy as sa
+import trio
+
+from . import _engine, _migrate
+from ._errors import JournalError
+from ._records import EventRecord, JobRecord, Put
+from ._store import Store
+
+__all__ = ["CLOSE_TIMEOUT", "Journal", "JournalStatistics"]
+
+CLOSE_TIMEOUT = 30.0
+"""Seconds ``Journal.open`` waits, on exit, for the puts already submitted to commit."""
+
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
+_DATA_ERRORS = (sa.exc.IntegrityError, sa.exc.DataError)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStatistics:
+    """Counters of the writer actor since the journal was opened."""
+
+    batches_committed: int
+    puts_committed: int
+    batches_failed: int
+    last_batch_size: int  # puts in the last committed batch
+    last_commit_seconds: float  # wall time of the last committed transaction
+    max_batch_size: int
+    pending_puts: int  # submitted, not yet committed or failed
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    puts: tuple[Put, ...]
+    done: trio.Event = field(default_factory=trio.Event)
+    error: JournalError | None = None
+
+
+@dataclass(slots=True)
+class _Counters:
+    batches_committed: int = 0
+    puts_committed: int = 0
+    batches_failed: int = 0
+    last_batch_size: int = 0
+    last_commit_seconds: float = 0.0
+    max_batch_size: int = 0
+    pending_puts: int = 0
+
+
+class Journal:
+    """The supervisor's durable record of every job; open it with ``Journal.open``."""
+
+    def __init__(
+        self, store: Store, send: trio.MemorySendChannel[_Request], *, max_batch: int
+    ) -> None:
+        self._store = store
+        self._send = send
+        self._max_batch = max_batch
+        self._counters = _Counters()
+        self._carry: _Request | None = None
+        self._writer_done = trio.Event()
+        self._writer_thread = trio.CapacityLimiter(1)
+        self._reader_threads = trio.CapacityLimiter(_engine.READ_CONCURRENCY)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, url: str, *, upgrade: bool = True, max_batch: int = 2000
+    ) -> AsyncIterator[Journal]:
+        """Open the journal at ``url`` (SQLite file or PostgreSQL), migrating it if ``upgrade``.
+
+        On exit, every put already submitted is committed (shielded, for at most
+        ``CLOSE_TIMEOUT`` seconds plus one commit) before the engine is disposed.
+
+        Errors: ``JournalError`` when the database cannot be reached or migrated, or, with
+        ``upgrade=False``, when its schema is not at the head revision. ``ValueError`` for an
+        unsupported URL.
+        """
+        engine = await trio.to_thread.run_sync(_engine.create_engine, url)
+        try:
+            await trio.to_thread.run_sync(_prepare_schema, engine, upgrade)
+            async with cls.open_store(Store(engine), max_batch=max_batch) as journal:
+                yield journal
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(engine.dispose)
+
+    @classmethod
+    @asynccontextmanager
+    async def open_store(cls, store: Store, *, max_batch: int = 2000) -> AsyncIterator[Journal]:
+        """Serve an existing store (whose schema is current); ``open`` is the usual way in.
+
+        The caller keeps owning the store's engine, which should allow one connection more
+        than ``READ_CONCURRENCY`` (``create_engine`` does), so reads never hold up a commit.
+        """
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        send, receive = trio.open_memory_channel[_Request](max_batch)
+        async with trio.open_nursery() as nursery:
+            journal = cls(store, send, max_batch=max_batch)
+            writer_scope: trio.CancelScope = await nursery.start(journal._run_writer, receive)
+            try:
+                yield journal
+            finally:
+                await journal._close(writer_scope)
+
+    async def write(self, *puts: Put) -> None:
+        """Commit ``puts``, in order, and return once they are durable.
+
+        Each put replaces its job's row and appends one event, stamped with the record's
+        ``updated_at`` and ``phase``. Concurrent writes are committed together; one write is
+        never split, even when it holds more than ``max_batch`` puts.
+
+        Errors: ``JournalError`` when the commit failed; none of ``puts`` is then committed.
+        ``trio.ClosedResourceError`` once the journal is closing.
+
+        Cancellation: if cancelled while waiting, the puts may or may not be committed.
+        """
+        if not puts:
+            return
+        request = _Request(puts)
+        self._counters.pending_puts += len(puts)
+        try:
+            await self._send.send(request)
+        except trio.BrokenResourceError as exc:
+            self._counters.pending_puts -= len(puts)
+            raise JournalError("the journal's writer has stopped") from exc
+        except BaseException:
+            self._counters.pending_puts -= len(puts)
+            raise
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        """The job's latest committed record, or ``None`` if the journal has never seen it."""
+        return await self._read(self._store.get, job_id)
+
+    async def find_by_meta(
+        self, task_type: str, version: int, resource_meta: bytes
+    ) -> JobRecord | None:
+        """The job of this task type and version whose connector returned ``resource_meta``.
+
+        The latest updated one if several (adopted twice, say); ``None`` if none.
+        """
+        return await self._read(self._store.find_by_meta, task_type, version, resource_meta)
+
+    async def unfinished(self) -> list[JobRecord]:
+        """Jobs the supervisor still owes work, oldest first: resume these after a restart.
+
+        A job is unfinished while its create is PENDING, or its delete is REQUESTED, or its
+        phase is not terminal (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED). The rule reads
+        only ``create_state``, ``delete_state`` and ``phase``; ``finished_at`` is informative.
+        """
+        return await self._read(self._store.unfinished)
+
+    async def events(self, job_id: str) -> list[EventRecord]:
+        """The job's history, oldest first."""
+        return await self._read(self._store.events, job_id)
+
+    async def list_jobs(
+        self,
+        *,
+        phase: int | None = None,
+        task_type: str | None = None,
+        connector: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        older_than: float | None = None,
+    ) -> list[JobRecord]:
+        """Jobs matching every filter given, newest first; ``older_than`` bounds ``created_at``."""
+
+        def query() -> list[JobRecord]:
+            return self._store.list_jobs(
+                phase=phase,
+                task_type=task_type,
+                connector=connector,
+                older_than=older_than,
+                limit=limit,
+                offset=offset,
+            )
+
+        return await self._read(query)
+
+    def statistics(self) -> JournalStatistics:
+        """A snapshot of the writer's counters."""
+        c = self._counters
+        return JournalStatistics(
+            batches_committed=c.batches_committed,
+            puts_committed=c.puts_committed,
+            batches_failed=c.batches_failed,
+            last_batch_size=c.last_batch_size,
+            last_commit_seconds=c.last_commit_seconds,
+            max_batch_size=c.max_batch_size,
+            pending_puts=c.pending_puts,
+        )
+
+    async def _read(self, query: Callable[[*_Args], _T], *args: *_Args) -> _T:
+        """Run ``query`` in a worker thread; reads never wait for the writer.
+
+        Errors: ``JournalError`` when the database fails.
+        Cancellation: takes effect once the query returns.
+        """
+        try:
+            return await trio.to_thread.run_sync(query, *args, limiter=self._reader_threads)
+        except sa.exc.SQLAlchemyError as exc:
+            raise JournalError(f"journal read failed: {exc}") from exc
+
+    async def _run_writer(
+        self,
+        receive: trio.MemoryReceiveChannel[_Request],
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The writer actor: commit batches until the send side is closed and drained.
+
+        It ignores outside cancellation (``_close`` decides when it stops), so that what was
+        submitted is committed even while everything around it is being cancelled.
+        """
+        with trio.CancelScope(shield=True) as scope:
+            task_status.started(scope)
+            try:
+                while batch := await self._next_batch(receive):
+                    await self._commit(batch)
+            finally:
+                self._fail_leftovers(receive)
+                self._writer_done.set()
+
+    async def _next_batch(self, receive: trio.MemoryReceiveChannel[_Request]) -> list[_Request]:
+        """The first waiting request and whatever else is queued, up to ``max_batch`` puts."""
+        first, self._carry = self._carry, None
+        if first is None:
+            try:
+                first = await receive.receive()
+            except trio.EndOfChannel:
+                return []
+        batch, size = [first], len(first.puts)
+        while size < self._max_batch:
+            try:
+                request = receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if size + len(request.puts) > self._max_batch:
+                self._carry = request
+                break
+            batch.append(request)
+            size += len(request.puts)
+        return batch
+
+    async def _commit(self, batch: Sequence[_Request]) -> None:
+        """Commit ``batch`` in one transaction, then wake its waiters.
+
+        Errors: database errors go to the waiters; anything else also propagates.
+        """
+        error: JournalError | None = None
+        try:
+            await self._commit_puts([put for request in batch for put in request.puts])
+        except _DATA_ERRORS as exc:
+            error = _commit_failed(exc)
+            if len(batch) > 1:
+                error = JournalError("the journal stopped before this write was committed")
+                for request in batch:  # isolate the faulty request
+                    await self._commit([request])
+        except sa.exc.SQLAlchemyError as exc:
+            error = _commit_failed(exc)
+        except BaseException as exc:
+            error = _commit_failed(exc)
+            raise
+        finally:
+            self._wake(batch, error)
+
+    async def _commit_puts(self, puts: list[Put]) -> None:
+        """One transaction in a worker thread; counts it.
+
+        Cancellation: not interruptible once started; the commit finishes first.
+        """
+        started = time.perf_counter()
+        try:
+            await trio.to_thread.run_sync(self._store.commit, puts, limiter=self._writer_thread)
+        except BaseException:
+            self._counters.batches_failed += 1
+            raise
+        c = self._counters
+        c.batches_committed += 1
+        c.puts_committed += len(puts)
+        c.last_batch_size = len(puts)
+        c.last_commit_seconds = time.perf_counter() - started
+        c.max_batch_size = max(c.max_batch_size, len(puts))
+
+    def _wake(self, batch: Sequence[_Request], error: JournalError | None) -> None:
+        """Wake the waiters of ``batch`` not woken yet, failed with ``error`` if there is one."""
+        for request in batch:
+            if request.done.is_set():
+                continue
+            request.error = error
+            request.done.set()
+            self._counters.pending_puts -= len(request.puts)
+
+    def _fail_leftovers(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
+        """Fail the requests the writer will never commit (``_close`` stopped it)."""
+        leftovers = [self._carry] if self._carry is not None else []
+        self._carry = None
+        while True:
+            try:
+                leftovers.append(receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        receive.close()
+        self._wake(leftovers, JournalError("the journal closed before this write was committed"))
+
+    async def _close(self, writer_scope: trio.CancelScope) -> None:
+        """Stop accepting writes, let the writer commit what is queued, then stop it.
+
+        Cancellation: shielded; bounded by ``CLOSE_TIMEOUT`` plus one commit.
+        """
+        self._send.close()
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            await self._writer_done.wait()
+        writer_scope.cancel()
+
+
+def _commit_failed(cause: BaseException) -> JournalError:
+    error = JournalError(f"journal commit failed: {cause!r}")
+    error.__cause__ = cause
+    return error
+
+
+def _prepare_schema(engine: sa.Engine, upgrade: bool) -> None:
+    """Migrate to head, or check that the schema is already there."""
+    if upgrade:
+        _migrate.upgrade_engine(engine)
+        return
+    current, head = _migrate.current_revision_engine(engine), _migrate.head_revision()
+    if current != head:
+        raise JournalError(
+            f"journal schema is at {current or 'nothing'}, expected {head}: "
+            "run `python -m supervisor journal upgrade`"
+        )

@@ -1,0 +1,93 @@
+"""The journal's tables (SQLAlchemy Core), as the latest migration leaves them.
+
+``migrations/`` creates these; a test proves the two agree. Change both together.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ._records import CreateState, DeleteState
+
+__all__ = ["TERMINAL_PHASES", "UNFINISHED", "events", "jobs", "metadata"]
+
+TERMINAL_PHASES = (3, 4, 5, 8)
+"""SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED (flyteidl2.core.TaskExecution.Phase)."""
+
+UNFINISHED = (
+    f"create_state = '{CreateState.PENDING}'"
+    f" OR delete_state = '{DeleteState.REQUESTED}'"
+    f" OR (create_state NOT IN ('{CreateState.FAILED}', '{CreateState.ABANDONED}')"
+    f" AND phase NOT IN ({', '.join(map(str, TERMINAL_PHASES))}))"
+)
+"""SQL for "the supervisor still owes this job work"; also the partial index's predicate.
+
+A create in flight, a cancel not done, or an external job whose phase is not final (a
+create that failed or was abandoned has none). ``InMemoryJournal`` applies the same rule.
+
+Literal SQL, not bound parameters, so both SQLite and PostgreSQL match queries to the index.
+"""
+
+metadata = sa.MetaData()
+
+_Seconds = sa.Double
+_SeqType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("job_id", sa.String, primary_key=True),
+    sa.Column("task_type", sa.String, nullable=False),
+    sa.Column("task_type_version", sa.Integer, nullable=False),
+    sa.Column("connector", sa.String, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("create_state", sa.String(16), nullable=False),
+    sa.Column("delete_state", sa.String(16), nullable=False),
+    sa.Column("phase", sa.Integer, nullable=False),
+    sa.Column("created_at", _Seconds, nullable=False),
+    sa.Column("updated_at", _Seconds, nullable=False),
+    sa.Column("resource_meta", sa.LargeBinary),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("log_links", sa.Text, nullable=False),
+    sa.Column("outputs", sa.LargeBinary),
+    sa.Column("custom_info", sa.Text),
+    sa.Column("create_request", sa.LargeBinary),
+    sa.Column("deadline", _Seconds),
+    sa.Column("finished_at", _Seconds),
+    sa.Column("owner", sa.String),
+    sa.Column("lease_until", _Seconds),
+    # sha256 hex of (task_type, task_type_version, resource_meta): finds a job by the
+    # resource_meta a caller holds without indexing the blob itself.
+    sa.Column("meta_key", sa.String(64)),
+    sa.CheckConstraint(
+        sa.column("create_state").in_([s.value for s in CreateState]),
+        name="ck_jobs_create_state",
+    ),
+    sa.CheckConstraint(
+        sa.column("delete_state").in_([s.value for s in DeleteState]),
+        name="ck_jobs_delete_state",
+    ),
+    sa.CheckConstraint("attempt >= 0", name="ck_jobs_attempt"),
+    sa.Index("ix_jobs_meta_key", "meta_key"),
+    sa.Index("ix_jobs_created_at", "created_at"),
+    sa.Index("ix_jobs_phase_created_at", "phase", "created_at"),
+    sa.Index(
+        "ix_jobs_unfinished",
+        "created_at",
+        sqlite_where=sa.text(UNFINISHED),
+        postgresql_where=sa.text(UNFINISHED),
+    ),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", _SeqType, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String, nullable=False),
+    sa.Column("at", _Seconds, nullable=False),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("phase", sa.Integer, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Index("ix_events_job_id_seq", "job_id", "seq"),
+    sqlite_autoincrement=True,
+)

@@ -1,0 +1,405 @@
+"""The journal, on SQLite and on PostgreSQL: durable writes, group commit, reads, migrations."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import trio
+import trio.testing
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+import supervisor.journal
+from supervisor.journal import (
+    CreateState,
+    DeleteState,
+    JobRecord,
+    Journal,
+    JournalError,
+    Put,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
+from supervisor.journal._engine import create_engine, normalize_url
+from supervisor.journal._memory import is_unfinished
+from supervisor.journal._schema import TERMINAL_PHASES, UNFINISHED, metadata
+from supervisor.journal._store import Store
+
+T0 = 1_700_000_000.0
+RUNNING, SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED = 2, 3, 4, 5, 8
+
+
+def job(job_id: str, **changes: object) -> JobRecord:
+    """A created, running job; ``changes`` override fields."""
+    base = JobRecord(
+        job_id=job_id,
+        task_type="echo",
+        task_type_version=0,
+        connector="EchoConnector",
+        attempt=0,
+        create_state=CreateState.CREATED,
+        delete_state=DeleteState.NONE,
+        phase=RUNNING,
+        created_at=T0,
+        updated_at=T0,
+        resource_meta=f'{{"id": "{job_id}"}}'.encode(),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def journal(journal_url: str) -> AsyncIterator[Journal]:
+    async with Journal.open(journal_url) as opened:
+        yield opened
+
+
+def test_public_surface() -> None:
+    assert sorted(supervisor.journal.__all__) == sorted(
+        [
+            "DEFAULT_URL",
+            "CreateState",
+            "DeleteState",
+            "EventRecord",
+            "InMemoryJournal",
+            "JobRecord",
+            "Journal",
+            "JournalError",
+            "JournalLike",
+            "JournalStatistics",
+            "Put",
+            "current_revision",
+            "downgrade",
+            "head_revision",
+            "upgrade",
+        ]
+    )
+    for name in supervisor.journal.__all__:
+        assert hasattr(supervisor.journal, name)
+
+
+async def test_write_then_read_back(journal: Journal) -> None:
+    intent = job("a", create_state=CreateState.PENDING, phase=0, resource_meta=None)
+    await journal.write(Put(intent, "create_intent", '{"key": "k"}'))
+
+    assert await journal.get("a") == intent
+    assert await journal.get("nobody") is None
+    assert await journal.unfinished() == [intent]
+    [event] = await journal.events("a")
+    assert (event.job_id, event.kind, event.phase, event.detail) == (
+        "a",
+        "create_intent",
+        0,
+        '{"key": "k"}',
+    )
+    assert event.at == intent.updated_at
+
+    created = job("a", resource_meta=b"\x00meta\xff", outputs=b"out", custom_info="{}")
+    await journal.write(Put(created, "created"))
+    assert await journal.find_by_meta("echo", 0, b"\x00meta\xff") == created
+    assert await journal.find_by_meta("echo", 1, b"\x00meta\xff") is None
+    assert await journal.find_by_meta("other", 0, b"\x00meta\xff") is None
+    assert await journal.find_by_meta("echo", 0, b"\x00meta") is None
+
+
+async def test_upsert_replaces_the_row_and_appends_events_in_order(journal: Journal) -> None:
+    steps = [
+        Put(job("a", create_state=CreateState.PENDING, phase=0, resource_meta=None), "intent"),
+        Put(job("a", phase=1, updated_at=T0 + 1), "created"),
+        Put(job("a", phase=RUNNING, updated_at=T0 + 2, message="running"), "phase"),
+    ]
+    await journal.write(*steps[:2])  # two puts of one job in one write
+    await journal.write(steps[2])
+    done = job("a", phase=SUCCEEDED, updated_at=T0 + 3, finished_at=T0 + 3, outputs=b"o")
+    await journal.write(Put(done, "phase", '{"why": "done"}'))
+
+    assert await journal.get("a") == done
+    history = await journal.events("a")
+    assert [e.kind for e in history] == ["intent", "created", "phase", "phase"]
+    assert [e.phase for e in history] == [0, 1, RUNNING, SUCCEEDED]
+    assert [e.at for e in history] == [T0, T0 + 1, T0 + 2, T0 + 3]
+    assert [e.seq for e in history] == sorted({e.seq for e in history})
+    assert await journal.unfinished() == []
+
+
+async def test_unfinished_means_pending_create_requested_delete_or_live_phase(
+    journal: Journal,
+) -> None:
+    records = {
+        "pending": job("pending", create_state=CreateState.PENDING, phase=0),
+        "running": job("running", created_at=T0 + 1),
+        "deleting": job("deleting", delete_state=DeleteState.REQUESTED, phase=ABORTED),
+        "succeeded": job("succeeded", phase=SUCCEEDED),
+        "create_failed": job("create_failed", create_state=CreateState.FAILED, phase=0),
+        "abandoned": job("abandoned", create_state=CreateState.ABANDONED, phase=RUNNING),
+        "deleted": job("deleted", delete_state=DeleteState.DONE, phase=ABORTED),
+        "retryable": job("retryable", phase=RETRYABLE_FAILED),
+    }
+    await journal.write(*(Put(record, "phase") for record in records.values()))
+
+    unfinished = await journal.unfinished()
+    assert [r.job_id for r in unfinished] == ["deleting", "pending", "running"]
+
+
+async def test_unfinished_agrees_with_the_in_memory_journal(journal: Journal) -> None:
+    grid = itertools.product(CreateState, DeleteState, [0, 1, RUNNING, *TERMINAL_PHASES])
+    records = [
+        job(f"{create}-{delete}-{phase}", create_state=create, delete_state=delete, phase=phase)
+        for create, delete, phase in grid
+    ]
+    await journal.write(*(Put(record, "phase") for record in records))  # every state fits
+
+    expected = sorted(r.job_id for r in records if is_unfinished(r))
+    assert sorted(r.job_id for r in await journal.unfinished()) == expected
+    assert await journal.get(records[-1].job_id) == records[-1]
+
+
+async def test_concurrent_writes_are_group_committed_and_durable_when_write_returns(
+    journal_url: str,
+) -> None:
+    count = 500
+    async with Journal.open(journal_url) as writer, Journal.open(journal_url) as reader:
+
+        async def write_and_read_back(i: int) -> None:
+            record = job(f"job-{i}", created_at=T0 + i)
+            await writer.write(Put(record, "created"))
+            assert await reader.get(record.job_id) == record  # another engine sees it
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(write_and_read_back, i)
+
+        stats = writer.statistics()
+    assert stats.puts_committed == count
+    assert stats.batches_committed < count
+    assert stats.max_batch_size > 1
+    assert stats.pending_puts == 0
+    assert stats.batches_failed == 0
+
+
+async def test_batches_hold_at_most_max_batch_puts(journal_url: str) -> None:
+    async with Journal.open(journal_url, max_batch=10) as journal:
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(journal.write, Put(job(f"job-{i}"), "created"))
+        assert journal.statistics().max_batch_size == 10
+
+        big = [Put(job(f"big-{i}"), "created") for i in range(25)]
+        await journal.write(*big)  # one write is never split: it commits alone
+        stats = journal.statistics()
+    assert (stats.last_batch_size, stats.max_batch_size) == (25, 25)
+    assert stats.puts_committed == 125
+
+
+async def test_failed_commit_fails_its_waiters_and_later_writes_work(journal_url: str) -> None:
+    upgrade(journal_url)
+    engine = create_engine(journal_url)
+    store = Store(engine)
+    try:
+        async with Journal.open_store(store) as journal:
+            store.fail_next()
+            failures: list[JournalError] = []
+
+            async def write(job_id: str) -> None:
+                with pytest.raises(JournalError) as caught:
+                    await journal.write(Put(job(job_id), "created"))
+                failures.append(caught.value)
+
+            async with trio.open_nursery() as nursery:  # all five queue before the writer wakes
+                for i in range(5):
+                    nursery.start_soon(write, f"lost-{i}")
+
+            assert len(failures) == 5
+            assert all(isinstance(f.__cause__, sa.exc.OperationalError) for f in failures)
+            assert await journal.get("lost-0") is None  # rolled back
+            await journal.write(Put(job("kept"), "created"))
+            assert (await journal.get("kept")) == job("kept")
+            stats = journal.statistics()
+    finally:
+        engine.dispose()
+    assert (stats.batches_failed, stats.batches_committed, stats.pending_puts) == (1, 1, 0)
+
+
+async def test_unexpected_writer_error_fails_its_waiters_and_propagates(
+    journal_url: str,
+) -> None:
+    upgrade(journal_url)
+    engine = create_engine(journal_url)
+    store = Store(engine)
+    try:
+        with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="a bug")):
+            async with Journal.open_store(store) as journal:
+                store.fail_next(RuntimeError("a bug"))
+                with pytest.raises(JournalError):
+                    await journal.write(Put(job("a"), "created"))
+                await trio.sleep_forever()  # cancelled: the writer crashed
+    finally:
+        engine.dispose()
+
+
+async def test_constraint_violation_fails_only_the_faulty_write(journal: Journal) -> None:
+    bad = job("bad", attempt=-1)  # violates ck_jobs_attempt
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def write(record: JobRecord) -> None:
+        try:
+            await journal.write(Put(record, "created"))
+        except JournalError as exc:
+            outcomes[record.job_id] = exc
+        else:
+            outcomes[record.job_id] = None
+
+    async with trio.open_nursery() as nursery:
+        for record in [job("good-1"), bad, job("good-2")]:
+            nursery.start_soon(write, record)
+
+    assert outcomes["good-1"] is None
+    assert outcomes["good-2"] is None
+    assert isinstance(outcomes["bad"], JournalError)
+    assert isinstance(outcomes["bad"].__cause__, sa.exc.IntegrityError)
+    assert await journal.get("bad") is None
+    assert await journal.get("good-2") == job("good-2")
+    await journal.write(Put(job("later"), "created"))
+    assert journal.statistics().pending_puts == 0
+
+
+async def test_data_survives_closing_and_reopening(journal_url: str) -> None:
+    record = job("a", message="still here", log_links='[{"uri": "http://x"}]')
+    async with Journal.open(journal_url) as journal:
+        await journal.write(Put(job("a", phase=1), "created"), Put(record, "phase"))
+        history = await journal.events("a")
+
+    async with Journal.open(journal_url, upgrade=False) as journal:
+        assert await journal.get("a") == record
+        assert await journal.events("a") == history
+        assert await journal.unfinished() == [record]
+
+
+async def test_closing_commits_what_was_submitted_even_when_cancelled(journal_url: str) -> None:
+    written: list[str] = []
+
+    async def write(journal: Journal, job_id: str) -> None:
+        await journal.write(Put(job(job_id), "created"))
+        written.append(job_id)
+
+    async with trio.open_nursery() as writers:
+        with trio.CancelScope() as scope:
+            async with Journal.open(journal_url) as journal:
+                for i in range(50):
+                    writers.start_soon(write, journal, f"job-{i}")
+                await trio.testing.wait_all_tasks_blocked()  # every write is submitted
+                scope.cancel()
+                await trio.sleep_forever()
+
+    assert len(written) == 50
+    async with Journal.open(journal_url) as reopened:
+        assert len(await reopened.list_jobs(limit=1000)) == 50
+
+
+async def test_write_after_close_is_refused(journal_url: str) -> None:
+    async with Journal.open(journal_url) as journal:
+        pass
+    with pytest.raises(trio.ClosedResourceError):
+        await journal.write(Put(job("late"), "created"))
+
+
+async def test_open_without_upgrade_refuses_an_unmigrated_database(journal_url: str) -> None:
+    with pytest.raises(JournalError, match="expected 0001"):
+        async with Journal.open(journal_url, upgrade=False):
+            pass
+
+
+async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> None:
+    records = [
+        job("old-ok", created_at=T0, phase=SUCCEEDED),
+        job("mid-run", created_at=T0 + 10, task_type="bq", connector="BigQuery"),
+        job("new-run", created_at=T0 + 20),
+        job("newest-fail", created_at=T0 + 30, phase=FAILED, connector="BigQuery"),
+    ]
+    await journal.write(*(Put(r, "phase") for r in records))
+
+    async def ids(**filters: object) -> list[str]:
+        return [r.job_id for r in await journal.list_jobs(**filters)]  # type: ignore[arg-type]
+
+    assert await ids() == ["newest-fail", "new-run", "mid-run", "old-ok"]
+    assert await ids(phase=RUNNING) == ["new-run", "mid-run"]
+    assert await ids(task_type="bq") == ["mid-run"]
+    assert await ids(connector="BigQuery") == ["newest-fail", "mid-run"]
+    assert await ids(older_than=T0 + 20) == ["mid-run", "old-ok"]
+    assert await ids(limit=2) == ["newest-fail", "new-run"]
+    assert await ids(limit=2, offset=2) == ["mid-run", "old-ok"]
+    assert await ids(phase=RUNNING, connector="BigQuery", older_than=T0 + 11) == ["mid-run"]
+
+
+def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: str) -> None:
+    assert current_revision(journal_url) is None
+    upgrade(journal_url)
+    assert current_revision(journal_url) == head_revision() == "0001"
+    assert _tables(journal_url) >= {"jobs", "events"}
+
+    downgrade(journal_url)
+    assert current_revision(journal_url) is None
+    assert _tables(journal_url) <= {"alembic_version"}
+
+    upgrade(journal_url)
+    assert current_revision(journal_url) == head_revision()
+
+
+def test_migrations_create_exactly_the_schema_the_code_uses(journal_url: str) -> None:
+    upgrade(journal_url)
+    engine = create_engine(journal_url)
+    try:
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+def test_sqlite_unfinished_index_predicate_is_the_query_predicate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            plan = connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN SELECT job_id FROM jobs WHERE {UNFINISHED}"
+            ).all()
+    finally:
+        engine.dispose()
+    assert "ix_jobs_unfinished" in str(plan)  # the migration's index serves the query
+
+
+def test_urls_are_normalized_to_supported_drivers(tmp_path: Path) -> None:
+    for url in ("postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg://u@h/db"):
+        assert normalize_url(url).drivername == "postgresql+psycopg"
+    for unsupported in ("sqlite://", "sqlite:///:memory:", "mysql://u@h/db"):
+        with pytest.raises(ValueError, match="supported"):
+            normalize_url(unsupported)
+
+
+async def test_sqlite_journal_is_a_wal_file_in_a_created_directory(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a' / 'b' / 'journal.db'}"
+    async with Journal.open(url) as journal:
+        await journal.write(Put(job("a"), "created"))
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
