@@ -1,4 +1,4 @@
-"""betterproto2 code generated from the flyteidl2 descriptors by ``proto/generate.py``.
+"""betterproto2 code generated from flyteidl2's descriptors by ``proto/generate.py``.
 
 Do not edit: run ``python proto/generate.py`` instead.
 """
