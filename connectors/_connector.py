@@ -46,7 +46,8 @@ class AsyncConnector(ABC, Generic[M]):
     does ``idempotency_key`` on ``create``. Accept ``**kwargs`` to ignore what you don't use.
     Errors: raise PermanentError when a retry cannot help, JobNotFound when the external
     service does not know the job; anything else from ``get``/``delete`` is retried with
-    backoff, and from ``create`` is reported to the caller (INTERNAL, with its message).
+    backoff (never sooner than the exception's ``retry_after`` seconds, when it has one), and
+    from ``create`` is reported to the caller (INTERNAL, with its message).
     """
 
     name: ClassVar[str] = "Async Connector"

@@ -161,6 +161,7 @@ class _Actor:
         self.write_lock = trio.Lock()
         self.wake = trio.CancelScope()  # interrupts the lifecycle's wait or poll
         self.failures = 0
+        self.retry_after = 0.0  # the service's own "not before" after the last failure
         self.timed_out = False
         self.meta: ResourceMeta | None = None
 
@@ -274,7 +275,8 @@ class _Actor:
         if not self.failures:
             return interval
         backoff = min(BACKOFF_MAX, interval * 2.0**self.failures)
-        return backoff * (1 - BACKOFF_JITTER * self.ctx.rng.random())
+        jittered = backoff * (1 - BACKOFF_JITTER * self.ctx.rng.random())
+        return max(jittered, self.retry_after)
 
     async def ensure_credentials(self) -> None:
         if self.kwargs is not None or not self.needs_credentials:
@@ -382,6 +384,7 @@ class _Actor:
             await self.settle(Phase.FAILED, str(outcome), "failed")
         else:
             self.failures += 1
+            self.retry_after = _retry_after(outcome)
             error = _describe(outcome)
             message = (
                 f"polling {self.connector.name} failed {self.failures} time(s), retrying: {error}"
@@ -414,6 +417,7 @@ class _Actor:
             except Exception as exc:
                 failures += 1
                 self.failures = failures
+                self.retry_after = _retry_after(exc)
                 _log.warning("job %s: cancel failed (%d): %s", self.handle.job_id, failures, exc)
                 await trio.sleep(self.delay())
         deadline = self.record.deadline
@@ -440,6 +444,12 @@ def _credential_keys(record: JobRecord) -> bool:
         return False
     connection = pb.CreateTaskRequest.parse(record.create_request).connection
     return connection is not None and bool(connection.secrets or connection.configs)
+
+
+def _retry_after(exc: BaseException) -> float:
+    """A transient error's ``retry_after`` (seconds), e.g. from an HTTP Retry-After header."""
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
 
 
 def _describe(exc: BaseException) -> str:

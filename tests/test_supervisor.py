@@ -539,3 +539,19 @@ async def test_history_records_every_transition(autojump_clock: Any) -> None:
     assert kinds == ["create_intent", "created", "phase", "delete_intent", "deleted"]
     details = [json.loads(e.detail) for e in world.journal.history]
     assert details[2] == {"phase": "RUNNING"}
+
+
+async def test_retry_after_from_the_service_is_honoured(autojump_clock: Any) -> None:
+    class Throttled(Exception):
+        retry_after = 95.0
+
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        await sup.create_task(create_request())
+        world.service.fail_next("get", Throttled("429 Too Many Requests"))
+        await trio.sleep(10.5)
+        assert world.service.calls["get"] == 1
+        await trio.sleep(90)
+        assert world.service.calls["get"] == 1
+        await trio.sleep(10)
+        assert world.service.calls["get"] == 2
