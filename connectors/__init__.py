@@ -13,6 +13,7 @@ from ._literals import inputs_to_native as inputs_to_native
 from ._literals import literal_to_native as literal_to_native
 from ._literals import native_to_literal as native_to_literal
 from ._literals import native_to_outputs as native_to_outputs
+from ._local import run_local as run_local
 from ._phase import TERMINAL_PHASES as TERMINAL_PHASES
 from ._phase import Phase as Phase
 from ._phase import StateMap as StateMap
@@ -51,4 +52,5 @@ __all__ = [
     "literal_to_native",
     "native_to_literal",
     "native_to_outputs",
+    "run_local",
 ]

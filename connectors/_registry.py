@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -15,6 +15,7 @@ from flyteproto.flyteidl2.connector import Connector as ConnectorInfo
 from flyteproto.flyteidl2.connector import TaskCategory
 
 from ._connector import AsyncConnector
+from ._imports import import_module, plain_asyncio_loops
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -109,20 +110,36 @@ class ConnectorRegistry:
 
     # Discovery -------------------------------------------------------------------------
 
-    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
-        """Register every connector advertised by installed distributions."""
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
+        """Register every connector advertised by installed distributions.
+
+        A connector whose module does not import (an optional extra not installed) is
+        skipped with a warning rather than taking the others down; returns the skipped
+        entry points' names. Errors: DuplicateConnector, TypeError.
+        """
+        skipped: list[str] = []
         for ep in entry_points(group=group):
-            self._register_found(ep.load(), source=f"entry point {ep.name!r}")
+            try:
+                with plain_asyncio_loops():
+                    found = ep.load()
+            except ImportError as exc:
+                _log.warning("skipping connector entry point %r: %s", ep.name, exc)
+                skipped.append(ep.name)
+                continue
+            self._register_found(found, source=f"entry point {ep.name!r}")
+        return skipped
 
     def load_module(self, name: str) -> None:
         """Import ``name`` and register the connectors it defines.
 
         A module provides connectors as concrete AsyncConnector subclasses defined in it or
         in its submodules (instantiated without arguments), or as module-level instances.
+        A flyte-sdk module provides the ``flyte.connectors`` connectors it defines, hosted
+        through ``connectors.flytesdk`` (the optional ``flytesdk`` extra).
         Errors: ImportError from the import.
         """
-        module = importlib.import_module(name)
-        for found in _connectors_in(module):
+        module = import_module(name)
+        for found in [*_connectors_in(module), *_flytesdk_connectors_in(module)]:
             self._register_found(found, source=f"module {name!r}", replace_same_class=True)
 
     def _register_found(self, found: Any, *, source: str, replace_same_class: bool = False) -> None:
@@ -152,3 +169,12 @@ def _connectors_in(module: ModuleType) -> Iterator[Any]:
             and value not in instance_types
         ):
             yield value
+
+
+def _flytesdk_connectors_in(module: ModuleType) -> list[Any]:
+    # Only once something imported flyte-sdk's connector API: the adapter needs it.
+    if "flyte.connectors" not in sys.modules:
+        return []
+    from .flytesdk import adapters_in
+
+    return list(adapters_in(module))

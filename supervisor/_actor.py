@@ -46,13 +46,14 @@ from ._convert import native_inputs, resource_to_proto
 from ._errors import ConnectorFailed, ServiceError, Unavailable
 from ._job import (
     Observation,
+    Observer,
     answer_for,
     observation_of,
-    observed,
     with_observation,
     with_phase,
 )
 from ._messages import Cancel, Credentials, Message
+from ._metrics import ConnectorMetrics, Metrics
 from .journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 
 __all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
@@ -67,6 +68,10 @@ BACKOFF_JITTER = 0.5
 MAILBOX_SIZE = 64
 
 
+def _unmeasured() -> ConnectorMetrics:
+    return Metrics().connector("")
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What every actor of one connector shares (all of it read-only or thread-safe)."""
@@ -76,6 +81,7 @@ class JobContext:
     limiter: trio.CapacityLimiter
     wall_clock: Callable[[], float]
     rng: random.Random = dataclasses.field(default_factory=random.Random)
+    metrics: ConnectorMetrics = dataclasses.field(default_factory=_unmeasured)
 
 
 class JobHandle:
@@ -163,7 +169,9 @@ class _Actor:
         self.failures = 0
         self.retry_after = 0.0  # the service's own "not before" after the last failure
         self.timed_out = False
+        self.credentials_at = -math.inf  # when credentials came after a wait (poll lag)
         self.meta: ResourceMeta | None = None
+        self.observer = Observer()  # remembers the last report's JSON: cheap unchanged polls
 
     # -- journal ---------------------------------------------------------------------------
 
@@ -243,7 +251,7 @@ class _Actor:
             with self.wake:
                 await self.wait_until(next_poll)
                 if not self.timed_out:
-                    outcome = await self.fetch()
+                    outcome = await self.fetch(due=max(next_poll, self.credentials_at))
             self.wake = trio.CancelScope()
             if outcome is not None:
                 await self.apply(outcome)
@@ -289,14 +297,31 @@ class _Actor:
                 "in memory only; the next request that brings the connection resumes this job",
             )
             await self.credentials_arrived.wait()
+            self.credentials_at = trio.current_time()
 
     async def external(
-        self, operation: str, fn: Callable[..., Awaitable[_T]], *args: Any, **kw: Any
+        self,
+        operation: str,
+        fn: Callable[..., Awaitable[_T]],
+        *args: Any,
+        due: float | None = None,
+        **kw: Any,
     ) -> _T:
-        """Call the external service, under the connector's cap and call timeout."""
+        """Call the external service, under the connector's cap and call timeout.
+
+        ``due``: when the call should have started; how late it got under the cap is
+        measured as poll lag.
+        """
+        metrics = self.ctx.metrics
         async with self.ctx.limiter:
-            with trio.fail_after(self.connector.call_timeout):
-                return await fn(*args, **(self.kwargs or {}), **kw)
+            if due is not None:
+                metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
+            metrics.in_flight.inc()
+            try:
+                with trio.fail_after(self.connector.call_timeout):
+                    return await fn(*args, **(self.kwargs or {}), **kw)
+            finally:
+                metrics.in_flight.dec()
 
     # -- create ----------------------------------------------------------------------------
 
@@ -357,15 +382,20 @@ class _Actor:
 
     # -- poll ------------------------------------------------------------------------------
 
-    async def fetch(self) -> Observation | Exception:
+    async def fetch(self, *, due: float) -> Observation | Exception:
         """Poll the external service once: what it reported, or the error it raised."""
+        metrics = self.ctx.metrics
         try:
-            resource = await self.external("get", self.connector.get, self.meta)
-            return observed(resource_to_proto(resource, connector=self.connector.name))
+            resource = await self.external("get", self.connector.get, self.meta, due=due)
+            seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
         except (trio.Cancelled, KeyboardInterrupt):
             raise
         except Exception as exc:
+            metrics.polls.inc()
+            metrics.poll_errors.inc()
             return exc
+        metrics.polls.inc()
+        return seen
 
     async def apply(self, outcome: Observation | BaseException) -> None:
         """Journal and publish what a poll found (nothing when nothing changed)."""

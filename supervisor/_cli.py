@@ -1,23 +1,28 @@
-"""Command line: ``python -m supervisor serve|journal ...``."""
+"""Command line: ``python -m supervisor serve|journal|run|health ...``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import trio
 import trio_asyncio
 
 from connectors import ConnectorRegistry
 
-from ._server import Listening, serve_grpc
-from ._settings import Settings, add_journal_argument, add_serve_arguments
+from ._health import check_health
+from ._journal_cli import add_journal_commands, journal_command
+from ._logging import configure_logging
+from ._metrics import Metrics, MetricsServer
+from ._run import add_run_arguments, run_command
+from ._settings import Settings, add_health_arguments, add_serve_arguments
 from ._supervisor import Supervisor
-from .journal import Journal, JournalError, current_revision, head_revision, upgrade
+from .journal import Journal, JournalError
+from .journal._engine import safe_url
 
-__all__ = ["build_registry", "main"]
+__all__ = ["build_parser", "build_registry", "main"]
 
 _log = logging.getLogger("supervisor")
 
@@ -35,37 +40,32 @@ def build_registry(settings: Settings) -> ConnectorRegistry:
     return registry
 
 
-async def _serve(settings: Settings, registry: ConnectorRegistry) -> None:
+async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metrics) -> None:
+    # Imported here: the journal and health commands need none of the gRPC server.
+    from ._server import Listening, serve_grpc
+
     # One asyncio loop (trio-asyncio) for the whole process: the gRPC edge runs on it, and so
     # do asyncio-native connectors (flyte-sdk plugins).
     async with (
         trio_asyncio.open_loop(),
-        Journal.open(settings.journal) as journal,
-        Supervisor(registry, journal).running() as supervisor,
+        Journal.open(settings.journal, on_commit=metrics.journal_committed) as journal,
+        Supervisor(registry, journal, metrics=metrics).running() as supervisor,
         trio.open_nursery() as nursery,
     ):
-        print(f"journal {_safe_url(settings.journal)}: resumed {supervisor.resumed} job(s)")
+        metrics.watch(supervisor, journal)
+        print(f"journal {safe_url(settings.journal)}: resumed {supervisor.resumed} job(s)")
         listening: Listening = await nursery.start(
             lambda task_status: serve_grpc(
                 supervisor,
                 host=settings.host,
                 port=settings.port,
                 grace=settings.grace,
+                metrics=metrics,
                 task_status=task_status,
             )
         )
         # One parseable line for people and for tests that start us with --port 0.
         print(f"serving on {listening.host}:{listening.port}", flush=True)
-
-
-def _safe_url(url: str) -> str:
-    """The journal URL without its password, fit for logs."""
-    from sqlalchemy import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
 
 
 def _print_connectors(registry: ConnectorRegistry) -> None:
@@ -75,69 +75,95 @@ def _print_connectors(registry: ConnectorRegistry) -> None:
         print(f"connector {connector.name!r}: task type {key}", flush=True)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None:
+    """Serve /metrics (``--metrics-port``) from its own thread. Errors: OSError."""
+    if settings.metrics_port is None:
+        return None
+    server = MetricsServer.start(metrics, settings.host, settings.metrics_port)
+    print(f"metrics on {settings.host}:{server.port}", flush=True)
+    return server
 
 
 def serve(settings: Settings) -> int:
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         registry = build_registry(settings)
     except Exception as exc:
         print(f"error: cannot load connectors: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     _print_connectors(registry)
+    metrics = Metrics()
     try:
-        trio.run(_serve, settings, registry)
+        metrics_server = _start_metrics(settings, metrics)
+    except OSError as exc:
+        print(
+            f"error: cannot serve metrics on port {settings.metrics_port}: {exc}", file=sys.stderr
+        )
+        return 2
+    try:
+        trio.run(_serve, settings, registry, metrics)
     except JournalError as exc:
-        print(f"error: journal {_safe_url(settings.journal)}: {exc}", file=sys.stderr)
+        print(f"error: journal {safe_url(settings.journal)}: {exc}", file=sys.stderr)
         return 3
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
     print("stopped", flush=True)
     return 0
 
 
-def journal_command(args: argparse.Namespace) -> int:
-    _configure_logging("WARNING")
-    try:
-        return _journal_command(args)
-    except JournalError as exc:
-        print(f"error: journal {_safe_url(args.journal)}: {exc}", file=sys.stderr)
-        return 3
+def health(args: argparse.Namespace) -> int:
+    """Exit 0 only when the server at ``--address`` answers SERVING."""
+    serving, text = check_health(args.address, timeout=args.timeout)
+    print(text, file=sys.stdout if serving else sys.stderr)
+    return 0 if serving else 1
 
 
-def _journal_command(args: argparse.Namespace) -> int:
-    if args.journal_command == "upgrade":
-        upgrade(args.journal)
-        print(f"journal {_safe_url(args.journal)} is at revision {current_revision(args.journal)}")
-        return 0
-    if args.journal_command == "revision":
-        current = current_revision(args.journal)
-        print(f"current {current or '(empty)'}; head {head_revision()}")
-        return 0
-    raise AssertionError(args.journal_command)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """Every command and flag; defaults from ``environ`` (the process environment)."""
     parser = argparse.ArgumentParser(
         prog="python -m supervisor",
         description="A durable connector service for Flyte.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="run the gRPC connector service")
-    add_serve_arguments(serve_parser)
-    journal_parser = commands.add_parser("journal", help="manage the journal database")
-    journal_commands = journal_parser.add_subparsers(dest="journal_command", required=True)
-    for name, text in (
-        ("upgrade", "create or upgrade the journal schema to the latest revision"),
-        ("revision", "print the journal's schema revision"),
-    ):
-        add_journal_argument(journal_commands.add_parser(name, help=text))
-    args = parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_parser = commands.add_parser(
+        "serve", help="run the gRPC connector service", description=_SERVE
+    )
+    add_serve_arguments(serve_parser, environ)
+    journal_parser = commands.add_parser(
+        "journal", help="inspect and manage the journal database", description=_JOURNAL
+    )
+    add_journal_commands(journal_parser, environ)
+    run_parser = commands.add_parser(
+        "run", help="run one connector task locally, without a cluster", description=_RUN
+    )
+    add_run_arguments(run_parser, environ)
+    health_parser = commands.add_parser(
+        "health", help="check a server's gRPC health service", description=_HEALTH
+    )
+    add_health_arguments(health_parser, environ)
+    return parser
+
+
+_SERVE = "Serve the Flyte connector gRPC API, running every job as an actor with a journal."
+_JOURNAL = "Inspect the journal (read-only: safe against a running server) or upgrade it."
+_RUN = (
+    "Run one connector task from its TaskTemplate file: submit, poll, show progress, print "
+    "the outputs. Ctrl-C cancels the external job before exiting. Exit 0 when the task "
+    "succeeded."
+)
+_HEALTH = (
+    "Ask a server's grpc.health.v1.Health service for its status; exit 0 only when it is "
+    "SERVING (1 otherwise). For container health checks and probes."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(Settings.from_args(args))
+    if args.command == "run":
+        return run_command(args)
+    if args.command == "health":
+        return health(args)
     return journal_command(args)

@@ -6,7 +6,8 @@ once with ``trio_as_aio`` to call the ``ConnectorService``, and maps the domain 
 gRPC status codes in ``_status_of`` — the one place where that mapping lives.
 
 Handlers are written against grpclib's ``Stream`` (not the generated service bases) so that
-decoding errors, draining and deadlines are ours to handle.
+decoding errors, draining and deadlines are ours to handle. Every call passes through
+``Edge._call``, which also measures it (Flyte's ``flyte_connector_*`` metrics).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ._errors import (
     Unavailable,
     Unimplemented,
 )
+from ._metrics import Metrics, RpcCall
 from ._service import ConnectorService
 
 __all__ = ["Codec", "Edge", "build_handlers"]
@@ -113,8 +115,9 @@ _GENERATED = "flyteproto."
 class Edge:
     """Serves AsyncConnectorService and ConnectorMetadataService for a ConnectorService."""
 
-    def __init__(self, service: ConnectorService) -> None:
+    def __init__(self, service: ConnectorService, metrics: Metrics | None = None) -> None:
         self._service = service
+        self._metrics = metrics or Metrics()
         self._in_flight = 0
         self._draining = False
 
@@ -127,27 +130,37 @@ class Edge:
         self._draining = True
 
     @contextmanager
-    def _call(self, method: str) -> Iterator[None]:
+    def _call(self, method: str) -> Iterator[RpcCall]:
+        """Every call goes through here: drain check, error mapping, metrics."""
+        call = self._metrics.rpc(method)
         if self._draining:
+            call.finished(Status.UNAVAILABLE)
             raise GRPCError(Status.UNAVAILABLE, "server is shutting down")
         self._in_flight += 1
+        status = Status.CANCELLED  # unless it ends otherwise: the caller went away
         try:
-            yield
+            yield call
+            status = Status.OK
         except ServiceError as exc:
-            raise GRPCError(_status_of(exc), str(exc)) from None
-        except GRPCError:
+            status = _status_of(exc)
+            raise GRPCError(status, str(exc)) from None
+        except GRPCError as exc:
+            status = exc.status
             raise
         except Exception:
+            status = Status.INTERNAL
             _log.exception("unexpected error in %s", method)
             raise GRPCError(Status.INTERNAL, f"internal error in {method}") from None
         finally:
             self._in_flight -= 1
+            call.finished(status)
 
     async def _unary(
         self, stream: Stream[Any, Any], method: str, fn: Callable[[Any], Awaitable[Any]]
     ) -> None:
-        with self._call(method):
+        with self._call(method) as call:
             request = await stream.recv_message()
+            call.received(request)
             response = await trio_asyncio.trio_as_aio(fn)(request)
         await stream.send_message(response)
 
@@ -172,9 +185,10 @@ class Edge:
     async def get_task_logs(
         self, stream: Stream[pb.GetTaskLogsRequest, pb.GetTaskLogsResponse]
     ) -> None:
-        with self._call("GetTaskLogs"):
+        with self._call("GetTaskLogs") as call:
             request = await stream.recv_message()
             assert request is not None
+            call.received(request)
             responses: AsyncIterator[pb.GetTaskLogsResponse] = trio_asyncio.trio_as_aio(
                 self._service.get_task_logs(request)
             )

@@ -19,6 +19,7 @@ from grpclib.health.check import ServiceStatus
 from grpclib.server import Server
 
 from ._edge import Codec, Edge, build_handlers
+from ._metrics import Metrics
 from ._service import ConnectorService
 
 __all__ = ["Listening", "serve_grpc"]
@@ -41,6 +42,7 @@ async def serve_grpc(
     host: str,
     port: int,
     grace: float,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT or cancellation; then drain and return.
@@ -51,7 +53,7 @@ async def serve_grpc(
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
     """
-    edge = Edge(service)
+    edge = Edge(service, metrics)
     ready = ServiceStatus()
     server = Server(build_handlers(edge, ready), codec=Codec())
     await trio_asyncio.aio_as_trio(server.start)(host, port)

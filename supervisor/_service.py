@@ -73,8 +73,10 @@ async def call_connector(connector: AsyncConnector[Any], operation: str, call: A
         raise ConnectorFailed(f"{connector.name} {operation} failed: {exc}") from exc
 
 
-class MetadataAnswers:
-    """ListConnectors / GetConnector answers from a registry."""
+class StatelessAnswers:
+    """The RPCs that need no job state, answered from a registry: ListConnectors and
+    GetConnector from the connectors' metadata; GetTaskMetrics and GetTaskLogs straight from
+    the connector (the supervisor keeps neither)."""
 
     def __init__(self, registry: ConnectorRegistry) -> None:
         self.registry = registry
@@ -88,8 +90,23 @@ class MetadataAnswers:
         except ConnectorNotFound as exc:
             raise NotFound(str(exc)) from None
 
+    async def get_task_metrics(
+        self, request: pb.GetTaskMetricsRequest
+    ) -> pb.GetTaskMetricsResponse:
+        connector = connector_for_category(self.registry, request.task_category)
+        meta = decode_meta(connector, request.resource_meta)
+        return await metrics_of(connector, meta, request)
 
-class DirectService(MetadataAnswers):
+    async def get_task_logs(
+        self, request: pb.GetTaskLogsRequest
+    ) -> AsyncIterator[pb.GetTaskLogsResponse]:
+        connector = connector_for_category(self.registry, request.task_category)
+        meta = decode_meta(connector, request.resource_meta)
+        async for response in logs_of(connector, meta, request):
+            yield response
+
+
+class DirectService(StatelessAnswers):
     """Calls the connector on every RPC and remembers nothing (Flyte's own behaviour)."""
 
     async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
@@ -129,21 +146,6 @@ class DirectService(MetadataAnswers):
             connector, "delete", connector.delete(meta, **connection_kwargs(request.connection))
         )
         return pb.DeleteTaskResponse()
-
-    async def get_task_metrics(
-        self, request: pb.GetTaskMetricsRequest
-    ) -> pb.GetTaskMetricsResponse:
-        connector = connector_for_category(self.registry, request.task_category)
-        meta = decode_meta(connector, request.resource_meta)
-        return await metrics_of(connector, meta, request)
-
-    async def get_task_logs(
-        self, request: pb.GetTaskLogsRequest
-    ) -> AsyncIterator[pb.GetTaskLogsResponse]:
-        connector = connector_for_category(self.registry, request.task_category)
-        meta = decode_meta(connector, request.resource_meta)
-        async for response in logs_of(connector, meta, request):
-            yield response
 
 
 async def metrics_of(

@@ -1,4 +1,9 @@
-"""Settings of ``serve``: each one a flag with an environment variable behind its default."""
+"""Settings of ``serve`` (and the other commands): each a flag with an environment variable
+behind its default.
+
+``ENVIRONMENT`` maps each flag to its variable: ``docs/configuration.md`` is generated from
+the parsers and that mapping, and a test proves every variable is honoured.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,43 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
+    "DEFAULT_HEALTH_TIMEOUT",
     "DEFAULT_JOURNAL",
+    "ENVIRONMENT",
     "ENV_PREFIX",
+    "LOG_FORMATS",
     "Settings",
+    "add_connector_arguments",
+    "add_health_arguments",
     "add_journal_argument",
     "add_serve_arguments",
+    "metrics_port",
+    "parse_serve",
 ]
 
 ENV_PREFIX = "SUPERVISOR_"
 #: A SQLite file beside the process connector's job directories (``.supervisor/jobs``).
 DEFAULT_JOURNAL = "sqlite:///.supervisor/journal.db"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Seconds ``health`` waits for an answer.
+DEFAULT_HEALTH_TIMEOUT = 5.0
+
+#: Flag -> the environment variable behind its default.
+ENVIRONMENT: dict[str, str] = {
+    "--journal": "SUPERVISOR_JOURNAL",
+    "--host": "SUPERVISOR_HOST",
+    "--port": "SUPERVISOR_PORT",
+    "--modules": "SUPERVISOR_MODULES",
+    "--entry-points": "SUPERVISOR_ENTRY_POINTS",
+    "--grace": "SUPERVISOR_GRACE",
+    "--metrics-port": "SUPERVISOR_METRICS_PORT",
+    "--log-level": "SUPERVISOR_LOG_LEVEL",
+    "--log-format": "SUPERVISOR_LOG_FORMAT",
+}
 
 
 @dataclass(frozen=True)
@@ -28,7 +58,9 @@ class Settings:
     entry_points: bool = True
     grace: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"
     journal: str = DEFAULT_JOURNAL
+    metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -39,12 +71,36 @@ class Settings:
             entry_points=args.entry_points,
             grace=args.grace,
             log_level=args.log_level.upper(),
+            log_format=args.log_format,
             journal=args.journal,
+            metrics_port=args.metrics_port,
         )
 
 
-def _env(name: str, default: str, environ: Mapping[str, str]) -> str:
-    return environ.get(ENV_PREFIX + name, default)
+def _default(flag: str, default: str, environ: Mapping[str, str]) -> str:
+    """The flag's default: its environment variable if set, else ``default``.
+
+    A string default goes through the flag's ``type`` like a command-line value, so a bad
+    environment value is reported by argparse, naming the flag.
+    """
+    return environ.get(ENVIRONMENT[flag], default)
+
+
+def _help(flag: str, text: str) -> str:
+    return f"{text} (env {ENVIRONMENT[flag]}; default %(default)s)"
+
+
+def _add(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    default: str,
+    environ: Mapping[str, str],
+    text: str,
+    **kwargs: Any,
+) -> None:
+    parser.add_argument(
+        flag, default=_default(flag, default, environ), help=_help(flag, text), **kwargs
+    )
 
 
 def _modules(value: str) -> list[str]:
@@ -60,16 +116,72 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
 
 
+def metrics_port(value: str) -> int | None:
+    """A port number; ``0`` picks a free port; ``off`` turns the endpoint off (None)."""
+    folded = value.strip().lower()
+    if folded in ("off", "none", "false", "no", ""):
+        return None
+    try:
+        port = int(folded)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port or 'off': {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _log_level(value: str) -> str:
+    upper = value.strip().upper()
+    if upper not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"not one of {', '.join(LOG_LEVELS)}: {value!r}")
+    return upper
+
+
+def _log_format(value: str) -> str:
+    folded = value.strip().lower()
+    if folded not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"not one of {', '.join(LOG_FORMATS)}: {value!r}")
+    return folded
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
 def add_journal_argument(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
-    env = os.environ if environ is None else environ
-    parser.add_argument(
+    _add(
+        parser,
         "--journal",
-        default=_env("JOURNAL", DEFAULT_JOURNAL, env),
+        DEFAULT_JOURNAL,
+        _env(environ),
+        "journal database: sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB",
         metavar="URL",
-        help="journal database: sqlite:///PATH or postgresql://USER@HOST/DB "
-        "(env SUPERVISOR_JOURNAL; default %(default)s)",
+    )
+
+
+def add_connector_arguments(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    """``--modules`` and ``--entry-points``: where connectors come from (``serve`` and ``run``)."""
+    env = _env(environ)
+    parser.add_argument(
+        "--modules",
+        nargs="*",
+        default=_modules(env.get(ENVIRONMENT["--modules"], "")),
+        metavar="MODULE",
+        help="extra Python modules to import connectors from (flyte-sdk modules too); the "
+        "variable takes a comma-separated list (env SUPERVISOR_MODULES; default none)",
+    )
+    _add(
+        parser,
+        "--entry-points",
+        "true",
+        env,
+        "load connectors advertised by installed packages",
+        type=_bool,
+        metavar="BOOL",
     )
 
 
@@ -77,49 +189,69 @@ def add_serve_arguments(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
     """Add the flags of ``serve``; defaults come from SUPERVISOR_* environment variables."""
-    env = os.environ if environ is None else environ
+    env = _env(environ)
     d = Settings()
     add_journal_argument(parser, env)
-    parser.add_argument(
-        "--host",
-        default=_env("HOST", d.host, env),
-        help="address to listen on (env SUPERVISOR_HOST; default %(default)s)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(_env("PORT", str(d.port), env)),
-        help="gRPC port; 0 picks a free one (env SUPERVISOR_PORT; default %(default)s)",
-    )
-    parser.add_argument(
-        "--modules",
-        nargs="*",
-        default=_modules(_env("MODULES", "", env)),
-        metavar="MODULE",
-        help="extra Python modules to import connectors from "
-        "(env SUPERVISOR_MODULES, comma-separated)",
-    )
-    parser.add_argument(
-        "--entry-points",
-        type=_bool,
-        default=_bool(_env("ENTRY_POINTS", "true", env)),
-        metavar="BOOL",
-        help="load connectors advertised by installed packages "
-        "(env SUPERVISOR_ENTRY_POINTS; default %(default)s)",
-    )
-    parser.add_argument(
+    _add(parser, "--host", d.host, env, "address to listen on (gRPC and metrics)")
+    _add(parser, "--port", str(d.port), env, "gRPC port; 0 picks a free one", type=int)
+    add_connector_arguments(parser, env)
+    _add(
+        parser,
         "--grace",
+        str(d.grace),
+        env,
+        "on SIGTERM, how long calls under way may take to finish",
         type=float,
-        default=float(_env("GRACE", str(d.grace), env)),
         metavar="SECONDS",
-        help="on SIGTERM, how long calls under way may take to finish "
-        "(env SUPERVISOR_GRACE; default %(default)s)",
+    )
+    _add(
+        parser,
+        "--metrics-port",
+        str(d.metrics_port),
+        env,
+        "Prometheus metrics port (HTTP, path /metrics); 0 picks a free one, off turns "
+        "the endpoint off",
+        type=metrics_port,
+        metavar="PORT|off",
+    )
+    _add(
+        parser,
+        "--log-level",
+        d.log_level,
+        env,
+        f"one of {', '.join(LOG_LEVELS)}",
+        type=_log_level,
+        metavar="LEVEL",
+    )
+    _add(
+        parser,
+        "--log-format",
+        d.log_format,
+        env,
+        "text (key=value lines) or json (one object a line)",
+        type=_log_format,
+        metavar="{text,json}",
+    )
+
+
+def add_health_arguments(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    """Flags of ``health``: the address defaults to this machine and ``SUPERVISOR_PORT``."""
+    port = _env(environ).get(ENVIRONMENT["--port"], str(Settings().port))
+    parser.add_argument(
+        "--address",
+        default=f"127.0.0.1:{port}",
+        metavar="HOST:PORT",
+        help="the server to ask; by default this machine at the port of SUPERVISOR_PORT "
+        "(default %(default)s)",
     )
     parser.add_argument(
-        "--log-level",
-        default=_env("LOG_LEVEL", d.log_level, env),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
-        help="(env SUPERVISOR_LOG_LEVEL; default %(default)s)",
+        "--timeout",
+        type=float,
+        default=DEFAULT_HEALTH_TIMEOUT,
+        metavar="SECONDS",
+        help="give up after this long (default %(default)s)",
     )
 
 

@@ -38,8 +38,10 @@ from ._convert import (
 from ._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ._identity import adopted_job_id, job_id_for, retry_attempt
 from ._job import answer_for
+from ._logging import bind_job, job_fields
 from ._messages import Cancel, Credentials
-from ._service import MetadataAnswers, logs_of, metrics_of
+from ._metrics import Metrics
+from ._service import StatelessAnswers
 from .journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 
 __all__ = ["Supervisor"]
@@ -54,7 +56,7 @@ ACTOR_RESTART_DELAY = 5.0
 _MetaKey = tuple[str, int, bytes]
 
 
-class Supervisor(MetadataAnswers):
+class Supervisor(StatelessAnswers):
     """Runs jobs as actors; answers the connector RPCs. Use ``async with sup.running():``."""
 
     def __init__(
@@ -64,11 +66,13 @@ class Supervisor(MetadataAnswers):
         *,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(registry)
         self._journal = journal
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
+        self._metrics = metrics or Metrics()
         self._jobs: dict[str, JobHandle] = {}
         self._by_meta: dict[_MetaKey, JobHandle] = {}
         self._locks: dict[str, trio.Lock] = {}
@@ -110,6 +114,7 @@ class Supervisor(MetadataAnswers):
                     record.job_id,
                     record.task_type,
                     record.task_type_version,
+                    extra=job_fields(record.job_id, record.connector),
                 )
                 continue
             self._start(connector, record, kwargs=None, resumed=True)
@@ -128,6 +133,7 @@ class Supervisor(MetadataAnswers):
                 limiter=trio.CapacityLimiter(connector.max_concurrent_calls),
                 wall_clock=self._wall_clock,
                 rng=self._rng,
+                metrics=self._metrics.connector(connector.name),
             )
             self._contexts[id(connector)] = ctx
         return ctx
@@ -161,6 +167,7 @@ class Supervisor(MetadataAnswers):
     ) -> None:
         """Run an actor; restart it (from its journalled state) if it dies of a bug."""
         ctx = self._context(connector)
+        bind_job(handle.job_id, connector.name)  # every log line of this task names the job
         try:
             while True:
                 try:
@@ -192,6 +199,10 @@ class Supervisor(MetadataAnswers):
         finally:
             if not lock.locked() and not lock.statistics().tasks_waiting:
                 self._locks.pop(job_id, None)
+
+    def live_records(self) -> list[JobRecord]:
+        """The records of the jobs with a live actor: a snapshot, safe from another thread."""
+        return [handle.record for handle in tuple(self._jobs.values())]
 
     def statistics(self) -> dict[str, int]:
         return {"live_jobs": len(self._jobs), "resumed": self.resumed}
@@ -330,7 +341,12 @@ class Supervisor(MetadataAnswers):
                 create_request=bytes(stripped),
             )
             await self._journal.write(Put(record, "adopted", json.dumps({"delete": delete})))
-            _log.info("job %s: adopted a %s job we did not create", job_id, name)
+            _log.info(
+                "job %s: adopted a %s job we did not create",
+                job_id,
+                name,
+                extra=job_fields(job_id, connector.name),
+            )
             return self._start(
                 connector, record, kwargs=connection_kwargs(connection) or None, resumed=True
             )
@@ -372,23 +388,6 @@ class Supervisor(MetadataAnswers):
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             return
         handle.last_kwargs = dict(kwargs)
-
-    # -- metrics and logs: straight to the connector ---------------------------------------
-
-    async def get_task_metrics(
-        self, request: pb.GetTaskMetricsRequest
-    ) -> pb.GetTaskMetricsResponse:
-        connector = connector_for_category(self.registry, request.task_category)
-        meta = decode_meta(connector, request.resource_meta)
-        return await metrics_of(connector, meta, request)
-
-    async def get_task_logs(
-        self, request: pb.GetTaskLogsRequest
-    ) -> AsyncIterator[pb.GetTaskLogsResponse]:
-        connector = connector_for_category(self.registry, request.task_category)
-        meta = decode_meta(connector, request.resource_meta)
-        async for response in logs_of(connector, meta, request):
-            yield response
 
 
 def _meta_key(record: JobRecord) -> _MetaKey:

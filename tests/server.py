@@ -45,6 +45,7 @@ STARTUP_TIMEOUT = 30.0
 KILL_TIMEOUT = 10.0
 
 _SERVING = re.compile(r"^serving on (?P<host>\S+):(?P<port>\d+)$", re.MULTILINE)
+_METRICS = re.compile(r"^metrics on (?P<host>\S+):(?P<port>\d+)$", re.MULTILINE)
 
 
 class ServerExited(RuntimeError):
@@ -71,7 +72,8 @@ class ServerProcess:
         args: arguments after ``serve``; they come after ``--host``/``--port`` so they win.
         env: environment variables set on top of this process's environment, from which
             every ``SUPERVISOR_*`` variable is removed first (so runs are reproducible).
-            ``SUPERVISOR_JOURNAL`` defaults to ``journal_url``.
+            ``SUPERVISOR_JOURNAL`` defaults to ``journal_url``, ``SUPERVISOR_METRICS_PORT``
+            to 0 (a free port: see ``metrics_url``).
         cwd: working directory (the repository root by default, so ``tests.*`` imports).
         log_dir: where each run's ``stdout-N.log`` / ``stderr-N.log`` go.
         host: passed as ``--host`` (None: not passed; the environment or default applies).
@@ -127,7 +129,13 @@ class ServerProcess:
         self._stderr_path = self.log_dir / f"stderr-{self.runs}.log"
         self._listening = None
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
-        env.update({"PYTHONUNBUFFERED": "1", "SUPERVISOR_JOURNAL": self.journal_url, **self.env})
+        # Metrics on a free port, unless the test says otherwise: tests never fight over 9090.
+        defaults = {
+            "PYTHONUNBUFFERED": "1",
+            "SUPERVISOR_JOURNAL": self.journal_url,
+            "SUPERVISOR_METRICS_PORT": "0",
+        }
+        env.update({**defaults, **self.env})
         with (
             self._stdout_path.open("wb") as stdout,
             self._stderr_path.open("wb") as stderr,
@@ -264,6 +272,23 @@ class ServerProcess:
         elif host == "::":
             host = "[::1]"
         return f"{host}:{port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://HOST:PORT/metrics`` of the current run (printed before ``serving on``).
+
+        Errors: RuntimeError when the run serves no metrics or is not listening yet.
+        """
+        self._require_listening()
+        found = _METRICS.search(self.stdout_text())
+        if found is None:
+            raise RuntimeError("this run serves no metrics (--metrics-port off)")
+        host = found["host"]
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "[::1]"
+        return f"http://{host}:{found['port']}/metrics"
 
     def stdout_text(self) -> str:
         """The current run's stdout so far."""

@@ -13,6 +13,9 @@ from ._migrate import downgrade as downgrade
 from ._migrate import head_revision as head_revision
 from ._migrate import upgrade as upgrade
 from ._protocol import JournalLike as JournalLike
+from ._reader import JournalReader as JournalReader
+from ._reader import JournalSummary as JournalSummary
+from ._reader import PhaseCount as PhaseCount
 from ._records import CreateState as CreateState
 from ._records import DeleteState as DeleteState
 from ._records import EventRecord as EventRecord
@@ -29,7 +32,10 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalLike",
+    "JournalReader",
     "JournalStatistics",
+    "JournalSummary",
+    "PhaseCount",
     "Put",
     "current_revision",
     "downgrade",

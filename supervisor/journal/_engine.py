@@ -8,7 +8,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-__all__ = ["DEFAULT_URL", "READ_CONCURRENCY", "create_engine", "normalize_url"]
+from ._errors import JournalError
+
+__all__ = [
+    "DEFAULT_URL",
+    "READ_CONCURRENCY",
+    "create_engine",
+    "create_read_only_engine",
+    "normalize_url",
+    "safe_url",
+]
 
 DEFAULT_URL = "sqlite:///.supervisor/journal.db"
 """A SQLite file under ``.supervisor/`` in the working directory (created when missing)."""
@@ -18,6 +27,9 @@ READ_CONCURRENCY = 8
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another process's write lock."""
+
+READ_ONLY_STATEMENT_TIMEOUT_MS = 30_000
+"""PostgreSQL: a read-only (operator) query never runs longer than this."""
 
 _POSTGRES_DRIVER = "postgresql+psycopg"
 _POSTGRES_ALIASES = frozenset({"postgres", "postgresql", "postgres+psycopg"})
@@ -57,6 +69,58 @@ def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) ->
     sa.event.listen(engine, "connect", _sqlite_connect)
     sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def create_read_only_engine(url: str | URL) -> sa.Engine:
+    """An engine that can only read the journal at ``url``: for operators' tools.
+
+    SQLite opens the file with ``mode=ro`` (never created, never switched to WAL: in WAL
+    mode, which the server sets, readers never block its writes); PostgreSQL sessions are
+    ``default_transaction_read_only`` with a statement timeout.
+
+    Errors: ``JournalError`` when a SQLite file does not exist; ``ValueError`` as
+    ``normalize_url``.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        options = (
+            "-c default_transaction_read_only=on"
+            f" -c statement_timeout={READ_ONLY_STATEMENT_TIMEOUT_MS}"
+        )
+        return sa.create_engine(
+            parsed,
+            poolclass=sa.NullPool,
+            connect_args={"options": options, "application_name": "supervisor-journal-cli"},
+        )
+    database = parsed.database or ""
+    if not database.startswith("file:"):
+        path = Path(database).resolve()
+        if not path.is_file():
+            raise JournalError(f"no journal at {path}")
+        database = f"file:{path}"
+    ro = parsed.set(database=database).update_query_dict({"mode": "ro", "uri": "true"})
+    engine = sa.create_engine(ro, poolclass=sa.NullPool)
+    sa.event.listen(engine, "connect", _sqlite_connect_read_only)
+    sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def safe_url(url: str | URL) -> str:
+    """``url`` without its password, fit for logs and messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def _sqlite_connect_read_only(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA query_only=ON")
+    finally:
+        cursor.close()
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -42,6 +42,9 @@ _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
 _DATA_ERRORS = (sa.exc.IntegrityError, sa.exc.DataError)
 
+CommitHook = Callable[[int, float], None]
+"""Called with (puts, seconds) after each committed transaction; must not raise."""
+
 
 @dataclass(frozen=True, slots=True)
 class JournalStatistics:
@@ -78,11 +81,17 @@ class Journal:
     """The supervisor's durable record of every job; open it with ``Journal.open``."""
 
     def __init__(
-        self, store: Store, send: trio.MemorySendChannel[_Request], *, max_batch: int
+        self,
+        store: Store,
+        send: trio.MemorySendChannel[_Request],
+        *,
+        max_batch: int,
+        on_commit: CommitHook | None = None,
     ) -> None:
         self._store = store
         self._send = send
         self._max_batch = max_batch
+        self._on_commit = on_commit
         self._counters = _Counters()
         self._carry: _Request | None = None
         self._writer_done = trio.Event()
@@ -92,7 +101,12 @@ class Journal:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, url: str, *, upgrade: bool = True, max_batch: int = 2000
+        cls,
+        url: str,
+        *,
+        upgrade: bool = True,
+        max_batch: int = 2000,
+        on_commit: CommitHook | None = None,
     ) -> AsyncIterator[Journal]:
         """Open the journal at ``url`` (SQLite file or PostgreSQL), migrating it if ``upgrade``.
 
@@ -106,7 +120,9 @@ class Journal:
         engine = await trio.to_thread.run_sync(_engine.create_engine, url)
         try:
             await trio.to_thread.run_sync(_prepare_schema, engine, upgrade)
-            async with cls.open_store(Store(engine), max_batch=max_batch) as journal:
+            async with cls.open_store(
+                Store(engine), max_batch=max_batch, on_commit=on_commit
+            ) as journal:
                 yield journal
         finally:
             with trio.CancelScope(shield=True):
@@ -114,8 +130,12 @@ class Journal:
 
     @classmethod
     @asynccontextmanager
-    async def open_store(cls, store: Store, *, max_batch: int = 2000) -> AsyncIterator[Journal]:
+    async def open_store(
+        cls, store: Store, *, max_batch: int = 2000, on_commit: CommitHook | None = None
+    ) -> AsyncIterator[Journal]:
         """Serve an existing store (whose schema is current); ``open`` is the usual way in.
+
+        ``on_commit(puts, seconds)`` is called after each committed transaction (metrics).
 
         The caller keeps owning the store's engine, which should allow one connection more
         than ``READ_CONCURRENCY`` (``create_engine`` does), so reads never hold up a commit.
@@ -124,7 +144,7 @@ class Journal:
             raise ValueError("max_batch must be at least 1")
         send, receive = trio.open_memory_channel[_Request](max_batch)
         async with trio.open_nursery() as nursery:
-            journal = cls(store, send, max_batch=max_batch)
+            journal = cls(store, send, max_batch=max_batch, on_commit=on_commit)
             writer_scope: trio.CancelScope = await nursery.start(journal._run_writer, receive)
             try:
                 yield journal
@@ -194,8 +214,10 @@ class Journal:
         limit: int = 100,
         offset: int = 0,
         older_than: float | None = None,
+        unfinished: bool = False,
     ) -> list[JobRecord]:
-        """Jobs matching every filter given, newest first; ``older_than`` bounds ``created_at``."""
+        """Jobs matching every filter given, newest first; ``older_than`` bounds ``created_at``;
+        ``unfinished`` keeps the jobs the supervisor still owes work."""
 
         def query() -> list[JobRecord]:
             return self._store.list_jobs(
@@ -203,6 +225,7 @@ class Journal:
                 task_type=task_type,
                 connector=connector,
                 older_than=older_than,
+                unfinished=unfinished,
                 limit=limit,
                 offset=offset,
             )
@@ -313,6 +336,8 @@ class Journal:
         c.last_batch_size = len(puts)
         c.last_commit_seconds = time.perf_counter() - started
         c.max_batch_size = max(c.max_batch_size, len(puts))
+        if self._on_commit is not None:
+            self._on_commit(len(puts), c.last_commit_seconds)
 
     def _wake(self, batch: Sequence[_Request], error: JournalError | None) -> None:
         """Wake the waiters of ``batch`` not woken yet, failed with ``error`` if there is one."""

@@ -77,6 +77,12 @@ class Store:
         """Jobs the supervisor still owes work (see ``Journal.unfinished``), oldest first."""
         return self._jobs(sa.text(UNFINISHED), order_by=(jobs.c.created_at, jobs.c.job_id))
 
+    def oldest_unfinished(self) -> JobRecord | None:
+        """The unfinished job created first, or ``None``."""
+        return _first(
+            self._jobs(sa.text(UNFINISHED), order_by=(jobs.c.created_at, jobs.c.job_id), limit=1)
+        )
+
     def events(self, job_id: str) -> list[EventRecord]:
         """The job's history, in order."""
         query = sa.select(events).where(events.c.job_id == job_id).order_by(events.c.seq)
@@ -90,11 +96,15 @@ class Store:
         task_type: str | None = None,
         connector: str | None = None,
         older_than: float | None = None,
+        unfinished: bool = False,
         limit: int = 100,
         offset: int = 0,
     ) -> list[JobRecord]:
-        """Jobs matching every filter given, newest (by ``created_at``) first."""
-        criteria: list[sa.ColumnElement[bool]] = []
+        """Jobs matching every filter given, newest (by ``created_at``) first.
+
+        ``unfinished``: only jobs the supervisor still owes work (see ``Journal.unfinished``).
+        """
+        criteria: list[sa.ColumnElement[bool] | sa.TextClause] = []
         if phase is not None:
             criteria.append(jobs.c.phase == phase)
         if task_type is not None:
@@ -103,6 +113,8 @@ class Store:
             criteria.append(jobs.c.connector == connector)
         if older_than is not None:
             criteria.append(jobs.c.created_at < older_than)
+        if unfinished:
+            criteria.append(sa.text(UNFINISHED))
         newest_first = (jobs.c.created_at.desc(), jobs.c.job_id.desc())
         return self._jobs(*criteria, order_by=newest_first, limit=limit, offset=offset)
 

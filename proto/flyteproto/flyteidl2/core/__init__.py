@@ -228,8 +228,6 @@ class AcceleratorModel(betterproto2.Enum):
 
     HABANA_GAUDI1 = 400
 
-    APPLE_SILICON_GPU = 500
-
 
 class BlobTypeBlobDimensionality(betterproto2.Enum):
     SINGLE = 0
@@ -287,8 +285,6 @@ class GpuAcceleratorDeviceClass(betterproto2.Enum):
     AMD_GPU = 3
 
     HABANA_GAUDI = 4
-
-    APPLE_SILICON = 5
 
 
 class GpuFaultKind(betterproto2.Enum):
@@ -550,17 +546,11 @@ class WorkerKind(betterproto2.Enum):
 
     SANDBOX = 1
 
-    MICROVM = 2
-
-    REUSABLE = 3
-
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
             0: "WORKER_KIND_UNSPECIFIED",
             1: "WORKER_KIND_SANDBOX",
-            2: "WORKER_KIND_MICROVM",
-            3: "WORKER_KIND_REUSABLE",
         }
 
     @classmethod
@@ -568,8 +558,6 @@ class WorkerKind(betterproto2.Enum):
         return {
             "WORKER_KIND_UNSPECIFIED": 0,
             "WORKER_KIND_SANDBOX": 1,
-            "WORKER_KIND_MICROVM": 2,
-            "WORKER_KIND_REUSABLE": 3,
         }
 
 
@@ -1867,10 +1855,6 @@ class ReusePolicy(betterproto2.Message):
     scope: "ReusePolicyScope" = betterproto2.field(
         6, betterproto2.TYPE_ENUM, default_factory=lambda: ReusePolicyScope(0)
     )
-
-    name: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
-
-    version: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
 
 
 default_message_pool.register_message("flyteidl2.core", "ReusePolicy", ReusePolicy)

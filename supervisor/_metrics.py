@@ -1,0 +1,397 @@
+"""Prometheus metrics: Flyte's connector metrics, name for name, and the supervisor's own.
+
+Flyte's connector service (flyte-sdk ``flyte.connectors``) exports, and dashboards read:
+
+- ``flyte_connector_requests_success_total{task_type, operation}``
+- ``flyte_connector_requests_failure_total{task_type, operation, error_code}``: the error
+  code is an HTTP status number (Flyte uses 404 and 500); we map every gRPC status the same
+  way (``HTTP_CODES``)
+- ``flyte_connector_request_latency_seconds{task_type, operation}`` (a summary)
+- ``flyte_connector_input_literal_bytes{task_type}`` (a summary, CreateTask inputs)
+
+with ``operation`` one of ``create``, ``get``, ``delete`` (and here ``get_metrics``,
+``get_logs`` too). The supervisor adds ``supervisor_*`` metrics: live actors by connector
+and phase, polls and poll errors, poll lag behind schedule, external calls in flight,
+journal batch size, commit latency and backlog, and jobs resumed at start.
+
+Where they are measured: the gRPC edge's one call wrapper (``RpcCall``), the actor's
+``external()`` and poll (``ConnectorMetrics``, one per connector), the journal writer's
+commit hook (``journal_committed``), and, at scrape time, collectors reading
+``Supervisor.live_records()`` and ``Journal.statistics()``. Hot paths touch labelled
+children cached on first use: no label lookups per call.
+
+Each ``Metrics`` has its own registry (tests make many); ``MetricsServer`` serves one over
+HTTP from prometheus_client's own thread, never on the Trio loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from grpclib.const import Status
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from connectors import Phase
+
+from .journal import JobRecord, JournalStatistics
+
+__all__ = [
+    "HTTP_CODES",
+    "OPERATIONS",
+    "ConnectorMetrics",
+    "Metrics",
+    "MetricsServer",
+    "RpcCall",
+]
+
+#: gRPC method -> Flyte's ``operation`` label. Other methods are not measured (as in Flyte).
+OPERATIONS = {
+    "CreateTask": "create",
+    "GetTask": "get",
+    "DeleteTask": "delete",
+    "GetTaskMetrics": "get_metrics",
+    "GetTaskLogs": "get_logs",
+}
+
+#: gRPC status -> the HTTP status number Flyte's ``error_code`` label carries.
+HTTP_CODES: dict[Status, int] = {
+    Status.OK: 200,
+    Status.CANCELLED: 499,
+    Status.UNKNOWN: 500,
+    Status.INVALID_ARGUMENT: 400,
+    Status.DEADLINE_EXCEEDED: 504,
+    Status.NOT_FOUND: 404,
+    Status.ALREADY_EXISTS: 409,
+    Status.PERMISSION_DENIED: 403,
+    Status.RESOURCE_EXHAUSTED: 429,
+    Status.FAILED_PRECONDITION: 400,
+    Status.ABORTED: 409,
+    Status.OUT_OF_RANGE: 400,
+    Status.UNIMPLEMENTED: 501,
+    Status.INTERNAL: 500,
+    Status.UNAVAILABLE: 503,
+    Status.DATA_LOSS: 500,
+    Status.UNAUTHENTICATED: 401,
+}
+
+#: Distinct task types measured per operation; callers choose task types, so beyond this
+#: they are counted as ``other`` (bounded memory and series).
+MAX_TASK_TYPES = 500
+OTHER = "other"
+
+POLL_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorMetrics:
+    """One connector's labelled children, shared by its actors."""
+
+    polls: Counter
+    poll_errors: Counter
+    poll_lag: Histogram
+    in_flight: Gauge
+
+
+@dataclass(frozen=True, slots=True)
+class _RpcChildren:
+    success: Counter
+    latency: Summary
+
+
+class SupervisorSource(Protocol):
+    """What the scrape-time collector reads from the supervisor (from another thread)."""
+
+    @property
+    def resumed(self) -> int: ...
+
+    def live_records(self) -> Sequence[JobRecord]: ...
+
+
+class JournalSource(Protocol):
+    def statistics(self) -> JournalStatistics: ...
+
+
+class RpcCall:
+    """One RPC being measured: the edge reports the request once read, then the outcome."""
+
+    __slots__ = ("_metrics", "_operation", "_started", "_task_type")
+
+    def __init__(self, metrics: Metrics, operation: str | None) -> None:
+        self._metrics = metrics
+        self._operation = operation
+        self._started = time.perf_counter()
+        self._task_type = ""
+
+    def received(self, request: Any) -> None:
+        """Take the task type from the request (and the input size from a CreateTask)."""
+        if self._operation is None or request is None:
+            return
+        if self._operation == "create":
+            template = request.template
+            self._task_type = template.type if template is not None else ""
+            if request.inputs is not None:
+                self._metrics.input_bytes(self._task_type).observe(len(bytes(request.inputs)))
+        else:
+            category = request.task_category
+            self._task_type = category.name if category is not None else ""
+
+    def finished(self, status: Status) -> None:
+        operation = self._operation
+        if operation is None:
+            return
+        elapsed = time.perf_counter() - self._started
+        children = self._metrics.rpc_children(self._task_type, operation)
+        children.latency.observe(elapsed)
+        if status is Status.OK:
+            children.success.inc()
+        else:
+            self._metrics.rpc_failure(self._task_type, operation, status).inc()
+
+
+class Metrics:
+    """Every metric of one server, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        # Flyte's names, types and labels (flyte-sdk flyte/connectors/_server.py).
+        self._success = Counter(
+            "flyte_connector_requests_success_total",
+            "Total number of successful requests",
+            ["task_type", "operation"],
+            registry=r,
+        )
+        self._failure = Counter(
+            "flyte_connector_requests_failure_total",
+            "Total number of failed requests",
+            ["task_type", "operation", "error_code"],
+            registry=r,
+        )
+        self._latency = Summary(
+            "flyte_connector_request_latency_seconds",
+            "Time spent processing connector request",
+            ["task_type", "operation"],
+            registry=r,
+        )
+        self._input_bytes = Summary(
+            "flyte_connector_input_literal_bytes",
+            "Size of input literal",
+            ["task_type"],
+            registry=r,
+        )
+        # Ours.
+        self._polls = Counter(
+            "supervisor_polls_total",
+            "Polls of external jobs (connector.get)",
+            ["connector"],
+            registry=r,
+        )
+        self._poll_errors = Counter(
+            "supervisor_poll_errors_total",
+            "Polls that raised (retried with backoff, or settled the job)",
+            ["connector"],
+            registry=r,
+        )
+        self._poll_lag = Histogram(
+            "supervisor_poll_lag_seconds",
+            "How late a poll started (under the connector's concurrency cap) behind its schedule",
+            ["connector"],
+            buckets=POLL_LAG_BUCKETS,
+            registry=r,
+        )
+        self._in_flight = Gauge(
+            "supervisor_external_calls_in_flight",
+            "Calls to the external service under way (create, get, delete)",
+            ["connector"],
+            registry=r,
+        )
+        self._batch_size = Histogram(
+            "supervisor_journal_batch_size",
+            "Puts committed together in one journal transaction (group commit)",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self._commit_seconds = Histogram(
+            "supervisor_journal_commit_seconds",
+            "Wall time of one journal commit",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self._rpc: dict[tuple[str, str], _RpcChildren] = {}
+        self._failures: dict[tuple[str, str, Status], Counter] = {}
+        self._inputs: dict[str, Summary] = {}
+        self._connectors: dict[str, ConnectorMetrics] = {}
+
+    # -- RPCs (the edge) -------------------------------------------------------------------
+
+    def rpc(self, method: str) -> RpcCall:
+        """Start measuring a call of ``method`` (a no-op for unmeasured methods)."""
+        return RpcCall(self, OPERATIONS.get(method))
+
+    def rpc_children(self, task_type: str, operation: str) -> _RpcChildren:
+        children = self._rpc.get((task_type, operation))
+        if children is None:
+            if len(self._rpc) >= MAX_TASK_TYPES * len(OPERATIONS):
+                task_type = OTHER
+            labels = {"task_type": task_type, "operation": operation}
+            children = _RpcChildren(self._success.labels(**labels), self._latency.labels(**labels))
+            self._rpc[(task_type, operation)] = children
+        return children
+
+    def rpc_failure(self, task_type: str, operation: str, status: Status) -> Counter:
+        key = (task_type, operation, status)
+        child = self._failures.get(key)
+        if child is None:
+            if len(self._failures) >= MAX_TASK_TYPES * len(OPERATIONS):
+                task_type = OTHER
+            code = str(HTTP_CODES.get(status, 500))
+            child = self._failure.labels(task_type=task_type, operation=operation, error_code=code)
+            self._failures[key] = child
+        return child
+
+    def input_bytes(self, task_type: str) -> Summary:
+        child = self._inputs.get(task_type)
+        if child is None:
+            label = task_type if len(self._inputs) < MAX_TASK_TYPES else OTHER
+            child = self._inputs[task_type] = self._input_bytes.labels(task_type=label)
+        return child
+
+    # -- actors, journal ---------------------------------------------------------------------
+
+    def connector(self, name: str) -> ConnectorMetrics:
+        """The labelled children of one connector (made once, then shared)."""
+        found = self._connectors.get(name)
+        if found is None:
+            found = ConnectorMetrics(
+                polls=self._polls.labels(connector=name),
+                poll_errors=self._poll_errors.labels(connector=name),
+                poll_lag=self._poll_lag.labels(connector=name),
+                in_flight=self._in_flight.labels(connector=name),
+            )
+            self._connectors[name] = found
+        return found
+
+    def journal_committed(self, puts: int, seconds: float) -> None:
+        """The journal writer's hook: one batch of ``puts`` committed in ``seconds``."""
+        self._batch_size.observe(puts)
+        self._commit_seconds.observe(seconds)
+
+    def watch(self, supervisor: SupervisorSource, journal: JournalSource | None = None) -> None:
+        """Report the supervisor's live actors (and the journal's backlog) at scrape time."""
+        self.registry.register(_SupervisorCollector(supervisor))
+        if journal is not None:
+            self.registry.register(_JournalCollector(journal))
+
+
+class _SupervisorCollector:
+    """Live actors by connector and phase, the oldest live job, and jobs resumed at start."""
+
+    def __init__(self, source: SupervisorSource) -> None:
+        self._source = source
+        self._seen: set[tuple[str, str]] = set()  # report 0, not nothing, once a series existed
+        self._lock = threading.Lock()
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unchecked: the families depend on what is live
+
+    def collect(self) -> Iterable[Metric]:
+        records = self._source.live_records()
+        now = time.time()
+        counts: dict[tuple[str, str], int] = {}
+        oldest: dict[str, float] = {}
+        for record in records:
+            key = (record.connector, _phase_name(record.phase))
+            counts[key] = counts.get(key, 0) + 1
+            oldest[record.connector] = min(oldest.get(record.connector, now), record.created_at)
+        live = GaugeMetricFamily(
+            "supervisor_live_actors",
+            "Jobs with a live actor, by connector and current phase",
+            labels=["connector", "phase"],
+        )
+        with self._lock:
+            self._seen.update(counts)
+            for key in sorted(self._seen):
+                live.add_metric(list(key), counts.get(key, 0))
+        age = GaugeMetricFamily(
+            "supervisor_oldest_live_job_age_seconds",
+            "Age of the oldest job with a live actor, by connector",
+            labels=["connector"],
+        )
+        for connector, created_at in sorted(oldest.items()):
+            age.add_metric([connector], max(0.0, now - created_at))
+        resumed = GaugeMetricFamily(
+            "supervisor_jobs_resumed", "Unfinished jobs resumed from the journal at start"
+        )
+        resumed.add_metric([], self._source.resumed)
+        return [live, age, resumed]
+
+
+class _JournalCollector:
+    def __init__(self, source: JournalSource) -> None:
+        self._source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._source.statistics()
+        pending = GaugeMetricFamily(
+            "supervisor_journal_pending_puts",
+            "Puts submitted to the journal and not yet committed (the writer's backlog)",
+        )
+        pending.add_metric([], stats.pending_puts)
+        failed = CounterMetricFamily(
+            "supervisor_journal_failed_batches", "Journal transactions that failed"
+        )
+        failed.add_metric([], stats.batches_failed)
+        return [pending, failed]
+
+
+_PHASE_NAMES: dict[int, str] = {int(p): p.name or str(int(p)) for p in Phase}
+
+
+def _phase_name(phase: int) -> str:
+    return _PHASE_NAMES.get(phase) or str(phase)
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP in prometheus_client's own thread. Use ``start``, then ``stop``."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @classmethod
+    def start(cls, metrics: Metrics, host: str, port: int) -> MetricsServer:
+        """Listen on ``host:port`` (0: a free port). Errors: OSError (address in use, ...)."""
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+        return cls(server, thread)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and close the socket. Blocks up to ``timeout``: call it off the loop."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout)
