@@ -1,4 +1,5 @@
-"""Messages from the supervisor to a job's actor: a closed set of small frozen types."""
+"""Messages from the supervisor to a job's actor: a closed set of small frozen types, sent
+through the actor's ``Inbox``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-__all__ = ["Cancel", "Credentials", "Message", "Reply"]
+__all__ = ["Cancel", "Credentials", "Inbox", "Message", "Reply"]
 
 
 class Reply:
@@ -47,3 +48,54 @@ class Credentials:
 
 
 Message = Cancel | Credentials
+
+
+class Inbox:
+    """One actor's channel: the supervisor puts messages in, the actor takes them out.
+
+    Shaped for 100,000 live actors. Trio's memory channel costs about 1.8 KB, and the task
+    that would read it about 3 KB more; this is three slots, and a list while it holds
+    messages. There is no reader task: ``put`` wakes the actor by cancelling the scope it
+    waits in (``waking``), and the actor takes its messages between two steps. Unbounded:
+    every Cancel has a caller waiting for its reply, and Credentials are sent only when they
+    change.
+    """
+
+    __slots__ = ("_messages", "_wake", "_wake_on_credentials")
+
+    def __init__(self) -> None:
+        self._messages: list[Message] | None = []
+        self._wake: trio.CancelScope | None = None
+        self._wake_on_credentials = False
+
+    def put(self, message: Message) -> None:
+        """Errors: trio.ClosedResourceError once the actor has ended."""
+        if self._messages is None:
+            raise trio.ClosedResourceError("the job's actor has ended")
+        self._messages.append(message)
+        if self._wake is not None and (
+            self._wake_on_credentials or not isinstance(message, Credentials)
+        ):
+            self._wake.cancel()
+
+    def take(self) -> Message | None:
+        """The oldest message, or None."""
+        return self._messages.pop(0) if self._messages else None
+
+    def waking(self, *, on_credentials: bool = True) -> trio.CancelScope:
+        """A scope that a new message cancels (only a Cancel when not ``on_credentials``).
+
+        Enter it at once: a message already waiting cancels it on entry.
+        """
+        self._wake = trio.CancelScope()
+        self._wake_on_credentials = on_credentials
+        if self._messages and (
+            on_credentials or any(isinstance(m, Cancel) for m in self._messages)
+        ):
+            self._wake.cancel()
+        return self._wake
+
+    def close(self) -> list[Message]:
+        """No more messages: later ``put``s raise. Returns those never taken."""
+        left, self._messages, self._wake = self._messages or [], None, None
+        return left

@@ -27,7 +27,7 @@ from connectors import AsyncConnector, ConnectorRegistry, Phase, is_terminal
 from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import Connection
 
-from ._actor import JobContext, JobHandle, new_mailbox, run_actor
+from ._actor import JobContext, JobHandle, run_actor
 from ._convert import (
     connection_kwargs,
     connector_for_category,
@@ -39,7 +39,7 @@ from ._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ._identity import adopted_job_id, job_id_for, retry_attempt
 from ._job import answer_for
 from ._logging import bind_job, job_fields
-from ._messages import Cancel, Credentials
+from ._messages import Cancel, Credentials, Inbox
 from ._metrics import Metrics
 from ._service import StatelessAnswers
 from .journal import CreateState, DeleteState, JobRecord, JournalLike, Put
@@ -145,25 +145,25 @@ class Supervisor(StatelessAnswers):
         *,
         kwargs: Mapping[str, str] | None,
         resumed: bool,
+        request: pb.CreateTaskRequest | None = None,
     ) -> JobHandle:
         if self._nursery is None:
             raise Unavailable("the supervisor is not running")
-        send, receive = new_mailbox()
-        handle = JobHandle(record, send)
+        handle = JobHandle(record)
         handle.last_kwargs = kwargs or None
         self._jobs[record.job_id] = handle
         if record.resource_meta is not None:
             self._by_meta[_meta_key(record)] = handle
-        self._nursery.start_soon(self._supervise, connector, handle, receive, kwargs, resumed)
+        self._nursery.start_soon(self._supervise, connector, handle, kwargs, resumed, request)
         return handle
 
     async def _supervise(
         self,
         connector: AsyncConnector[Any],
         handle: JobHandle,
-        receive: trio.MemoryReceiveChannel[Any],
         kwargs: Mapping[str, str] | None,
         resumed: bool,
+        request: pb.CreateTaskRequest | None,
     ) -> None:
         """Run an actor; restart it (from its journalled state) if it dies of a bug."""
         ctx = self._context(connector)
@@ -171,13 +171,12 @@ class Supervisor(StatelessAnswers):
         try:
             while True:
                 try:
-                    await run_actor(handle, receive, ctx, kwargs=kwargs, resumed=resumed)
+                    await run_actor(handle, ctx, kwargs=kwargs, resumed=resumed, request=request)
                     return
                 except Exception:
                     _log.exception("job %s: actor failed; restarting it", handle.job_id)
-                    send, receive = new_mailbox()
-                    handle.send = send
-                    resumed = True
+                    handle.inbox = Inbox()
+                    resumed, request = True, None
                     await trio.sleep(ACTOR_RESTART_DELAY)
         finally:
             self._forget(handle)
@@ -238,7 +237,9 @@ class Supervisor(StatelessAnswers):
                     await self._journal.write(
                         Put(record, "create_intent", json.dumps({"attempt": record.attempt}))
                     )
-                    handle = self._start(connector, record, kwargs=kwargs, resumed=False)
+                    handle = self._start(
+                        connector, record, kwargs=kwargs, resumed=False, request=request
+                    )
         await handle.created.wait()
         if handle.create_error is not None:
             raise handle.create_error
@@ -370,12 +371,12 @@ class Supervisor(StatelessAnswers):
                     return pb.DeleteTaskResponse()
                 found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
             handle = found
-        if _settled(handle.record):
-            return pb.DeleteTaskResponse()
+        if _settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
+            return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
         message = Cancel(kwargs)
         try:
-            await handle.send.send(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            handle.inbox.put(message)
+        except trio.ClosedResourceError:
             return pb.DeleteTaskResponse()  # the actor has ended: the job is finished
         await message.reply.wait()
         return pb.DeleteTaskResponse()
@@ -384,8 +385,8 @@ class Supervisor(StatelessAnswers):
         if not kwargs or kwargs == handle.last_kwargs:
             return
         try:
-            handle.send.send_nowait(Credentials(dict(kwargs)))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            handle.inbox.put(Credentials(dict(kwargs)))
+        except trio.ClosedResourceError:
             return
         handle.last_kwargs = dict(kwargs)
 

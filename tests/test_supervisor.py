@@ -365,6 +365,52 @@ async def test_delete_interrupts_a_poll_in_flight(autojump_clock: Any) -> None:
     assert world.service.calls["delete"] == 1
 
 
+async def test_delete_while_the_cancel_hangs_answers_at_once(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.hang_next("delete")
+        await sup.delete_task(delete_request(meta))
+        await trio.testing.wait_all_tasks_blocked()  # the actor is inside the hung cancel
+        with trio.fail_after(1):
+            await sup.delete_task(delete_request(meta))
+    assert world.service.calls["delete"] == 1
+
+
+async def test_credentials_arriving_during_a_poll_do_not_interrupt_it(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    world.service.latency = 2.0
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request(secrets={"token": "a"}))).resource_meta
+        # Created at 2 s; the first poll starts at 12 s and is in flight until 14 s.
+        await trio.sleep(11)
+        await sup.get_task(get_request(meta, secrets={"token": "b"}))
+        await trio.sleep(12)
+        assert world.service.calls["get"] == 2  # at 12 s and 24 s: none cut short, none extra
+    assert world.connector.seen_kwargs[-1]["token"] == "b"
+
+
+async def test_delete_of_a_job_waiting_for_credentials_cancels_once_they_come(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request(secrets={"token": "abc"}))).resource_meta
+    async with world.supervisor() as sup:
+        await trio.sleep(5)
+        with trio.fail_after(1):
+            await sup.delete_task(delete_request(meta))  # answered: the intent is journalled
+        await trio.sleep(60)
+        assert world.service.calls["delete"] == 0  # no secrets, no call
+        await sup.get_task(get_request(meta, secrets={"token": "abc"}))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.ABORTED
+    assert world.service.calls["delete"] == 1
+    assert world.connector.seen_kwargs[-1]["token"] == "abc"
+
+
 async def test_delete_of_finished_job_makes_no_call(autojump_clock: Any) -> None:
     world = World(poll_interval=5.0)
     async with world.supervisor() as sup:
