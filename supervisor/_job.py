@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from connectors import Phase, is_terminal
 from flyteproto.flyteidl2 import connector as pb
@@ -22,6 +23,7 @@ __all__ = [
     "Observation",
     "Observer",
     "answer_for",
+    "link_from_json",
     "observation_of",
     "observed",
     "with_observation",
@@ -57,9 +59,23 @@ class Observer:
 
     __slots__ = ("_info", "_links")
 
-    def __init__(self) -> None:
+    def __init__(self, record: JobRecord | None = None) -> None:
+        """``record``: the job's journalled state, remembered as the last report (so the
+        first poll after a restart costs what any other does when nothing changed)."""
         self._links: tuple[object, str] | None = None
         self._info: tuple[bytes, str] | None = None
+        if record is not None:
+            self._remember(record)
+
+    def _remember(self, record: JobRecord) -> None:
+        try:
+            links = [link_from_json(item) for item in json.loads(record.log_links)]
+            self._links = (tuple(_fields_of(link) for link in links), record.log_links)
+            if record.custom_info is not None:
+                info = Struct.from_dict(json.loads(record.custom_info))
+                self._info = (bytes(info), record.custom_info)
+        except Exception:  # a memory is an optimisation: start without one
+            self._links = self._info = None
 
     def observe(self, resource: pb.Resource) -> Observation:
         return Observation(
@@ -90,6 +106,29 @@ class Observer:
         text = json.dumps(info.to_dict(), sort_keys=True)
         self._info = (key, text)
         return text
+
+
+#: JSON keys of a TaskLog whose values are plain strings and booleans, and their fields.
+_PLAIN_LINK_FIELDS = {
+    "uri": "uri",
+    "name": "name",
+    "iconUri": "icon_uri",
+    "ready": "ready",
+    "showWhilePending": "show_while_pending",
+    "hideOnceFinished": "hide_once_finished",
+}
+
+
+def link_from_json(item: dict[str, Any]) -> TaskLog:
+    """``TaskLog.from_dict``, fast for the usual link (name, uri and flags).
+
+    from_dict converts the casing of every key with regular expressions: 15 us a link, a
+    good share of resuming 100,000 jobs; the constructor takes 2.5 us. Anything else (an
+    enum, a ttl) goes through from_dict.
+    """
+    if all(key in _PLAIN_LINK_FIELDS for key in item):
+        return TaskLog(**{_PLAIN_LINK_FIELDS[key]: value for key, value in item.items()})
+    return TaskLog.from_dict(item)
 
 
 def _fields_of(link: TaskLog) -> tuple[object, ...]:
@@ -134,7 +173,7 @@ def answer_for(record: JobRecord) -> pb.GetTaskResponse:
         resource=pb.Resource(
             phase=Phase(record.phase),
             message=record.message,
-            log_links=[TaskLog.from_dict(item) for item in json.loads(record.log_links)],
+            log_links=[link_from_json(item) for item in json.loads(record.log_links)],
             outputs=Outputs.parse(record.outputs) if record.outputs is not None else None,
             custom_info=(
                 Struct.from_dict(json.loads(record.custom_info))

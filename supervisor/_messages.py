@@ -3,6 +3,7 @@ through the actor's ``Inbox``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -82,12 +83,16 @@ class Inbox:
         """The oldest message, or None."""
         return self._messages.pop(0) if self._messages else None
 
-    def waking(self, *, on_credentials: bool = True) -> trio.CancelScope:
-        """A scope that a new message cancels (only a Cancel when not ``on_credentials``).
+    def pending(self) -> bool:
+        return bool(self._messages)
+
+    def waking(self, *, on_credentials: bool = True, until: float = math.inf) -> trio.CancelScope:
+        """A scope that a new message cancels (only a Cancel when not ``on_credentials``), with
+        deadline ``until``.
 
         Enter it at once: a message already waiting cancels it on entry.
         """
-        self._wake = trio.CancelScope()
+        self._wake = trio.CancelScope(deadline=until)
         self._wake_on_credentials = on_credentials
         if self._messages and (
             on_credentials or any(isinstance(m, Cancel) for m in self._messages)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
+import supervisor._job
 from connectors import Phase
 from flyteproto.flyteidl2 import connector as pb
-from flyteproto.flyteidl2.core import TaskLog
+from flyteproto.flyteidl2.core import TaskLog, TaskLogLinkType, TaskLogMessageFormat
 from flyteproto.google.protobuf import Struct
-from supervisor._job import Observer, observed
+from supervisor._job import Observer, link_from_json, observed
+from supervisor.journal import CreateState, DeleteState, JobRecord
 
 
 def _report(*links: TaskLog, info: dict[str, object] | None = None) -> pb.Resource:
@@ -70,3 +74,65 @@ def test_changed_custom_info_and_links_added_or_dropped_are_seen() -> None:
     assert observer.observe(_report(_console(), _console("https://b"), info={"rows": 4})) == (
         observed(_report(_console(), _console("https://b"), info={"rows": 4}))
     )
+
+
+def test_a_journalled_record_is_remembered_as_the_last_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = _report(_console(), _console("https://b"), info={"rows": 3})
+    seen = observed(report)
+    record = JobRecord(
+        job_id="j",
+        task_type="fake",
+        task_type_version=0,
+        connector="fake",
+        attempt=0,
+        create_state=CreateState.CREATED,
+        delete_state=DeleteState.NONE,
+        phase=seen.phase,
+        created_at=0.0,
+        updated_at=0.0,
+        message=seen.message,
+        log_links=seen.log_links,
+        custom_info=seen.custom_info,
+    )
+    observer = Observer(record)
+    calls: list[object] = []
+    monkeypatch.setattr(supervisor._job, "_links_json", lambda links: calls.append(links))
+    assert observer.observe(report) == seen
+    assert calls == []  # the first poll after a restart converts nothing
+
+
+def test_an_unreadable_record_is_not_remembered() -> None:
+    record = JobRecord(
+        job_id="j",
+        task_type="fake",
+        task_type_version=0,
+        connector="fake",
+        attempt=0,
+        create_state=CreateState.CREATED,
+        delete_state=DeleteState.NONE,
+        phase=int(Phase.RUNNING),
+        created_at=0.0,
+        updated_at=0.0,
+        log_links="not json",
+    )
+    report = _report(_console())
+    assert Observer(record).observe(report) == observed(report)
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        TaskLog(name="Console", uri="https://console/job/1"),
+        TaskLog(uri="https://u", ready=True, show_while_pending=True, icon_uri="https://i"),
+        TaskLog(name="n", hide_once_finished=True),
+        TaskLog(name="n", uri="u", ttl=dt.timedelta(seconds=90)),
+        TaskLog(name="n", message_format=TaskLogMessageFormat.JSON),
+        TaskLog(name="n", link_type=TaskLogLinkType.DASHBOARD),
+        TaskLog(),
+    ],
+)
+def test_a_link_reads_back_from_its_journal_form_as_from_dict_reads_it(link: TaskLog) -> None:
+    item = link.to_dict()
+    assert link_from_json(item) == TaskLog.from_dict(item) == link
