@@ -22,6 +22,7 @@ __all__ = [
     "Observation",
     "Observer",
     "answer_for",
+    "encode_answer",
     "observation_of",
     "observed",
     "with_observation",
@@ -143,3 +144,8 @@ def answer_for(record: JobRecord) -> pb.GetTaskResponse:
             ),
         )
     )
+
+
+def encode_answer(record: JobRecord) -> bytes:
+    """``answer_for(record)``, serialised: what the gRPC edge sends for a GetTask."""
+    return bytes(answer_for(record))
