@@ -13,6 +13,7 @@ decoding errors, draining and deadlines are ours to handle. Every call passes th
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -25,8 +26,9 @@ from flyteidl2.connector import connector_pb2 as official
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
+from grpclib.protocol import H2Protocol
 from grpclib.reflection.service import ServerReflection
-from grpclib.server import Stream
+from grpclib.server import Server, Stream
 
 from flyteproto.flyteidl2 import connector as pb
 
@@ -44,7 +46,7 @@ from ._service import ConnectorService
 if TYPE_CHECKING:
     from grpclib.health.check import ServiceStatus
 
-__all__ = ["Codec", "Edge", "build_handlers"]
+__all__ = ["BatchingServer", "Codec", "Edge", "build_handlers"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -313,3 +315,89 @@ def build_handlers(edge: Edge, ready: ServiceStatus) -> list[Any]:
     services: list[Any] = [edge.async_service(), edge.metadata_service()]
     health = Health({service: [ready] for service in services})
     return ServerReflection.extend([*services, health])
+
+
+class BatchingServer(Server):
+    """grpclib's Server, sending what its connections write in one loop iteration at once.
+
+    Hot path: grpclib writes a unary response in three pieces (headers, message, trailers),
+    each a send(2) of its own: about a fifth of the CPU of a GetTask. Under load, many
+    responses are ready in one iteration of the loop; their bytes go out in one send.
+    """
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol = super()._protocol_factory()
+        return _BatchingProtocol(protocol.handler, protocol.config, protocol.h2_config)
+
+
+class _BatchingProtocol(H2Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        super().connection_made(_BatchingTransport(transport))
+
+
+class _BatchingTransport(asyncio.Transport):
+    """Buffers writes until the end of the loop iteration, then writes them at once, in order.
+
+    Everything else is the wrapped transport's (flow control included: its buffer fills, and
+    it pauses the protocol, one iteration later than it would have).
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()

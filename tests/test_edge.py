@@ -2,11 +2,13 @@
 
 These pin down GetTask's fast path (``ConnectorService.answer_now``): a live job is
 answered on the asyncio side without a Trio task, with the same bytes, the same credential
-hand-off, draining and metrics as the full path.
+hand-off, draining and metrics as the full path. And the server's write batching: bytes
+written in one loop iteration go out in one write, in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -22,7 +24,7 @@ from grpclib.testing import ChannelFor
 from connectors import ConnectorRegistry, Phase
 from connectors.testing import FakeConnector, FakeMeta, FakeService
 from flyteproto.flyteidl2 import connector as pb
-from supervisor._edge import Codec, Edge
+from supervisor._edge import Codec, Edge, _BatchingTransport
 from supervisor._metrics import Metrics
 from supervisor._supervisor import Supervisor
 from supervisor.journal import InMemoryJournal
@@ -168,3 +170,53 @@ async def test_get_task_answered_on_the_fast_path_is_measured() -> None:
     labels = {"task_type": "fake", "operation": "get"}
     assert registry.get_sample_value("flyte_connector_requests_success_total", labels) == 3
     assert registry.get_sample_value("flyte_connector_request_latency_seconds_count", labels) == 3
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+async def test_writes_of_one_loop_iteration_go_out_in_one_write_in_order() -> None:
+    inner = RecordingTransport()
+    transport = _BatchingTransport(inner)
+
+    async def write_twice() -> None:
+        transport.write(b"headers")
+        transport.write(b"")
+        transport.write(b"message")
+        transport.write(b"trailers")
+        assert inner.writes == []
+        await asyncio.sleep(0)
+        assert inner.writes == [b"headersmessagetrailers"]
+        transport.write(b"next")
+        await asyncio.sleep(0)
+
+    async with trio_asyncio.open_loop():
+        await _aio(write_twice)()
+    assert inner.writes == [b"headersmessagetrailers", b"next"]
+
+
+async def test_closing_the_batching_transport_sends_what_is_pending_first() -> None:
+    inner = RecordingTransport()
+    transport = _BatchingTransport(inner)
+
+    async def write_and_close() -> None:
+        transport.write(b"trailers")
+        transport.close()
+
+    async with trio_asyncio.open_loop():
+        await _aio(write_and_close)()
+    assert inner.writes == [b"trailers"]
+    assert inner.closed
