@@ -124,8 +124,8 @@ class JobHandle:
         """The serialised GetTaskResponse for ``record``.
 
         Hot path (every GetTask of a live job): encoded on the first ask after each change
-        and kept as bytes only (encoding costs ~100 us; a job nobody asks about pays nothing,
-        and bytes are a fraction of the memory of a message tree).
+        and kept as bytes only (a job nobody asks about pays nothing; bytes take a fraction
+        of the memory of a message tree).
         """
         answer = self._answer
         if answer is None:
