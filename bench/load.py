@@ -2,10 +2,11 @@
 
 Each of ``concurrency`` workers loops over one job's life: CreateTask, then GetTask
 ``gets_per_job`` times, then DeleteTask (workload ``lifecycle``), or only CreateTask
-(workload ``create``: the jobs then finish on their own). The workers run for ``warmup``
-seconds unmeasured, then for ``duration`` seconds during which every completed call's
-latency is kept; the ``on_window`` callbacks mark the start and end of that window (the
-harness samples the server's CPU there).
+(workload ``create``: the jobs then finish on their own), or creates one job and then
+only polls it with GetTask (workload ``get``: the cost of a GetTask alone). The workers run
+for ``warmup`` seconds unmeasured, then for ``duration`` seconds during which every
+completed call's latency is kept; the ``on_window`` callbacks mark the start and end of
+that window (the harness samples the server's CPU there).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ RPCS = ("CreateTask", "GetTask", "DeleteTask")
 
 @dataclass(frozen=True)
 class LoadSpec:
-    workload: str  # "lifecycle" or "create"
+    workload: str  # "lifecycle", "create" or "get"
     concurrency: int
     duration: float
     warmup: float
@@ -123,6 +124,8 @@ class _Recorder:
 
 async def _worker(stub: Any, spec: LoadSpec, recorder: _Recorder) -> None:
     category = pb.TaskCategory(name=spec.task_type, version=0)
+    if spec.workload == "get":
+        await _poll_one_job(stub, spec, recorder, category)
     while True:
         created = await recorder.call(
             "CreateTask", stub.CreateTask, create_request(spec.job_seconds, spec.task_type)
@@ -134,6 +137,17 @@ async def _worker(stub: Any, spec: LoadSpec, recorder: _Recorder) -> None:
             await recorder.call("GetTask", stub.GetTask, get)
         delete = pb.DeleteTaskRequest(task_category=category, resource_meta=created.resource_meta)
         await recorder.call("DeleteTask", stub.DeleteTask, delete)
+
+
+async def _poll_one_job(stub: Any, spec: LoadSpec, recorder: _Recorder, category: Any) -> None:
+    created = None
+    while created is None:
+        created = await recorder.call(
+            "CreateTask", stub.CreateTask, create_request(spec.job_seconds, spec.task_type)
+        )
+    get = pb.GetTaskRequest(task_category=category, resource_meta=created.resource_meta)
+    while True:
+        await recorder.call("GetTask", stub.GetTask, get)
 
 
 async def _drive(

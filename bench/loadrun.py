@@ -34,7 +34,7 @@ _STATS_SETTLE = 0.3
 
 @dataclass(frozen=True)
 class Scenario:
-    workload: str  # "lifecycle" or "create"
+    workload: str  # "lifecycle", "create" or "get"
     latency_ms: float
     concurrency: int
 
@@ -78,6 +78,8 @@ def measure(
         # Create-only jobs use the 30 s poll interval: no poll falls in the window, so the
         # figure is the cost of a create alone (polls are measured by the scale runs).
         task_type="bench" if scenario.workload == "lifecycle" else "bench_scale",
+        # A polled-only job runs for the whole measurement (an actor, not the journal, answers).
+        job_seconds=3600.0 if scenario.workload == "get" else 2.0,
     )
     server.start()
     try:

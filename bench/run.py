@@ -283,6 +283,17 @@ def _write_summary(stacks: Path, title: str) -> None:
     _log(text)
 
 
+def _scenario(text: str) -> Scenario:
+    """``WORKLOAD:MS:C``, e.g. ``get:0:64``."""
+    try:
+        workload, latency, concurrency = text.split(":")
+        if workload not in ("lifecycle", "create", "get"):
+            raise ValueError(f"unknown workload {workload!r}")
+        return Scenario(workload, float(latency), int(concurrency))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     size = parser.add_mutually_exclusive_group()
@@ -302,6 +313,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="use the reference environment if it exists; never create it",
     )
+    parser.add_argument(
+        "--scenario",
+        type=_scenario,
+        action="append",
+        metavar="WORKLOAD:MS:C",
+        help="load scenario instead of the preset's (repeatable), e.g. get:0:64; workloads: "
+        "lifecycle, create, get (one job per worker, GetTask only)",
+    )
     parser.add_argument("--profile", action="store_true", help="record py-spy profiles instead")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report")
     args = parser.parse_args(argv)
@@ -310,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset = PRESETS[name]
     if args.scale:
         preset = replace(preset, scale=tuple(args.scale))
+    if args.scenario:
+        preset = replace(preset, scenarios=tuple(args.scenario))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS_DIR / f"{stamp}-{name}"
     if args.no_reference:

@@ -49,7 +49,7 @@ from ._errors import ConnectorFailed, ServiceError, Unavailable
 from ._job import (
     Observation,
     Observer,
-    answer_for,
+    encode_answer,
     observation_of,
     with_observation,
     with_phase,
@@ -88,13 +88,23 @@ class JobContext:
 class JobHandle:
     """The supervisor's view of one live actor.
 
-    Only the actor assigns ``record`` (``publish``) and ``create_error``; the supervisor reads
-    them and ``answer``, and puts messages in ``inbox``.
+    Only the actor assigns ``record``/``create_error``; the supervisor reads them (and
+    ``answer``, derived from ``record``) and puts messages in ``inbox``.
     """
 
+    __slots__ = (
+        "_answer",
+        "_record",
+        "create_error",
+        "created",
+        "inbox",
+        "last_kwargs",
+        "polled",
+    )
+
     def __init__(self, record: JobRecord) -> None:
-        self.record = record
-        self._answer: pb.GetTaskResponse | None = None
+        self._record = record
+        self._answer: bytes | None = None
         self.inbox = Inbox()
         self.created = trio.Event()  # create settled: resource_meta or create_error is set
         self.polled = trio.Event()  # first poll (or terminal state) after start
@@ -102,20 +112,30 @@ class JobHandle:
         self.last_kwargs: Mapping[str, str] | None = None  # owned by the supervisor
 
     @property
-    def job_id(self) -> str:
-        return self.record.job_id
+    def record(self) -> JobRecord:
+        return self._record
+
+    @record.setter
+    def record(self, record: JobRecord) -> None:
+        self._record = record
+        self._answer = None
 
     @property
-    def answer(self) -> pb.GetTaskResponse:
-        """The GetTask answer for ``record``, built when first asked for: 100,000 resumed
-        jobs start without building 100,000 answers nobody has asked for yet."""
-        if self._answer is None:
-            self._answer = answer_for(self.record)
-        return self._answer
+    def answer(self) -> bytes:
+        """The serialised GetTaskResponse for ``record``.
 
-    def publish(self, record: JobRecord) -> None:
-        self.record = record
-        self._answer = None
+        Hot path (every GetTask of a live job): encoded on the first ask after each change
+        and kept as bytes only (a job nobody asks about pays nothing; bytes take a fraction
+        of the memory of a message tree).
+        """
+        answer = self._answer
+        if answer is None:
+            answer = self._answer = encode_answer(self._record)
+        return answer
+
+    @property
+    def job_id(self) -> str:
+        return self._record.job_id
 
 
 async def run_actor(
@@ -198,7 +218,7 @@ class _Actor:
         self.publish(record)
 
     def publish(self, record: JobRecord) -> None:
-        self.handle.publish(record)
+        self.handle.record = record  # also drops the encoded answer of the previous record
 
     # -- messages --------------------------------------------------------------------------
 

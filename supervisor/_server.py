@@ -18,7 +18,7 @@ import trio_asyncio
 from grpclib.health.check import ServiceStatus
 from grpclib.server import Server
 
-from ._edge import Codec, Edge, build_handlers
+from ._edge import BatchingServer, Codec, Edge, build_handlers
 from ._metrics import Metrics
 from ._service import ConnectorService
 
@@ -55,7 +55,7 @@ async def serve_grpc(
     """
     edge = Edge(service, metrics)
     ready = ServiceStatus()
-    server = Server(build_handlers(edge, ready), codec=Codec())
+    server = BatchingServer(build_handlers(edge, ready), codec=Codec())
     await trio_asyncio.aio_as_trio(server.start)(host, port)
     listening = Listening(host, _bound_port(server, port))
     ready.set(True)

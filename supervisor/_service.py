@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from connectors import AsyncConnector, ConnectorNotFound, ConnectorRegistry, ResourceMeta
@@ -38,6 +38,18 @@ class ConnectorService(Protocol):
     async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse: ...
 
     async def get_task(self, request: pb.GetTaskRequest) -> pb.GetTaskResponse: ...
+
+    def answer_now(
+        self, task_type: str, version: int, resource_meta: bytes, credentials: Mapping[str, str]
+    ) -> bytes | None:
+        """GetTask's fast path: the encoded answer if it is at hand, else None (then the edge
+        calls ``get_task``).
+
+        Called by the edge on the asyncio side of the bridge, in the Trio thread but in no
+        Trio task: it must not block or checkpoint (``send_nowait`` is fine). It answers only
+        what ``get_task`` would answer the same for the same request.
+        """
+        ...
 
     async def delete_task(self, request: pb.DeleteTaskRequest) -> pb.DeleteTaskResponse: ...
 
@@ -108,6 +120,11 @@ class StatelessAnswers:
 
 class DirectService(StatelessAnswers):
     """Calls the connector on every RPC and remembers nothing (Flyte's own behaviour)."""
+
+    def answer_now(
+        self, task_type: str, version: int, resource_meta: bytes, credentials: Mapping[str, str]
+    ) -> bytes | None:
+        return None  # every GetTask asks the connector
 
     async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
         template = request.template

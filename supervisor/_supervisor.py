@@ -290,6 +290,22 @@ class Supervisor(StatelessAnswers):
                     await found.polled.wait()
             handle = found
         self._offer_credentials(handle, connection_kwargs(request.connection))
+        return answer_for(handle.record)
+
+    def answer_now(
+        self, task_type: str, version: int, resource_meta: bytes, credentials: Mapping[str, str]
+    ) -> bytes | None:
+        """GetTask of a live job without a Trio task: its encoded answer, or None (unknown
+        here: ``get_task`` looks in the journal or adopts).
+
+        Hot path: Propeller polls every job every few seconds. Crossing to Trio costs a Trio
+        task per call; this is a dict lookup and, rarely, a ``send_nowait``, both safe on the
+        asyncio side of the bridge (same thread).
+        """
+        handle = self._by_meta.get((task_type, version, resource_meta))
+        if handle is None:
+            return None
+        self._offer_credentials(handle, credentials)
         return handle.answer
 
     async def _find(

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 
 import pytest
 
 import supervisor._job
 from connectors import Phase
 from flyteproto.flyteidl2 import connector as pb
-from flyteproto.flyteidl2.core import TaskLog, TaskLogLinkType, TaskLogMessageFormat
+from flyteproto.flyteidl2.core import (
+    Literal,
+    Primitive,
+    Scalar,
+    TaskLog,
+    TaskLogLinkType,
+    TaskLogMessageFormat,
+)
+from flyteproto.flyteidl2.task import NamedLiteral, Outputs
 from flyteproto.google.protobuf import Struct
-from supervisor._job import Observer, link_from_json, observed
+from supervisor._job import (
+    Observer,
+    answer_for,
+    encode_answer,
+    link_from_json,
+    observed,
+    with_observation,
+)
 from supervisor.journal import CreateState, DeleteState, JobRecord
 
 
@@ -136,3 +153,69 @@ def test_an_unreadable_record_is_not_remembered() -> None:
 def test_a_link_reads_back_from_its_journal_form_as_from_dict_reads_it(link: TaskLog) -> None:
     item = link.to_dict()
     assert link_from_json(item) == TaskLog.from_dict(item) == link
+
+
+# -- the encoded GetTask answer ---------------------------------------------------------------
+
+_RECORD = JobRecord(
+    job_id="j1",
+    task_type="fake",
+    task_type_version=0,
+    connector="Fake connector",
+    attempt=0,
+    create_state=CreateState.CREATED,
+    delete_state=DeleteState.NONE,
+    phase=int(Phase.QUEUED),
+    created_at=0.0,
+    updated_at=0.0,
+    resource_meta=b"{}",
+)
+_ROWS = Outputs(
+    literals=[
+        NamedLiteral(name="rows", value=Literal(scalar=Scalar(primitive=Primitive(integer=3))))
+    ]
+)
+_LINKS = [
+    TaskLog(
+        name="Console",
+        uri="https://console/job/1",
+        message_format=TaskLogMessageFormat.JSON,
+        ttl=dt.timedelta(seconds=1.5),
+    ),
+    _console("https://other"),
+]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        pb.Resource(),
+        _report(),
+        _report(*_LINKS, info={"rows": 3, "nested": {"a": [1, "x", None, True]}}),
+        pb.Resource(phase=Phase.SUCCEEDED, outputs=_ROWS, message="d\u00f6ne " * 40),
+        pb.Resource(phase=Phase.FAILED, outputs=Outputs(), custom_info=Struct()),
+    ],
+    ids=["empty", "running", "links-and-info", "outputs-long-message", "empty-messages"],
+)
+def test_the_encoded_answer_is_the_serialised_answer(report: pb.Resource) -> None:
+    record = with_observation(_RECORD, observed(report), now=1.0)
+    assert encode_answer(record) == bytes(answer_for(record))
+
+
+def test_the_encoded_answer_follows_every_change_of_the_record() -> None:
+    running = with_observation(_RECORD, observed(_report(*_LINKS)), now=1.0)
+    answers = [
+        encode_answer(record)
+        for record in (
+            _RECORD,
+            running,
+            dataclasses.replace(running, message="slow"),
+            dataclasses.replace(running, log_links=json.dumps([_LINKS[1].to_dict()])),
+            dataclasses.replace(running, phase=int(Phase.SUCCEEDED)),
+        )
+    ]
+    assert len(set(answers)) == len(answers)
+    assert (
+        pb.GetTaskResponse.parse(answers[-1]).resource
+        == answer_for(dataclasses.replace(running, phase=int(Phase.SUCCEEDED))).resource
+    )

@@ -479,6 +479,75 @@ async def test_garbage_resource_meta_is_invalid_argument(autojump_clock: Any) ->
     assert not world.journal.jobs
 
 
+def answer_now(sup: Supervisor, meta: bytes, secrets: dict[str, str] | None = None) -> bytes | None:
+    return sup.answer_now(CATEGORY.name, CATEGORY.version, meta, secrets or {})
+
+
+def phase_in(answer: bytes) -> Phase:
+    resource = pb.GetTaskResponse.parse(answer).resource
+    assert resource is not None
+    return Phase(resource.phase)
+
+
+async def test_answer_now_is_the_encoded_get_task_answer_of_a_live_job(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.set_state("job-1", "RUNNING")
+        await trio.sleep(11)
+        answer = answer_now(sup, meta)
+        assert answer == bytes(await sup.get_task(get_request(meta)))
+        assert answer is answer_now(sup, meta)  # encoded once, not per call
+    assert answer is not None
+    assert phase_in(answer) == Phase.RUNNING
+
+
+async def test_answer_now_changes_when_the_phase_changes(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        before = answer_now(sup, meta)
+        world.service.set_state("job-1", "RUNNING")
+        await trio.sleep(11)
+        after = answer_now(sup, meta)
+    assert before is not None
+    assert after is not None
+    assert after != before
+    assert [phase_in(before), phase_in(after)] == [Phase.QUEUED, Phase.RUNNING]
+
+
+async def test_answer_now_leaves_unknown_and_finished_jobs_to_get_task(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=5.0)
+    async with world.supervisor() as sup:
+        assert answer_now(sup, meta_of("never-seen")) is None
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.set_state("job-1", "DONE")
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert answer_now(sup, meta) is None  # its actor is gone: get_task reads the journal
+        assert await phase_of(sup, meta) == Phase.SUCCEEDED
+    assert len(world.journal.jobs) == 1  # nothing adopted
+
+
+async def test_answer_now_offers_credentials_to_a_job_waiting_for_them(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request(secrets={"token": "abc"}))).resource_meta
+    polls_before = world.service.calls["get"]
+    async with world.supervisor() as sup:
+        await trio.sleep(60)
+        assert world.service.calls["get"] == polls_before
+        assert answer_now(sup, meta, secrets={"token": "abc"}) is not None
+        await trio.sleep(1)
+        assert world.service.calls["get"] == polls_before + 1
+    assert world.connector.seen_kwargs[-1]["token"] == "abc"
+
+
 # -- resume ---------------------------------------------------------------------------------
 
 
