@@ -7,16 +7,18 @@ Only the journal's writer actor calls ``commit``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ._memory import is_unfinished
 from ._records import CreateState, DeleteState, EventRecord, JobRecord, Put
 from ._schema import UNFINISHED, events, jobs
 
-__all__ = ["Store", "meta_key"]
+__all__ = ["IfAbsent", "Store", "meta_key"]
 
 _RECORD_FIELDS = tuple(column.name for column in jobs.c if column.name != "meta_key")
 
@@ -34,7 +36,10 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._upsert = _upsert_statement(engine.dialect.name)
+        self._sql = _Sql(engine.dialect.name)
+        # The writer's view of the rows it committed last (unfinished jobs only): a put that
+        # changes none of the stable columns of such a row is an UPDATE of the others.
+        self._committed: dict[str, JobRecord] = {}
         self._fail_next: Exception | None = None
 
     def fail_next(self, error: Exception | None = None) -> None:
@@ -44,18 +49,90 @@ class Store:
         """
         self._fail_next = error or sa.exc.OperationalError("COMMIT", None, Exception("injected"))
 
-    def commit(self, puts: Sequence[Put]) -> None:
-        """Apply ``puts`` in order in one transaction: upsert each job row, append each event.
+    def commit(self, writes: Sequence[Put | IfAbsent]) -> dict[int, JobRecord]:
+        """Apply ``writes`` in order in one transaction: write each job row, append each event.
+
+        An ``IfAbsent`` put is skipped (no row, no event) when its job already has a row at
+        that point; the result maps the index of each skipped one to that row.
 
         Errors: whatever SQLAlchemy raises; nothing is committed then.
         """
-        latest = {put.record.job_id: put.record for put in puts}  # the last put of a job wins
-        with self.engine.begin() as connection:
-            connection.execute(self._upsert, [_job_row(record) for record in latest.values()])
-            connection.execute(events.insert(), [_event_row(put) for put in puts])
-            error, self._fail_next = self._fail_next, None
-            if error is not None:
-                raise error
+        batch = _Batch(writes)
+        try:
+            with self.engine.begin() as connection:
+                skipped = self._insert_absent(connection, batch)
+                self._write_rows(connection, batch, skipped)
+                if appended := batch.events(skipped):
+                    connection.exec_driver_sql(self._sql.insert_event, appended)
+                error, self._fail_next = self._fail_next, None
+                if error is not None:
+                    raise error
+        except BaseException:
+            for job_id in batch.job_ids():  # the outcome may be unknown: forget these rows
+                self._committed.pop(job_id, None)
+            raise
+        self._remember(batch, skipped)
+        return skipped
+
+    def _insert_absent(self, connection: sa.Connection, batch: _Batch) -> dict[int, JobRecord]:
+        """Insert the rows of the batch's intents where none exists; the puts skipped."""
+        if not batch.intents and not batch.decided:
+            return {}
+        records = [batch.put(index).record for index in batch.intents.values()]
+        inserted: set[str] = set()
+        for at in range(0, len(records), _ABSENT_CHUNK):
+            chunk = records[at : at + _ABSENT_CHUNK]
+            params = tuple(value for record in chunk for value in _full_row(record))
+            result = connection.exec_driver_sql(self._sql.insert_absent(len(chunk)), params)
+            inserted.update(job_id for (job_id,) in result)
+        missed = [record.job_id for record in records if record.job_id not in inserted]
+        found: dict[str, JobRecord] = {}
+        for at in range(0, len(missed), _ABSENT_CHUNK):
+            ids = missed[at : at + _ABSENT_CHUNK]
+            rows = connection.exec_driver_sql(self._sql.select(len(ids)), tuple(ids))
+            for row in rows:
+                record = _record(dict(zip(_RECORD_FIELDS, row, strict=True)))
+                found[record.job_id] = record
+        return batch.skipped(found)
+
+    def _write_rows(
+        self, connection: sa.Connection, batch: _Batch, skipped: dict[int, JobRecord]
+    ) -> None:
+        """Write the last put of each job: an UPDATE of the changing columns when the writer
+        knows the row and its stable columns stay; else the whole row (upsert)."""
+        # The hot path of every transition: tuples straight to the driver's executemany, and
+        # an UPDATE that leaves the request blob, meta_key and their indexes alone.
+        known = self._committed
+        if batch.intents:
+            known = {**known, **batch.intent_rows(skipped)}
+        updates: list[JobRecord] = []
+        upserts: list[tuple[Any, ...]] = []
+        for job_id, record in batch.rows.items():
+            before = known.get(job_id)
+            if before is not None and _stable(before) == _stable(record):
+                updates.append(record)
+            else:
+                upserts.append(_full_row(record))
+        if updates:
+            result = connection.exec_driver_sql(self._sql.update, list(map(_update_row, updates)))
+            if result.rowcount != len(updates):  # a row we knew is gone: write them whole
+                upserts.extend(map(_full_row, updates))
+        if upserts:
+            connection.exec_driver_sql(self._sql.upsert, upserts)
+
+    def _remember(self, batch: _Batch, skipped: dict[int, JobRecord]) -> None:
+        """After a commit: remember the rows of unfinished jobs, forget finished ones."""
+        known = self._committed
+        if len(known) > _REMEMBER_LIMIT:
+            known.clear()
+        for job_id, record in batch.intent_rows(skipped).items():
+            if job_id not in batch.rows:
+                known[job_id] = record
+        for job_id, record in batch.rows.items():
+            if is_unfinished(record):
+                known[job_id] = record
+            else:
+                known.pop(job_id, None)
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's row, or ``None``."""
@@ -131,39 +208,169 @@ class Store:
             return [_record(row._mapping) for row in connection.execute(query)]
 
 
-def _upsert_statement(dialect: str) -> sa.Executable:
-    """``INSERT .. ON CONFLICT (job_id) DO UPDATE`` replacing every column."""
-    if dialect == "postgresql":
-        pg = postgresql.insert(jobs)
-        return pg.on_conflict_do_update(index_elements=[jobs.c.job_id], set_=_replace(pg.excluded))
-    lite = sqlite.insert(jobs)
-    return lite.on_conflict_do_update(index_elements=[jobs.c.job_id], set_=_replace(lite.excluded))
+@dataclass(frozen=True, slots=True)
+class IfAbsent:
+    """A put that ``Store.commit`` applies only when its job has no row yet."""
+
+    put: Put
 
 
-def _replace(excluded: Any) -> dict[str, Any]:
-    return {c.name: excluded[c.name] for c in jobs.c if not c.primary_key}
+_COLUMNS = tuple(column.name for column in jobs.c)  # the full row: _RECORD_FIELDS + meta_key
+_STABLE = (
+    *("task_type", "task_type_version", "connector", "created_at"),
+    *("resource_meta", "create_request", "outputs"),
+)
+"""Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it) and the
+two blobs, which a job's transitions rarely change (outputs: once, at the end)."""
+_UPDATED = tuple(name for name in _RECORD_FIELDS if name not in (*_STABLE, "job_id"))
+_EVENT_COLUMNS = ("job_id", "at", "kind", "phase", "detail")
+_ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
+_REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
 
-def _job_row(record: JobRecord) -> dict[str, Any]:
-    row = {name: getattr(record, name) for name in _RECORD_FIELDS}
-    row["create_state"] = record.create_state.value
-    row["delete_state"] = record.delete_state.value
-    if record.resource_meta is not None:
-        row["meta_key"] = meta_key(record.task_type, record.task_type_version, record.resource_meta)
-    else:
-        row["meta_key"] = None
-    return row
+class _Sql:
+    """The writer's statements as driver SQL (executed with tuples, no per-row processing)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.mark = "%s" if dialect == "postgresql" else "?"
+        self.values = f"({', '.join([self.mark] * len(_COLUMNS))})"
+        columns = ", ".join(_COLUMNS)
+        replace = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "job_id")
+        self.insert = f"INSERT INTO jobs ({columns}) VALUES "
+        self.upsert = f"{self.insert}{self.values} ON CONFLICT (job_id) DO UPDATE SET {replace}"
+        assignments = ", ".join(f"{name} = {self.mark}" for name in _UPDATED)
+        self.update = f"UPDATE jobs SET {assignments} WHERE job_id = {self.mark}"
+        events = f"({', '.join([self.mark] * len(_EVENT_COLUMNS))})"
+        self.insert_event = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {events}"
+
+    def insert_absent(self, rows: int) -> str:
+        """Insert ``rows`` rows, skipping the jobs that have one; returns the inserted job ids."""
+        values = ", ".join([self.values] * rows)
+        return f"{self.insert}{values} ON CONFLICT (job_id) DO NOTHING RETURNING job_id"
+
+    def select(self, rows: int) -> str:
+        marks = ", ".join([self.mark] * rows)
+        return f"SELECT {', '.join(_RECORD_FIELDS)} FROM jobs WHERE job_id IN ({marks})"
 
 
-def _event_row(put: Put) -> dict[str, Any]:
+class _Batch:
+    """One commit's writes, resolved in order: what each job's row becomes, which conditional
+    puts the batch itself decides, and which ones the database must decide (``intents``)."""
+
+    def __init__(self, writes: Sequence[Put | IfAbsent]) -> None:
+        self.writes = writes
+        self.rows: dict[str, JobRecord] = {}  # the last unconditional put of each job
+        self.intents: dict[str, int] = {}  # job -> index of a conditional put first to write it
+        self.decided: dict[int, JobRecord | int] = {}  # index -> the row it finds, or the
+        # index of the intent whose outcome is that row
+        for index, write in enumerate(writes):
+            if type(write) is Put:
+                self.rows[write.record.job_id] = write.record
+                continue
+            assert isinstance(write, IfAbsent)
+            job_id = write.put.record.job_id
+            if job_id in self.rows:
+                self.decided[index] = self.rows[job_id]
+            elif job_id in self.intents:
+                self.decided[index] = self.intents[job_id]
+            else:
+                self.intents[job_id] = index
+
+    def job_ids(self) -> Iterable[str]:
+        return itertools.chain(self.rows, self.intents)
+
+    def put(self, index: int) -> Put:
+        write = self.writes[index]
+        return write.put if isinstance(write, IfAbsent) else write
+
+    def skipped(self, found: dict[str, JobRecord]) -> dict[int, JobRecord]:
+        """The conditional puts not applied, with the row each found; ``found``: the rows
+        the database had for the intents it did not insert."""
+        skipped = {self.intents[job_id]: record for job_id, record in found.items()}
+        for index, decider in self.decided.items():
+            if isinstance(decider, JobRecord):
+                skipped[index] = decider
+            else:
+                skipped[index] = skipped.get(decider) or self.put(decider).record
+        return skipped
+
+    def intent_rows(self, skipped: dict[int, JobRecord]) -> dict[str, JobRecord]:
+        """The row each intent's job has after the intents: inserted, or found."""
+        return {
+            job_id: skipped[index] if index in skipped else self.put(index).record
+            for job_id, index in self.intents.items()
+        }
+
+    def events(self, skipped: dict[int, JobRecord]) -> list[tuple[Any, ...]]:
+        if not skipped:
+            return [_event_row(self.put(index)) for index in range(len(self.writes))]
+        return [
+            _event_row(self.put(index)) for index in range(len(self.writes)) if index not in skipped
+        ]
+
+
+def _stable(record: JobRecord) -> tuple[Any, ...]:
+    return (
+        record.task_type,
+        record.task_type_version,
+        record.connector,
+        record.created_at,
+        record.resource_meta,
+        record.create_request,
+        record.outputs,
+    )
+
+
+def _full_row(record: JobRecord) -> tuple[Any, ...]:
+    """The whole row, in ``_COLUMNS`` order; meta_key is computed only here."""
+    meta = record.resource_meta
+    return (
+        record.job_id,
+        record.task_type,
+        record.task_type_version,
+        record.connector,
+        record.attempt,
+        record.create_state.value,
+        record.delete_state.value,
+        record.phase,
+        record.created_at,
+        record.updated_at,
+        meta,
+        record.message,
+        record.log_links,
+        record.outputs,
+        record.custom_info,
+        record.create_request,
+        record.deadline,
+        record.finished_at,
+        record.owner,
+        record.lease_until,
+        None if meta is None else meta_key(record.task_type, record.task_type_version, meta),
+    )
+
+
+def _update_row(record: JobRecord) -> tuple[Any, ...]:
+    """The parameters of ``_Sql.update``: the ``_UPDATED`` columns, then the job id."""
+    return (
+        record.attempt,
+        record.create_state.value,
+        record.delete_state.value,
+        record.phase,
+        record.updated_at,
+        record.message,
+        record.log_links,
+        record.custom_info,
+        record.deadline,
+        record.finished_at,
+        record.owner,
+        record.lease_until,
+        record.job_id,
+    )
+
+
+def _event_row(put: Put) -> tuple[Any, ...]:
     record = put.record
-    return {
-        "job_id": record.job_id,
-        "at": record.updated_at,
-        "kind": put.kind,
-        "phase": record.phase,
-        "detail": put.detail,
-    }
+    return (record.job_id, record.updated_at, put.kind, record.phase, put.detail)
 
 
 def _record(row: Any) -> JobRecord:
