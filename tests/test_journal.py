@@ -311,6 +311,29 @@ def test_a_transition_updates_only_the_changing_columns(store: Store) -> None:
     assert store.find_by_meta("echo", 0, b"meta") == running
 
 
+def test_transitions_changing_any_columns_read_back_exactly(store: Store) -> None:
+    store.commit([Put(job("a", create_request=b"r"), "created"), Put(job("b"), "created")])
+    every = job(
+        "a",
+        create_request=b"r",
+        attempt=1,
+        create_state=CreateState.FAILED,
+        delete_state=DeleteState.REQUESTED,
+        phase=FAILED,
+        updated_at=T0 + 1,
+        message="m",
+        log_links='[{"uri": "u"}]',
+        custom_info="{}",
+        deadline=T0 + 2,
+        finished_at=T0 + 3,
+        owner="o",
+        lease_until=T0 + 4,
+    )
+    some = job("b", message="n", delete_state=DeleteState.REQUESTED, updated_at=T0 + 1)
+    store.commit([Put(every, "phase"), Put(some, "delete_intent")])
+    assert [store.get("a"), store.get("b")] == [every, some]
+
+
 def test_the_last_put_of_a_job_in_a_batch_wins_and_new_jobs_are_inserted(store: Store) -> None:
     store.commit([Put(job("a"), "created")])
     later = [job("a", phase=RUNNING + i, updated_at=T0 + i) for i in range(1, 4)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar, TypeVarTuple
 
 import sqlalchemy as sa
@@ -63,9 +63,14 @@ class JournalStatistics:
 class _Request:
     puts: tuple[Put, ...]
     if_absent: bool = False  # one put, applied only if its job has no row (write_if_absent)
-    done: trio.Event = field(default_factory=trio.Event)
+    done: bool = False
+    waiter: trio.lowlevel.Task | None = None  # parked until done; None once it gave up
     error: JournalError | None = None
     found: JobRecord | None = None  # if_absent: the row that was there instead
+
+    def abandon(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self.waiter = None  # cancelled: the writer still commits it, and wakes nobody
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @dataclass(slots=True)
@@ -183,17 +188,25 @@ class Journal:
 
     async def _submit(self, request: _Request) -> None:
         """Queue ``request`` for the writer and wait until it is committed or has failed."""
+        # Per put, this and ``_wake`` are the Trio side of every transition: one schedule
+        # point (the park), no Event or ParkingLot; the writer reschedules the task itself.
+        await trio.lowlevel.checkpoint_if_cancelled()
         puts = request.puts
         self._counters.pending_puts += len(puts)
         try:
-            await self._send.send(request)
+            try:
+                self._send.send_nowait(request)
+            except trio.WouldBlock:
+                await self._send.send(request)
         except trio.BrokenResourceError as exc:
             self._counters.pending_puts -= len(puts)
             raise JournalError("the journal's writer has stopped") from exc
         except BaseException:
             self._counters.pending_puts -= len(puts)
             raise
-        await request.done.wait()
+        if not request.done:
+            request.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(request.abandon)
         if request.error is not None:
             raise request.error
 
@@ -374,11 +387,13 @@ class Journal:
     def _wake(self, batch: Sequence[_Request], error: JournalError | None) -> None:
         """Wake the waiters of ``batch`` not woken yet, failed with ``error`` if there is one."""
         for request in batch:
-            if request.done.is_set():
+            if request.done:
                 continue
             request.error = error
-            request.done.set()
+            request.done = True
             self._counters.pending_puts -= len(request.puts)
+            if request.waiter is not None:
+                trio.lowlevel.reschedule(request.waiter)
 
     def _fail_leftovers(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
         """Fail the requests the writer will never commit (``_close`` stopped it)."""

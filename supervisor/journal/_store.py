@@ -105,19 +105,26 @@ class Store:
         known = self._committed
         if batch.intents:
             known = {**known, **batch.intent_rows(skipped)}
-        updates: list[JobRecord] = []
+        updates: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}  # by the columns changed
+        updated: list[JobRecord] = []
         upserts: list[tuple[Any, ...]] = []
         for job_id, record in batch.rows.items():
             before = known.get(job_id)
-            if before is not None and _stable(before) == _stable(record):
-                updates.append(record)
-            else:
+            if before is None or _stable(before) != _stable(record):
                 upserts.append(_full_row(record))
-        if updates:
-            rows = list(map(_update_row, updates))
-            result = connection.exec_driver_sql(*self._sql.many(self._sql.update, rows))
-            if result.rowcount != len(updates):  # a row we knew is gone: write them whole
-                upserts.extend(map(_full_row, updates))
+                continue
+            # SET only what changed: each column set costs SQLite its CHECKs and the indexes
+            # that hold it (or whose predicate reads it), changed or not.
+            old, new = _mutable(before), _mutable(record)
+            changed = tuple(i for i in _UPDATED_INDEXES if old[i] != new[i]) or _UPDATED_AT
+            updates.setdefault(changed, []).append((*(new[i] for i in changed), job_id))
+            updated.append(record)
+        rowcount = 0
+        for changed, rows in updates.items():
+            statement = self._sql.update(changed)
+            rowcount += connection.exec_driver_sql(*self._sql.many(statement, rows)).rowcount
+        if rowcount != len(updated):  # a row we knew is gone: write them all whole
+            upserts.extend(map(_full_row, updated))
         if upserts:
             connection.exec_driver_sql(self._sql.upsert, upserts)
 
@@ -224,6 +231,8 @@ _STABLE = (
 """Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it) and the
 two blobs, which a job's transitions rarely change (outputs: once, at the end)."""
 _UPDATED = tuple(name for name in _RECORD_FIELDS if name not in (*_STABLE, "job_id"))
+_UPDATED_INDEXES = range(len(_UPDATED))
+_UPDATED_AT = (_UPDATED.index("updated_at"),)
 _EVENT_COLUMNS = ("job_id", "at", "kind", "phase", "detail")
 _ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
 _REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
@@ -239,16 +248,27 @@ class _Sql:
         replace = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "job_id")
         self.insert = f"INSERT INTO jobs ({columns}) VALUES "
         self.upsert = f"{self.insert}{self.values} ON CONFLICT (job_id) DO UPDATE SET {replace}"
-        assignments = ", ".join(f"{name} = {self.mark}" for name in _UPDATED)
-        self.update = f"UPDATE jobs SET {assignments} WHERE job_id = {self.mark}"
         events = f"({', '.join([self.mark] * len(_EVENT_COLUMNS))})"
         self.insert_event = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {events}"
         # PostgreSQL runs each statement of an executemany on its own, even pipelined: one
         # statement over arrays (a column each) costs the server a fraction of that.
         self.columnar = dialect == "postgresql"
         if self.columnar:
-            self.update = _update_unnest()
             self.insert_event = _insert_events_unnest()
+        self._updates: dict[tuple[int, ...], str] = {}
+
+    def update(self, changed: tuple[int, ...]) -> str:
+        """UPDATE of the ``_UPDATED`` columns at ``changed``, by job id (the last parameter)."""
+        statement = self._updates.get(changed)
+        if statement is None:
+            columns = [_UPDATED[i] for i in changed]
+            if self.columnar:
+                statement = _update_unnest(columns)
+            else:
+                assignments = ", ".join(f"{name} = {self.mark}" for name in columns)
+                statement = f"UPDATE jobs SET {assignments} WHERE job_id = {self.mark}"
+            self._updates[changed] = statement
+        return statement
 
     def many(self, statement: str, rows: list[tuple[Any, ...]]) -> tuple[str, Any]:
         """``statement`` and its parameters for ``rows``: one array per column, or the rows."""
@@ -282,9 +302,9 @@ def _unnest(columns: Sequence[str]) -> str:
     return f"unnest({arrays}) WITH ORDINALITY AS v({', '.join(columns)}, n)"
 
 
-def _update_unnest() -> str:
-    assignments = ", ".join(f"{name} = v.{name}" for name in _UPDATED)
-    source = _unnest((*_UPDATED, "job_id"))
+def _update_unnest(columns: Sequence[str]) -> str:
+    assignments = ", ".join(f"{name} = v.{name}" for name in columns)
+    source = _unnest((*columns, "job_id"))
     return f"UPDATE jobs SET {assignments} FROM {source} WHERE jobs.job_id = v.job_id"
 
 
@@ -390,8 +410,8 @@ def _full_row(record: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def _update_row(record: JobRecord) -> tuple[Any, ...]:
-    """The parameters of ``_Sql.update``: the ``_UPDATED`` columns, then the job id."""
+def _mutable(record: JobRecord) -> tuple[Any, ...]:
+    """The ``_UPDATED`` columns of ``record``, as parameters."""
     return (
         record.attempt,
         record.create_state.value,
@@ -405,7 +425,6 @@ def _update_row(record: JobRecord) -> tuple[Any, ...]:
         record.finished_at,
         record.owner,
         record.lease_until,
-        record.job_id,
     )
 
 
