@@ -6,9 +6,10 @@ Only the journal's writer actor calls ``commit``.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,9 +103,9 @@ class Store:
         knows the row and its stable columns stay; else the whole row (upsert)."""
         # The hot path of every transition: tuples straight to the driver's executemany, and
         # an UPDATE that leaves the request blob, meta_key and their indexes alone.
-        known = self._committed
-        if batch.intents:
-            known = {**known, **batch.intent_rows(skipped)}
+        known: Mapping[str, JobRecord] = self._committed
+        if batch.intents:  # their rows, then the rows the writer knew
+            known = collections.ChainMap(batch.intent_rows(skipped), self._committed)
         updates: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}  # by the columns changed
         updated: list[JobRecord] = []
         upserts: list[tuple[Any, ...]] = []
