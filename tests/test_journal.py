@@ -334,6 +334,15 @@ def test_transitions_changing_any_columns_read_back_exactly(store: Store) -> Non
     assert [store.get("a"), store.get("b")] == [every, some]
 
 
+def test_a_finished_job_written_again_reads_back(store: Store) -> None:
+    store.commit([Put(job("a"), "created")])
+    done = job("a", phase=SUCCEEDED, updated_at=T0 + 1, finished_at=T0 + 1)
+    store.commit([Put(done, "phase")])  # the writer forgets finished rows
+    again = job("a", phase=RUNNING, updated_at=T0 + 2, message="again")
+    store.commit([Put(again, "phase")])
+    assert store.get("a") == again
+
+
 def test_the_last_put_of_a_job_in_a_batch_wins_and_new_jobs_are_inserted(store: Store) -> None:
     store.commit([Put(job("a"), "created")])
     later = [job("a", phase=RUNNING + i, updated_at=T0 + i) for i in range(1, 4)]
@@ -364,6 +373,16 @@ def test_a_row_gone_behind_the_writers_back_is_written_whole(store: Store) -> No
     moved = [job(job_id, phase=RUNNING + 1, updated_at=T0 + 1) for job_id in "ab"]
     store.commit([Put(record, "phase") for record in moved])
     assert [store.get("a"), store.get("b")] == moved
+
+
+def test_a_row_another_writer_changed_is_written_whole(store: Store) -> None:
+    store.commit([Put(job("a"), "created"), Put(job("b"), "created")])
+    with store.engine.begin() as connection:
+        connection.execute(sa.text(f"UPDATE jobs SET message = 'x', updated_at = {T0 + 5}"))
+
+    moved = [job(job_id, phase=RUNNING + 1, updated_at=T0 + 1) for job_id in "ab"]
+    store.commit([Put(record, "phase") for record in moved])
+    assert [store.get("a"), store.get("b")] == moved  # as the put says, like any put
 
 
 def test_conditional_puts_apply_in_batch_order(store: Store) -> None:

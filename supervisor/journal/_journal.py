@@ -10,6 +10,8 @@ writer actor and waits. The actor takes the first waiting request, drains whatev
 already queued (up to ``max_batch`` puts), commits them all in one transaction in a worker
 thread, and wakes every waiter. While one batch commits, the next one queues up, so the
 batch size grows with the load and a commit's cost is shared by everyone in it.
+``write_if_absent`` (a conditional insert: the create intent of a new job) rides in the
+same batches; a batch applies its puts in the order they were submitted.
 
 A failed commit fails every request of the batch with ``JournalError`` and the actor goes
 on. When the cause lies in the data (an ``IntegrityError`` or ``DataError``, e.g. a

@@ -1,7 +1,11 @@
 """The journal's SQL: synchronous SQLAlchemy Core operations, run in worker threads.
 
 A ``Store`` is thread-safe the way an engine is: every call checks out its own connection.
-Only the journal's writer actor calls ``commit``.
+Only the journal's writer actor calls ``commit``, which is shaped for throughput: driver SQL
+executed with tuples (no per-row SQLAlchemy processing), and, for a job whose row the
+writer committed and still remembers, an UPDATE of only the columns that changed. That
+UPDATE requires the row's ``updated_at`` to be the one remembered; a row someone else
+changed (or removed) is written whole instead, so the result is always the put's record.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sqlalchemy as sa
 
 from ._memory import is_unfinished
 from ._records import CreateState, DeleteState, EventRecord, JobRecord, Put
-from ._schema import UNFINISHED, events, jobs
+from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs
 
 __all__ = ["IfAbsent", "Store", "meta_key"]
 
@@ -118,13 +122,14 @@ class Store:
             # that hold it (or whose predicate reads it), changed or not.
             old, new = _mutable(before), _mutable(record)
             changed = tuple(i for i in _UPDATED_INDEXES if old[i] != new[i]) or _UPDATED_AT
-            updates.setdefault(changed, []).append((*(new[i] for i in changed), job_id))
+            row = (*(new[i] for i in changed), job_id, before.updated_at)
+            updates.setdefault(changed, []).append(row)
             updated.append(record)
         rowcount = 0
         for changed, rows in updates.items():
             statement = self._sql.update(changed)
             rowcount += connection.exec_driver_sql(*self._sql.many(statement, rows)).rowcount
-        if rowcount != len(updated):  # a row we knew is gone: write them all whole
+        if rowcount != len(updated):  # a row is not what we knew: write them all whole
             upserts.extend(map(_full_row, updated))
         if upserts:
             connection.exec_driver_sql(self._sql.upsert, upserts)
@@ -137,11 +142,12 @@ class Store:
         for job_id, record in batch.intent_rows(skipped).items():
             if job_id not in batch.rows:
                 known[job_id] = record
+        known.update(batch.rows)
         for job_id, record in batch.rows.items():
-            if is_unfinished(record):
-                known[job_id] = record
-            else:
-                known.pop(job_id, None)
+            # Most rows have a live phase, and then the job is unfinished: skip the full rule.
+            maybe_finished = record.phase in TERMINAL_PHASES or record.create_state in _NO_PHASE
+            if maybe_finished and not is_unfinished(record):
+                del known[job_id]
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's row, or ``None``."""
@@ -236,6 +242,7 @@ _UPDATED_INDEXES = range(len(_UPDATED))
 _UPDATED_AT = (_UPDATED.index("updated_at"),)
 _EVENT_COLUMNS = ("job_id", "at", "kind", "phase", "detail")
 _ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
+_NO_PHASE = frozenset({CreateState.FAILED, CreateState.ABANDONED})  # see is_unfinished
 _REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
 
@@ -259,7 +266,8 @@ class _Sql:
         self._updates: dict[tuple[int, ...], str] = {}
 
     def update(self, changed: tuple[int, ...]) -> str:
-        """UPDATE of the ``_UPDATED`` columns at ``changed``, by job id (the last parameter)."""
+        """UPDATE of the ``_UPDATED`` columns at ``changed``, then the job id and the
+        ``updated_at`` the row must still have (else it is left alone: see the row count)."""
         statement = self._updates.get(changed)
         if statement is None:
             columns = [_UPDATED[i] for i in changed]
@@ -267,7 +275,8 @@ class _Sql:
                 statement = _update_unnest(columns)
             else:
                 assignments = ", ".join(f"{name} = {self.mark}" for name in columns)
-                statement = f"UPDATE jobs SET {assignments} WHERE job_id = {self.mark}"
+                where = f"job_id = {self.mark} AND updated_at = {self.mark}"
+                statement = f"UPDATE jobs SET {assignments} WHERE {where}"
             self._updates[changed] = statement
         return statement
 
@@ -295,6 +304,7 @@ _PG_TYPES = {
     "finished_at": "float8",
     "lease_until": "float8",
     "at": "float8",
+    "seen": "float8",
 }
 
 
@@ -305,8 +315,9 @@ def _unnest(columns: Sequence[str]) -> str:
 
 def _update_unnest(columns: Sequence[str]) -> str:
     assignments = ", ".join(f"{name} = v.{name}" for name in columns)
-    source = _unnest((*columns, "job_id"))
-    return f"UPDATE jobs SET {assignments} FROM {source} WHERE jobs.job_id = v.job_id"
+    source = _unnest((*columns, "job_id", "seen"))
+    where = "jobs.job_id = v.job_id AND jobs.updated_at = v.seen"
+    return f"UPDATE jobs SET {assignments} FROM {source} WHERE {where}"
 
 
 def _insert_events_unnest() -> str:
