@@ -311,6 +311,19 @@ def test_a_transition_updates_only_the_changing_columns(store: Store) -> None:
     assert store.find_by_meta("echo", 0, b"meta") == running
 
 
+def test_a_batch_larger_than_one_statement_is_updated_in_place(store: Store) -> None:
+    count = 1234  # more rows than one statement takes
+    store.commit([Put(job(f"j{i}"), "created") for i in range(count)])
+    executed = statements_of(store.engine)
+
+    moved = [job(f"j{i}", phase=RUNNING + 1, updated_at=T0 + i) for i in range(count)]
+    store.commit([Put(record, "phase") for record in moved])
+
+    assert not [sql for sql in executed if sql.startswith("INSERT INTO jobs")]
+    assert [store.get("j0"), store.get(f"j{count - 1}")] == [moved[0], moved[-1]]
+    assert [e.kind for e in store.events(f"j{count - 1}")] == ["created", "phase"]
+
+
 def test_transitions_changing_any_columns_read_back_exactly(store: Store) -> None:
     store.commit([Put(job("a", create_request=b"r"), "created"), Put(job("b"), "created")])
     every = job(

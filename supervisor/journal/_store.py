@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,8 +67,8 @@ class Store:
             with self.engine.begin() as connection:
                 skipped = self._insert_absent(connection, batch)
                 self._write_rows(connection, batch, skipped)
-                if appended := batch.events(skipped):
-                    connection.exec_driver_sql(*self._sql.many(self._sql.insert_event, appended))
+                for statement, params in self._sql.insert_events(batch.events(skipped)):
+                    connection.exec_driver_sql(statement, params)
                 error, self._fail_next = self._fail_next, None
                 if error is not None:
                     raise error
@@ -127,8 +127,8 @@ class Store:
             updated.append(record)
         rowcount = 0
         for changed, rows in updates.items():
-            statement = self._sql.update(changed)
-            rowcount += connection.exec_driver_sql(*self._sql.many(statement, rows)).rowcount
+            for statement, params in self._sql.update(changed, rows):
+                rowcount += connection.exec_driver_sql(statement, params).rowcount
         if rowcount != len(updated):  # a row is not what we knew: write them all whole
             upserts.extend(map(_full_row, updated))
         if upserts:
@@ -242,6 +242,7 @@ _UPDATED_INDEXES = range(len(_UPDATED))
 _UPDATED_AT = (_UPDATED.index("updated_at"),)
 _EVENT_COLUMNS = ("job_id", "at", "kind", "phase", "detail")
 _ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
+_ROWS_PER_STATEMENT = 500  # of the writer's UPDATEs (at most 14 parameters a row) and events
 _NO_PHASE = frozenset({CreateState.FAILED, CreateState.ABANDONED})  # see is_unfinished
 _REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
@@ -256,35 +257,59 @@ class _Sql:
         replace = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "job_id")
         self.insert = f"INSERT INTO jobs ({columns}) VALUES "
         self.upsert = f"{self.insert}{self.values} ON CONFLICT (job_id) DO UPDATE SET {replace}"
-        events = f"({', '.join([self.mark] * len(_EVENT_COLUMNS))})"
-        self.insert_event = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {events}"
-        # PostgreSQL runs each statement of an executemany on its own, even pipelined: one
-        # statement over arrays (a column each) costs the server a fraction of that.
+        # One statement per batch (or per _ROWS_PER_STATEMENT rows), not one per row: SQLite
+        # gets multi-row VALUES, PostgreSQL arrays (a column each; even pipelined, it runs
+        # every statement of an executemany on its own).
         self.columnar = dialect == "postgresql"
-        if self.columnar:
-            self.insert_event = _insert_events_unnest()
         self._updates: dict[tuple[int, ...], str] = {}
 
-    def update(self, changed: tuple[int, ...]) -> str:
-        """UPDATE of the ``_UPDATED`` columns at ``changed``, then the job id and the
-        ``updated_at`` the row must still have (else it is left alone: see the row count)."""
-        statement = self._updates.get(changed)
-        if statement is None:
-            columns = [_UPDATED[i] for i in changed]
-            if self.columnar:
-                statement = _update_unnest(columns)
-            else:
-                assignments = ", ".join(f"{name} = {self.mark}" for name in columns)
-                where = f"job_id = {self.mark} AND updated_at = {self.mark}"
-                statement = f"UPDATE jobs SET {assignments} WHERE {where}"
-            self._updates[changed] = statement
-        return statement
-
-    def many(self, statement: str, rows: list[tuple[Any, ...]]) -> tuple[str, Any]:
-        """``statement`` and its parameters for ``rows``: one array per column, or the rows."""
+    def update(
+        self, changed: tuple[int, ...], rows: list[tuple[Any, ...]]
+    ) -> Iterator[tuple[str, Any]]:
+        """Statements and parameters that UPDATE the ``_UPDATED`` columns at ``changed`` of
+        ``rows``: their values, then the job id and the ``updated_at`` the row must still
+        have (else it is left alone: see the row count)."""
+        columns = (*(_UPDATED[i] for i in changed), "job_id", "seen")
         if self.columnar:
-            return statement, [tuple(map(list, zip(*rows, strict=True)))]
-        return statement, rows
+            assignments = ", ".join(f"{name} = v.{name}" for name in columns[:-2])
+            where = "jobs.job_id = v.job_id AND jobs.updated_at = v.seen"
+            source = _unnest(columns)
+            yield f"UPDATE jobs SET {assignments} FROM {source} WHERE {where}", _arrays(rows)
+            return
+        # SQLite names the columns of VALUES column1, column2, ...; the statement must start
+        # with UPDATE (not WITH) for sqlite3 to report its row count.
+        names = [f"v.column{n}" for n in range(1, len(columns) + 1)]
+        assignments = ", ".join(f"{c} = {v}" for c, v in zip(columns[:-2], names, strict=False))
+        where = f"jobs.job_id = {names[-2]} AND jobs.updated_at = {names[-1]}"
+        for chunk in _chunks(rows):
+            values = self._values(len(columns), len(chunk))
+            yield (
+                f"UPDATE jobs SET {assignments} FROM (VALUES {values}) AS v WHERE {where}",
+                tuple(itertools.chain.from_iterable(chunk)),
+            )
+
+    def insert_events(self, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, Any]]:
+        """Statements and parameters that append ``rows`` to events, in order."""
+        columns = ", ".join(_EVENT_COLUMNS)
+        if not rows:
+            return
+        if self.columnar:
+            source = _unnest(_EVENT_COLUMNS)
+            yield (
+                f"INSERT INTO events ({columns}) SELECT {columns} FROM {source} ORDER BY n",
+                (_arrays(rows)),
+            )
+            return
+        for chunk in _chunks(rows):
+            values = self._values(len(_EVENT_COLUMNS), len(chunk))
+            yield (
+                f"INSERT INTO events ({columns}) VALUES {values}",
+                tuple(itertools.chain.from_iterable(chunk)),
+            )
+
+    def _values(self, columns: int, rows: int) -> str:
+        row = f"({', '.join([self.mark] * columns)})"
+        return ", ".join([row] * rows)
 
     def insert_absent(self, rows: int) -> str:
         """Insert ``rows`` rows, skipping the jobs that have one; returns the inserted job ids."""
@@ -313,17 +338,13 @@ def _unnest(columns: Sequence[str]) -> str:
     return f"unnest({arrays}) WITH ORDINALITY AS v({', '.join(columns)}, n)"
 
 
-def _update_unnest(columns: Sequence[str]) -> str:
-    assignments = ", ".join(f"{name} = v.{name}" for name in columns)
-    source = _unnest((*columns, "job_id", "seen"))
-    where = "jobs.job_id = v.job_id AND jobs.updated_at = v.seen"
-    return f"UPDATE jobs SET {assignments} FROM {source} WHERE {where}"
+def _arrays(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    return tuple(map(list, zip(*rows, strict=True)))
 
 
-def _insert_events_unnest() -> str:
-    columns = ", ".join(_EVENT_COLUMNS)
-    source = _unnest(_EVENT_COLUMNS)
-    return f"INSERT INTO events ({columns}) SELECT {columns} FROM {source} ORDER BY n"
+def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    for at in range(0, len(rows), _ROWS_PER_STATEMENT):
+        yield rows[at : at + _ROWS_PER_STATEMENT]
 
 
 class _Batch:
