@@ -105,8 +105,9 @@ class Store:
     ) -> None:
         """Write the last put of each job: an UPDATE of the changing columns when the writer
         knows the row and its stable columns stay; else the whole row (upsert)."""
-        # The hot path of every transition: tuples straight to the driver's executemany, and
-        # an UPDATE that leaves the request blob, meta_key and their indexes alone.
+        # The hot path of every transition: tuples straight to the driver, a few multi-row
+        # UPDATEs (see _Sql.update) that leave the request blob, meta_key and their indexes
+        # alone, and a whole row only for new jobs and the rare put that changes the identity.
         known: Mapping[str, JobRecord] = self._committed
         if batch.intents:  # their rows, then the rows the writer knew
             known = collections.ChainMap(batch.intent_rows(skipped), self._committed)
