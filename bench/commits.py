@@ -27,7 +27,7 @@ from tests.postgres import PostgresServer, find_bin_dir, fresh_database
 __all__ = ["CommitResult", "durable_postgres", "measure_commits"]
 
 #: Phases a job goes through (flyteidl2 TaskExecution.Phase values): QUEUED, RUNNING.
-_PHASES = (1, 3)
+_PHASES = (1, 2)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ import supervisor.journal
 from supervisor.journal import (
     CreateState,
     DeleteState,
+    InMemoryJournal,
     JobRecord,
     Journal,
     JournalError,
@@ -30,7 +32,7 @@ from supervisor.journal import (
 from supervisor.journal._engine import create_engine, normalize_url
 from supervisor.journal._memory import is_unfinished
 from supervisor.journal._schema import TERMINAL_PHASES, UNFINISHED, metadata
-from supervisor.journal._store import Store
+from supervisor.journal._store import IfAbsent, Store
 
 T0 = 1_700_000_000.0
 RUNNING, SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED = 2, 3, 4, 5, 8
@@ -270,6 +272,194 @@ async def test_constraint_violation_fails_only_the_faulty_write(journal: Journal
     assert await journal.get("good-2") == job("good-2")
     await journal.write(Put(job("later"), "created"))
     assert journal.statistics().pending_puts == 0
+
+
+@pytest.fixture
+def store(journal_url: str) -> Iterator[Store]:
+    upgrade(journal_url)
+    engine = create_engine(journal_url)
+    try:
+        yield Store(engine)
+    finally:
+        engine.dispose()
+
+
+def statements_of(engine: sa.Engine) -> list[str]:
+    """The SQL the engine executes from now on."""
+    executed: list[str] = []
+
+    def record(*args: Any) -> None:
+        executed.append(args[2])
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    return executed
+
+
+def test_a_transition_updates_only_the_changing_columns(store: Store) -> None:
+    intent = job("a", create_request=b"request", resource_meta=b"meta")
+    store.commit([Put(intent, "created")])
+    executed = statements_of(store.engine)
+
+    running = dataclasses.replace(intent, phase=RUNNING + 1, message="m", updated_at=T0 + 1)
+    store.commit([Put(running, "phase")])
+
+    [update] = [sql for sql in executed if "jobs" in sql]
+    assert update.startswith("UPDATE jobs SET")
+    assert "create_request" not in update
+    assert "meta_key" not in update
+    assert store.get("a") == running  # the request blob is intact
+    assert store.find_by_meta("echo", 0, b"meta") == running
+
+
+def test_a_batch_larger_than_one_statement_is_updated_in_place(store: Store) -> None:
+    count = 1234  # more rows than one statement takes
+    store.commit([Put(job(f"j{i}"), "created") for i in range(count)])
+    executed = statements_of(store.engine)
+
+    moved = [job(f"j{i}", phase=RUNNING + 1, updated_at=T0 + i) for i in range(count)]
+    store.commit([Put(record, "phase") for record in moved])
+
+    assert not [sql for sql in executed if sql.startswith("INSERT INTO jobs")]
+    assert [store.get("j0"), store.get(f"j{count - 1}")] == [moved[0], moved[-1]]
+    assert [e.kind for e in store.events(f"j{count - 1}")] == ["created", "phase"]
+
+
+def test_transitions_changing_any_columns_read_back_exactly(store: Store) -> None:
+    store.commit([Put(job("a", create_request=b"r"), "created"), Put(job("b"), "created")])
+    every = job(
+        "a",
+        create_request=b"r",
+        attempt=1,
+        create_state=CreateState.FAILED,
+        delete_state=DeleteState.REQUESTED,
+        phase=FAILED,
+        updated_at=T0 + 1,
+        message="m",
+        log_links='[{"uri": "u"}]',
+        custom_info="{}",
+        deadline=T0 + 2,
+        finished_at=T0 + 3,
+        owner="o",
+        lease_until=T0 + 4,
+    )
+    some = job("b", message="n", delete_state=DeleteState.REQUESTED, updated_at=T0 + 1)
+    store.commit([Put(every, "phase"), Put(some, "delete_intent")])
+    assert [store.get("a"), store.get("b")] == [every, some]
+
+
+def test_a_finished_job_written_again_reads_back(store: Store) -> None:
+    store.commit([Put(job("a"), "created")])
+    done = job("a", phase=SUCCEEDED, updated_at=T0 + 1, finished_at=T0 + 1)
+    store.commit([Put(done, "phase")])  # the writer forgets finished rows
+    again = job("a", phase=RUNNING, updated_at=T0 + 2, message="again")
+    store.commit([Put(again, "phase")])
+    assert store.get("a") == again
+
+
+def test_the_last_put_of_a_job_in_a_batch_wins_and_new_jobs_are_inserted(store: Store) -> None:
+    store.commit([Put(job("a"), "created")])
+    later = [job("a", phase=RUNNING + i, updated_at=T0 + i) for i in range(1, 4)]
+    store.commit([Put(job("b"), "created"), *(Put(r, "phase") for r in later)])
+
+    assert store.get("a") == later[-1]
+    assert store.get("b") == job("b")
+    assert [e.phase for e in store.events("a")] == [RUNNING, RUNNING + 1, RUNNING + 2, RUNNING + 3]
+
+
+def test_a_new_request_or_resource_meta_rewrites_the_whole_row(store: Store) -> None:
+    pending = job("a", create_state=CreateState.PENDING, resource_meta=None, create_request=b"1")
+    store.commit([Put(pending, "create_intent")])
+    created = dataclasses.replace(pending, create_state=CreateState.CREATED, resource_meta=b"m")
+    store.commit([Put(created, "created")])
+    assert store.find_by_meta("echo", 0, b"m") == created  # meta_key follows resource_meta
+
+    again = dataclasses.replace(created, create_request=b"2", created_at=T0 + 5)
+    store.commit([Put(again, "create_intent")])
+    assert store.get("a") == again
+
+
+def test_a_row_gone_behind_the_writers_back_is_written_whole(store: Store) -> None:
+    store.commit([Put(job("a"), "created"), Put(job("b"), "created")])
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM jobs WHERE job_id = 'a'"))
+
+    moved = [job(job_id, phase=RUNNING + 1, updated_at=T0 + 1) for job_id in "ab"]
+    store.commit([Put(record, "phase") for record in moved])
+    assert [store.get("a"), store.get("b")] == moved
+
+
+def test_a_row_another_writer_changed_is_written_whole(store: Store) -> None:
+    store.commit([Put(job("a"), "created"), Put(job("b"), "created")])
+    with store.engine.begin() as connection:
+        connection.execute(sa.text(f"UPDATE jobs SET message = 'x', updated_at = {T0 + 5}"))
+
+    moved = [job(job_id, phase=RUNNING + 1, updated_at=T0 + 1) for job_id in "ab"]
+    store.commit([Put(record, "phase") for record in moved])
+    assert [store.get("a"), store.get("b")] == moved  # as the put says, like any put
+
+
+def test_conditional_puts_apply_in_batch_order(store: Store) -> None:
+    store.commit([Put(job("old"), "created")])
+    first, second = job("new", message="first"), job("new", message="second")
+    plain = job("plain")
+    skipped = store.commit(
+        [
+            IfAbsent(Put(job("old", message="again"), "create_intent")),  # 0: in the table
+            IfAbsent(Put(first, "create_intent")),  # 1: inserted
+            IfAbsent(Put(second, "create_intent")),  # 2: finds the one just inserted
+            Put(plain, "created"),
+            IfAbsent(Put(job("plain", message="x"), "create_intent")),  # 4: finds the put
+        ]
+    )
+
+    assert skipped == {0: job("old"), 2: first, 4: plain}
+    assert store.get("old") == job("old")
+    assert store.get("new") == first
+    assert [e.kind for e in store.events("old")] == ["created"]
+    assert [e.kind for e in store.events("new")] == ["create_intent"]
+    assert [e.kind for e in store.events("plain")] == ["created"]
+
+
+async def test_write_if_absent_inserts_a_new_job_or_returns_the_existing_one(
+    journal: Journal,
+) -> None:
+    intent = job("a", create_state=CreateState.PENDING, resource_meta=None, create_request=b"r")
+    assert await journal.write_if_absent(Put(intent, "create_intent")) is None
+    assert await journal.get("a") == intent
+
+    created = dataclasses.replace(intent, create_state=CreateState.CREATED, resource_meta=b"m")
+    await journal.write(Put(created, "created"))
+    repeat = dataclasses.replace(intent, updated_at=T0 + 9)
+    assert await journal.write_if_absent(Put(repeat, "create_intent")) == created
+
+    assert await journal.get("a") == created
+    assert [e.kind for e in await journal.events("a")] == ["create_intent", "created"]
+    assert journal.statistics().puts_committed == 2
+
+
+async def test_concurrent_write_if_absent_of_one_job_inserts_it_once(journal: Journal) -> None:
+    found: list[JobRecord | None] = []
+
+    async def create(n: int) -> None:
+        found.append(await journal.write_if_absent(Put(job("a", message=str(n)), "intent")))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(10):
+            nursery.start_soon(create, n)
+
+    winner = await journal.get("a")
+    assert winner is not None
+    assert sorted(found, key=lambda r: r is not None) == [None, *[winner] * 9]
+    assert len(await journal.events("a")) == 1
+
+
+async def test_in_memory_write_if_absent_behaves_like_the_journal() -> None:
+    journal = InMemoryJournal()
+    intent = job("a", create_state=CreateState.PENDING)
+    assert await journal.write_if_absent(Put(intent, "create_intent")) is None
+    assert await journal.write_if_absent(Put(job("a"), "create_intent")) == intent
+    assert journal.jobs == {"a": intent}
+    assert journal.kinds("a") == ["create_intent"]
 
 
 async def test_data_survives_closing_and_reopening(journal_url: str) -> None:

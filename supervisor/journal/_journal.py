@@ -10,6 +10,8 @@ writer actor and waits. The actor takes the first waiting request, drains whatev
 already queued (up to ``max_batch`` puts), commits them all in one transaction in a worker
 thread, and wakes every waiter. While one batch commits, the next one queues up, so the
 batch size grows with the load and a commit's cost is shared by everyone in it.
+``write_if_absent`` (a conditional insert: the create intent of a new job) rides in the
+same batches; a batch applies its puts in the order they were submitted.
 
 A failed commit fails every request of the batch with ``JournalError`` and the actor goes
 on. When the cause lies in the data (an ``IntegrityError`` or ``DataError``, e.g. a
@@ -22,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar, TypeVarTuple
 
 import sqlalchemy as sa
@@ -31,7 +33,7 @@ import trio
 from . import _engine, _migrate
 from ._errors import JournalError
 from ._records import EventRecord, JobRecord, Put
-from ._store import Store
+from ._store import IfAbsent, Store
 
 __all__ = ["CLOSE_TIMEOUT", "Journal", "JournalStatistics"]
 
@@ -62,8 +64,15 @@ class JournalStatistics:
 @dataclass(eq=False, slots=True)
 class _Request:
     puts: tuple[Put, ...]
-    done: trio.Event = field(default_factory=trio.Event)
+    if_absent: bool = False  # one put, applied only if its job has no row (write_if_absent)
+    done: bool = False
+    waiter: trio.lowlevel.Task | None = None  # parked until done; None once it gave up
     error: JournalError | None = None
+    found: JobRecord | None = None  # if_absent: the row that was there instead
+
+    def abandon(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self.waiter = None  # cancelled: the writer still commits it, and wakes nobody
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @dataclass(slots=True)
@@ -163,19 +172,43 @@ class Journal:
 
         Cancellation: if cancelled while waiting, the puts may or may not be committed.
         """
-        if not puts:
-            return
-        request = _Request(puts)
+        if puts:
+            await self._submit(_Request(puts))
+
+    async def write_if_absent(self, put: Put) -> JobRecord | None:
+        """Commit ``put`` only if its job is not in the journal yet; ``None`` if it was committed.
+
+        Otherwise nothing is written, and the result is the job's committed record (an
+        earlier put of the same job queued before this one counts). One conditional insert,
+        group-committed like ``write``: no separate read needed to find out.
+
+        Errors and cancellation: as ``write``.
+        """
+        request = _Request((put,), if_absent=True)
+        await self._submit(request)
+        return request.found
+
+    async def _submit(self, request: _Request) -> None:
+        """Queue ``request`` for the writer and wait until it is committed or has failed."""
+        # Per put, this and ``_wake`` are the Trio side of every transition: one schedule
+        # point (the park), no Event or ParkingLot; the writer reschedules the task itself.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        puts = request.puts
         self._counters.pending_puts += len(puts)
         try:
-            await self._send.send(request)
+            try:
+                self._send.send_nowait(request)
+            except trio.WouldBlock:
+                await self._send.send(request)
         except trio.BrokenResourceError as exc:
             self._counters.pending_puts -= len(puts)
             raise JournalError("the journal's writer has stopped") from exc
         except BaseException:
             self._counters.pending_puts -= len(puts)
             raise
-        await request.done.wait()
+        if not request.done:
+            request.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(request.abandon)
         if request.error is not None:
             raise request.error
 
@@ -303,8 +336,18 @@ class Journal:
         Errors: database errors go to the waiters; anything else also propagates.
         """
         error: JournalError | None = None
+        writes: list[Put | IfAbsent] = []
+        intents: list[tuple[int, _Request]] = []
+        for request in batch:
+            if request.if_absent:
+                intents.append((len(writes), request))
+                writes.append(IfAbsent(request.puts[0]))
+            else:
+                writes.extend(request.puts)
         try:
-            await self._commit_puts([put for request in batch for put in request.puts])
+            skipped = await self._commit_puts(writes)
+            for index, request in intents:
+                request.found = skipped.get(index)
         except _DATA_ERRORS as exc:
             error = _commit_failed(exc)
             if len(batch) > 1:
@@ -319,34 +362,40 @@ class Journal:
         finally:
             self._wake(batch, error)
 
-    async def _commit_puts(self, puts: list[Put]) -> None:
-        """One transaction in a worker thread; counts it.
+    async def _commit_puts(self, writes: list[Put | IfAbsent]) -> dict[int, JobRecord]:
+        """One transaction in a worker thread; counts it. The conditional puts skipped.
 
         Cancellation: not interruptible once started; the commit finishes first.
         """
         started = time.perf_counter()
         try:
-            await trio.to_thread.run_sync(self._store.commit, puts, limiter=self._writer_thread)
+            skipped = await trio.to_thread.run_sync(
+                self._store.commit, writes, limiter=self._writer_thread
+            )
         except BaseException:
             self._counters.batches_failed += 1
             raise
         c = self._counters
+        size = len(writes)
         c.batches_committed += 1
-        c.puts_committed += len(puts)
-        c.last_batch_size = len(puts)
+        c.puts_committed += size - len(skipped)
+        c.last_batch_size = size
         c.last_commit_seconds = time.perf_counter() - started
-        c.max_batch_size = max(c.max_batch_size, len(puts))
+        c.max_batch_size = max(c.max_batch_size, size)
         if self._on_commit is not None:
-            self._on_commit(len(puts), c.last_commit_seconds)
+            self._on_commit(size, c.last_commit_seconds)
+        return skipped
 
     def _wake(self, batch: Sequence[_Request], error: JournalError | None) -> None:
         """Wake the waiters of ``batch`` not woken yet, failed with ``error`` if there is one."""
         for request in batch:
-            if request.done.is_set():
+            if request.done:
                 continue
             request.error = error
-            request.done.set()
+            request.done = True
             self._counters.pending_puts -= len(request.puts)
+            if request.waiter is not None:
+                trio.lowlevel.reschedule(request.waiter)
 
     def _fail_leftovers(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
         """Fail the requests the writer will never commit (``_close`` stopped it)."""

@@ -38,6 +38,20 @@ class InMemoryJournal:
         await trio.lowlevel.checkpoint()
         if self._fail_next:
             raise self._fail_next.pop(0)
+        self._commit(puts)
+
+    async def write_if_absent(self, put: Put) -> JobRecord | None:
+        """As ``Journal.write_if_absent``: commit ``put`` (and return ``None``) unless its job
+        is known; else write nothing and return the job's record."""
+        await trio.lowlevel.checkpoint()
+        if self._fail_next:
+            raise self._fail_next.pop(0)
+        existing = self.jobs.get(put.record.job_id)
+        if existing is None:
+            self._commit((put,))
+        return existing
+
+    def _commit(self, puts: tuple[Put, ...]) -> None:
         self.counts.writes += 1
         for put in puts:
             self.counts.puts += 1

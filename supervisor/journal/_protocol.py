@@ -13,6 +13,9 @@ class JournalLike(Protocol):
     async def write(self, *puts: Put) -> None:
         """Return once every put is committed. Errors: the commit's failure."""
 
+    async def write_if_absent(self, put: Put) -> JobRecord | None:
+        """Commit ``put`` unless its job is known: ``None``; else the job's record, unchanged."""
+
     async def get(self, job_id: str) -> JobRecord | None: ...
 
     async def find_by_meta(

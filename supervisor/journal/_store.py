@@ -1,22 +1,29 @@
 """The journal's SQL: synchronous SQLAlchemy Core operations, run in worker threads.
 
 A ``Store`` is thread-safe the way an engine is: every call checks out its own connection.
-Only the journal's writer actor calls ``commit``.
+Only the journal's writer actor calls ``commit``, which is shaped for throughput: driver SQL
+executed with tuples (no per-row SQLAlchemy processing), and, for a job whose row the
+writer committed and still remembers, an UPDATE of only the columns that changed. That
+UPDATE requires the row's ``updated_at`` to be the one remembered; a row someone else
+changed (or removed) is written whole instead, so the result is always the put's record.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from ._memory import is_unfinished
 from ._records import CreateState, DeleteState, EventRecord, JobRecord, Put
-from ._schema import UNFINISHED, events, jobs
+from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs
 
-__all__ = ["Store", "meta_key"]
+__all__ = ["IfAbsent", "Store", "meta_key"]
 
 _RECORD_FIELDS = tuple(column.name for column in jobs.c if column.name != "meta_key")
 
@@ -34,7 +41,10 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._upsert = _upsert_statement(engine.dialect.name)
+        self._sql = _Sql(engine.dialect.name)
+        # The writer's view of the rows it committed last (unfinished jobs only): a put that
+        # changes none of the stable columns of such a row is an UPDATE of the others.
+        self._committed: dict[str, JobRecord] = {}
         self._fail_next: Exception | None = None
 
     def fail_next(self, error: Exception | None = None) -> None:
@@ -44,18 +54,101 @@ class Store:
         """
         self._fail_next = error or sa.exc.OperationalError("COMMIT", None, Exception("injected"))
 
-    def commit(self, puts: Sequence[Put]) -> None:
-        """Apply ``puts`` in order in one transaction: upsert each job row, append each event.
+    def commit(self, writes: Sequence[Put | IfAbsent]) -> dict[int, JobRecord]:
+        """Apply ``writes`` in order in one transaction: write each job row, append each event.
+
+        An ``IfAbsent`` put is skipped (no row, no event) when its job already has a row at
+        that point; the result maps the index of each skipped one to that row.
 
         Errors: whatever SQLAlchemy raises; nothing is committed then.
         """
-        latest = {put.record.job_id: put.record for put in puts}  # the last put of a job wins
-        with self.engine.begin() as connection:
-            connection.execute(self._upsert, [_job_row(record) for record in latest.values()])
-            connection.execute(events.insert(), [_event_row(put) for put in puts])
-            error, self._fail_next = self._fail_next, None
-            if error is not None:
-                raise error
+        batch = _Batch(writes)
+        try:
+            with self.engine.begin() as connection:
+                skipped = self._insert_absent(connection, batch)
+                self._write_rows(connection, batch, skipped)
+                for statement, params in self._sql.insert_events(batch.events(skipped)):
+                    connection.exec_driver_sql(statement, params)
+                error, self._fail_next = self._fail_next, None
+                if error is not None:
+                    raise error
+        except BaseException:
+            for job_id in batch.job_ids():  # the outcome may be unknown: forget these rows
+                self._committed.pop(job_id, None)
+            raise
+        self._remember(batch, skipped)
+        return skipped
+
+    def _insert_absent(self, connection: sa.Connection, batch: _Batch) -> dict[int, JobRecord]:
+        """Insert the rows of the batch's intents where none exists; the puts skipped."""
+        if not batch.intents and not batch.decided:
+            return {}
+        records = [batch.put(index).record for index in batch.intents.values()]
+        inserted: set[str] = set()
+        for at in range(0, len(records), _ABSENT_CHUNK):
+            chunk = records[at : at + _ABSENT_CHUNK]
+            params = tuple(value for record in chunk for value in _full_row(record))
+            result = connection.exec_driver_sql(self._sql.insert_absent(len(chunk)), params)
+            inserted.update(job_id for (job_id,) in result)
+        missed = [record.job_id for record in records if record.job_id not in inserted]
+        found: dict[str, JobRecord] = {}
+        for at in range(0, len(missed), _ABSENT_CHUNK):
+            ids = missed[at : at + _ABSENT_CHUNK]
+            rows = connection.exec_driver_sql(self._sql.select(len(ids)), tuple(ids))
+            for row in rows:
+                record = _record(dict(zip(_RECORD_FIELDS, row, strict=True)))
+                found[record.job_id] = record
+        return batch.skipped(found)
+
+    def _write_rows(
+        self, connection: sa.Connection, batch: _Batch, skipped: dict[int, JobRecord]
+    ) -> None:
+        """Write the last put of each job: an UPDATE of the changing columns when the writer
+        knows the row and its stable columns stay; else the whole row (upsert)."""
+        # The hot path of every transition: tuples straight to the driver, a few multi-row
+        # UPDATEs (see _Sql.update) that leave the request blob, meta_key and their indexes
+        # alone, and a whole row only for new jobs and the rare put that changes the identity.
+        known: Mapping[str, JobRecord] = self._committed
+        if batch.intents:  # their rows, then the rows the writer knew
+            known = collections.ChainMap(batch.intent_rows(skipped), self._committed)
+        updates: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}  # by the columns changed
+        updated: list[JobRecord] = []
+        upserts: list[tuple[Any, ...]] = []
+        for job_id, record in batch.rows.items():
+            before = known.get(job_id)
+            if before is None or _stable(before) != _stable(record):
+                upserts.append(_full_row(record))
+                continue
+            # SET only what changed: each column set costs SQLite its CHECKs and the indexes
+            # that hold it (or whose predicate reads it), changed or not.
+            old, new = _mutable(before), _mutable(record)
+            changed = tuple(i for i in _UPDATED_INDEXES if old[i] != new[i]) or _UPDATED_AT
+            row = (*(new[i] for i in changed), job_id, before.updated_at)
+            updates.setdefault(changed, []).append(row)
+            updated.append(record)
+        rowcount = 0
+        for changed, rows in updates.items():
+            for statement, params in self._sql.update(changed, rows):
+                rowcount += connection.exec_driver_sql(statement, params).rowcount
+        if rowcount != len(updated):  # a row is not what we knew: write them all whole
+            upserts.extend(map(_full_row, updated))
+        if upserts:
+            connection.exec_driver_sql(self._sql.upsert, upserts)
+
+    def _remember(self, batch: _Batch, skipped: dict[int, JobRecord]) -> None:
+        """After a commit: remember the rows of unfinished jobs, forget finished ones."""
+        known = self._committed
+        if len(known) > _REMEMBER_LIMIT:
+            known.clear()
+        for job_id, record in batch.intent_rows(skipped).items():
+            if job_id not in batch.rows:
+                known[job_id] = record
+        known.update(batch.rows)
+        for job_id, record in batch.rows.items():
+            # Most rows have a live phase, and then the job is unfinished: skip the full rule.
+            maybe_finished = record.phase in TERMINAL_PHASES or record.create_state in _NO_PHASE
+            if maybe_finished and not is_unfinished(record):
+                del known[job_id]
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's row, or ``None``."""
@@ -131,39 +224,247 @@ class Store:
             return [_record(row._mapping) for row in connection.execute(query)]
 
 
-def _upsert_statement(dialect: str) -> sa.Executable:
-    """``INSERT .. ON CONFLICT (job_id) DO UPDATE`` replacing every column."""
-    if dialect == "postgresql":
-        pg = postgresql.insert(jobs)
-        return pg.on_conflict_do_update(index_elements=[jobs.c.job_id], set_=_replace(pg.excluded))
-    lite = sqlite.insert(jobs)
-    return lite.on_conflict_do_update(index_elements=[jobs.c.job_id], set_=_replace(lite.excluded))
+@dataclass(frozen=True, slots=True)
+class IfAbsent:
+    """A put that ``Store.commit`` applies only when its job has no row yet."""
+
+    put: Put
 
 
-def _replace(excluded: Any) -> dict[str, Any]:
-    return {c.name: excluded[c.name] for c in jobs.c if not c.primary_key}
+_COLUMNS = tuple(column.name for column in jobs.c)  # the full row: _RECORD_FIELDS + meta_key
+_STABLE = (
+    *("task_type", "task_type_version", "connector", "created_at"),
+    *("resource_meta", "create_request", "outputs"),
+)
+"""Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it) and the
+two blobs, which a job's transitions rarely change (outputs: once, at the end)."""
+_UPDATED = tuple(name for name in _RECORD_FIELDS if name not in (*_STABLE, "job_id"))
+_UPDATED_INDEXES = range(len(_UPDATED))
+_UPDATED_AT = (_UPDATED.index("updated_at"),)
+_EVENT_COLUMNS = ("job_id", "at", "kind", "phase", "detail")
+_ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
+_ROWS_PER_STATEMENT = 500  # of the writer's UPDATEs (at most 14 parameters a row) and events
+_NO_PHASE = frozenset({CreateState.FAILED, CreateState.ABANDONED})  # see is_unfinished
+_REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
 
-def _job_row(record: JobRecord) -> dict[str, Any]:
-    row = {name: getattr(record, name) for name in _RECORD_FIELDS}
-    row["create_state"] = record.create_state.value
-    row["delete_state"] = record.delete_state.value
-    if record.resource_meta is not None:
-        row["meta_key"] = meta_key(record.task_type, record.task_type_version, record.resource_meta)
-    else:
-        row["meta_key"] = None
-    return row
+class _Sql:
+    """The writer's statements as driver SQL (executed with tuples, no per-row processing)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.mark = "%s" if dialect == "postgresql" else "?"
+        self.values = f"({', '.join([self.mark] * len(_COLUMNS))})"
+        columns = ", ".join(_COLUMNS)
+        replace = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "job_id")
+        self.insert = f"INSERT INTO jobs ({columns}) VALUES "
+        self.upsert = f"{self.insert}{self.values} ON CONFLICT (job_id) DO UPDATE SET {replace}"
+        # One statement per batch (or per _ROWS_PER_STATEMENT rows), not one per row: SQLite
+        # gets multi-row VALUES, PostgreSQL arrays (a column each; even pipelined, it runs
+        # every statement of an executemany on its own).
+        self.columnar = dialect == "postgresql"
+        self._updates: dict[tuple[int, ...], str] = {}
+
+    def update(
+        self, changed: tuple[int, ...], rows: list[tuple[Any, ...]]
+    ) -> Iterator[tuple[str, Any]]:
+        """Statements and parameters that UPDATE the ``_UPDATED`` columns at ``changed`` of
+        ``rows``: their values, then the job id and the ``updated_at`` the row must still
+        have (else it is left alone: see the row count)."""
+        columns = (*(_UPDATED[i] for i in changed), "job_id", "seen")
+        if self.columnar:
+            assignments = ", ".join(f"{name} = v.{name}" for name in columns[:-2])
+            where = "jobs.job_id = v.job_id AND jobs.updated_at = v.seen"
+            source = _unnest(columns)
+            yield f"UPDATE jobs SET {assignments} FROM {source} WHERE {where}", _arrays(rows)
+            return
+        # SQLite names the columns of VALUES column1, column2, ...; the statement must start
+        # with UPDATE (not WITH) for sqlite3 to report its row count.
+        names = [f"v.column{n}" for n in range(1, len(columns) + 1)]
+        assignments = ", ".join(f"{c} = {v}" for c, v in zip(columns[:-2], names, strict=False))
+        where = f"jobs.job_id = {names[-2]} AND jobs.updated_at = {names[-1]}"
+        for chunk in _chunks(rows):
+            values = self._values(len(columns), len(chunk))
+            yield (
+                f"UPDATE jobs SET {assignments} FROM (VALUES {values}) AS v WHERE {where}",
+                tuple(itertools.chain.from_iterable(chunk)),
+            )
+
+    def insert_events(self, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, Any]]:
+        """Statements and parameters that append ``rows`` to events, in order."""
+        columns = ", ".join(_EVENT_COLUMNS)
+        if not rows:
+            return
+        if self.columnar:
+            source = _unnest(_EVENT_COLUMNS)
+            yield (
+                f"INSERT INTO events ({columns}) SELECT {columns} FROM {source} ORDER BY n",
+                (_arrays(rows)),
+            )
+            return
+        for chunk in _chunks(rows):
+            values = self._values(len(_EVENT_COLUMNS), len(chunk))
+            yield (
+                f"INSERT INTO events ({columns}) VALUES {values}",
+                tuple(itertools.chain.from_iterable(chunk)),
+            )
+
+    def _values(self, columns: int, rows: int) -> str:
+        row = f"({', '.join([self.mark] * columns)})"
+        return ", ".join([row] * rows)
+
+    def insert_absent(self, rows: int) -> str:
+        """Insert ``rows`` rows, skipping the jobs that have one; returns the inserted job ids."""
+        values = ", ".join([self.values] * rows)
+        return f"{self.insert}{values} ON CONFLICT (job_id) DO NOTHING RETURNING job_id"
+
+    def select(self, rows: int) -> str:
+        marks = ", ".join([self.mark] * rows)
+        return f"SELECT {', '.join(_RECORD_FIELDS)} FROM jobs WHERE job_id IN ({marks})"
 
 
-def _event_row(put: Put) -> dict[str, Any]:
+_PG_TYPES = {
+    "attempt": "int",
+    "phase": "int",
+    "updated_at": "float8",
+    "deadline": "float8",
+    "finished_at": "float8",
+    "lease_until": "float8",
+    "at": "float8",
+    "seen": "float8",
+}
+
+
+def _unnest(columns: Sequence[str]) -> str:
+    arrays = ", ".join(f"%s::{_PG_TYPES.get(name, 'text')}[]" for name in columns)
+    return f"unnest({arrays}) WITH ORDINALITY AS v({', '.join(columns)}, n)"
+
+
+def _arrays(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    return tuple(map(list, zip(*rows, strict=True)))
+
+
+def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    for at in range(0, len(rows), _ROWS_PER_STATEMENT):
+        yield rows[at : at + _ROWS_PER_STATEMENT]
+
+
+class _Batch:
+    """One commit's writes, resolved in order: what each job's row becomes, which conditional
+    puts the batch itself decides, and which ones the database must decide (``intents``)."""
+
+    def __init__(self, writes: Sequence[Put | IfAbsent]) -> None:
+        self.writes = writes
+        self.rows: dict[str, JobRecord] = {}  # the last unconditional put of each job
+        self.intents: dict[str, int] = {}  # job -> index of a conditional put first to write it
+        self.decided: dict[int, JobRecord | int] = {}  # index -> the row it finds, or the
+        # index of the intent whose outcome is that row
+        for index, write in enumerate(writes):
+            if type(write) is Put:
+                self.rows[write.record.job_id] = write.record
+                continue
+            assert isinstance(write, IfAbsent)
+            job_id = write.put.record.job_id
+            if job_id in self.rows:
+                self.decided[index] = self.rows[job_id]
+            elif job_id in self.intents:
+                self.decided[index] = self.intents[job_id]
+            else:
+                self.intents[job_id] = index
+
+    def job_ids(self) -> Iterable[str]:
+        return itertools.chain(self.rows, self.intents)
+
+    def put(self, index: int) -> Put:
+        write = self.writes[index]
+        return write.put if isinstance(write, IfAbsent) else write
+
+    def skipped(self, found: dict[str, JobRecord]) -> dict[int, JobRecord]:
+        """The conditional puts not applied, with the row each found; ``found``: the rows
+        the database had for the intents it did not insert."""
+        skipped = {self.intents[job_id]: record for job_id, record in found.items()}
+        for index, decider in self.decided.items():
+            if isinstance(decider, JobRecord):
+                skipped[index] = decider
+            else:
+                skipped[index] = skipped.get(decider) or self.put(decider).record
+        return skipped
+
+    def intent_rows(self, skipped: dict[int, JobRecord]) -> dict[str, JobRecord]:
+        """The row each intent's job has after the intents: inserted, or found."""
+        return {
+            job_id: skipped[index] if index in skipped else self.put(index).record
+            for job_id, index in self.intents.items()
+        }
+
+    def events(self, skipped: dict[int, JobRecord]) -> list[tuple[Any, ...]]:
+        if not skipped:
+            return [_event_row(self.put(index)) for index in range(len(self.writes))]
+        return [
+            _event_row(self.put(index)) for index in range(len(self.writes)) if index not in skipped
+        ]
+
+
+def _stable(record: JobRecord) -> tuple[Any, ...]:
+    return (
+        record.task_type,
+        record.task_type_version,
+        record.connector,
+        record.created_at,
+        record.resource_meta,
+        record.create_request,
+        record.outputs,
+    )
+
+
+def _full_row(record: JobRecord) -> tuple[Any, ...]:
+    """The whole row, in ``_COLUMNS`` order; meta_key is computed only here."""
+    meta = record.resource_meta
+    return (
+        record.job_id,
+        record.task_type,
+        record.task_type_version,
+        record.connector,
+        record.attempt,
+        record.create_state.value,
+        record.delete_state.value,
+        record.phase,
+        record.created_at,
+        record.updated_at,
+        meta,
+        record.message,
+        record.log_links,
+        record.outputs,
+        record.custom_info,
+        record.create_request,
+        record.deadline,
+        record.finished_at,
+        record.owner,
+        record.lease_until,
+        None if meta is None else meta_key(record.task_type, record.task_type_version, meta),
+    )
+
+
+def _mutable(record: JobRecord) -> tuple[Any, ...]:
+    """The ``_UPDATED`` columns of ``record``, as parameters."""
+    return (
+        record.attempt,
+        record.create_state.value,
+        record.delete_state.value,
+        record.phase,
+        record.updated_at,
+        record.message,
+        record.log_links,
+        record.custom_info,
+        record.deadline,
+        record.finished_at,
+        record.owner,
+        record.lease_until,
+    )
+
+
+def _event_row(put: Put) -> tuple[Any, ...]:
     record = put.record
-    return {
-        "job_id": record.job_id,
-        "at": record.updated_at,
-        "kind": put.kind,
-        "phase": record.phase,
-        "detail": put.detail,
-    }
+    return (record.job_id, record.updated_at, put.kind, record.phase, put.detail)
 
 
 def _record(row: Any) -> JobRecord:
