@@ -224,19 +224,23 @@ class Supervisor(StatelessAnswers):
             if handle is not None:
                 self._offer_credentials(handle, kwargs)
             else:
-                record = await self._journal.get(job_id)
-                if record is not None and record.create_state == CreateState.CREATED:
-                    assert record.resource_meta is not None
-                    return pb.CreateTaskResponse(resource_meta=record.resource_meta)
-                if record is not None and record.create_state == CreateState.ABANDONED:
-                    raise ConnectorFailed(record.message)
-                if record is not None and record.create_state == CreateState.PENDING:
-                    handle = self._start(connector, record, kwargs=kwargs, resumed=True)
-                else:
-                    record = self._new_record(connector, job_id, request)
-                    await self._journal.write(
-                        Put(record, "create_intent", json.dumps({"attempt": record.attempt}))
+                # One conditional insert, group-committed: a new job costs no read.
+                record = self._new_record(connector, job_id, request)
+                intent = Put(record, "create_intent", json.dumps({"attempt": record.attempt}))
+                existing = await self._journal.write_if_absent(intent)
+                if existing is None:
+                    handle = self._start(
+                        connector, record, kwargs=kwargs, resumed=False, request=request
                     )
+                elif existing.create_state == CreateState.CREATED:
+                    assert existing.resource_meta is not None
+                    return pb.CreateTaskResponse(resource_meta=existing.resource_meta)
+                elif existing.create_state == CreateState.ABANDONED:
+                    raise ConnectorFailed(existing.message)
+                elif existing.create_state == CreateState.PENDING:
+                    handle = self._start(connector, existing, kwargs=kwargs, resumed=True)
+                else:  # FAILED: this request tries the create again
+                    await self._journal.write(intent)
                     handle = self._start(
                         connector, record, kwargs=kwargs, resumed=False, request=request
                     )
