@@ -62,7 +62,10 @@ class Preset:
 def _matrix(concurrency: Sequence[int], latencies: Sequence[float]) -> tuple[Scenario, ...]:
     lifecycle = [Scenario("lifecycle", ms, c) for ms in latencies for c in concurrency]
     creates = [Scenario("create", ms, max(concurrency)) for ms in latencies]
-    return (*lifecycle, *creates)
+    # GetTask alone (one job per worker): the per-call cost without the durable creates and
+    # deletes of the lifecycle.
+    gets = [Scenario("get", ms, max(concurrency)) for ms in latencies]
+    return (*lifecycle, *creates, *gets)
 
 
 PRESETS = {
