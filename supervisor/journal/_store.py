@@ -11,29 +11,34 @@ changed (or removed) is written whole instead, so the result is always the put's
 from __future__ import annotations
 
 import collections
-import hashlib
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from ._memory import is_unfinished
-from ._records import CreateState, DeleteState, EventRecord, JobRecord, Put
+from ._records import CreateState, EventRecord, JobRecord, Put
+from ._rows import (
+    RECORD_FIELDS,
+    UPDATED_AT,
+    UPDATED_INDEXES,
+    Sql,
+    event_row,
+    full_row,
+    meta_key,
+    mutable_columns,
+    record_of,
+    stable_columns,
+)
 from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs
 
 __all__ = ["IfAbsent", "Store", "meta_key"]
 
-_RECORD_FIELDS = tuple(column.name for column in jobs.c if column.name != "meta_key")
-
-
-def meta_key(task_type: str, version: int, resource_meta: bytes) -> str:
-    """The sha256 hex digest that indexes a job by the resource_meta a caller holds."""
-    prefix = task_type.encode()
-    digest = hashlib.sha256(b"%d:%s:%d:" % (len(prefix), prefix, version))
-    digest.update(resource_meta)
-    return digest.hexdigest()
+_ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
+_NO_PHASE = frozenset({CreateState.FAILED, CreateState.ABANDONED})  # see is_unfinished
+_REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
 
 class Store:
@@ -41,7 +46,7 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._sql = _Sql(engine.dialect.name)
+        self._sql = Sql(engine.dialect.name)
         # The writer's view of the rows it committed last (unfinished jobs only): a put that
         # changes none of the stable columns of such a row is an UPDATE of the others.
         self._committed: dict[str, JobRecord] = {}
@@ -87,7 +92,7 @@ class Store:
         inserted: set[str] = set()
         for at in range(0, len(records), _ABSENT_CHUNK):
             chunk = records[at : at + _ABSENT_CHUNK]
-            params = tuple(value for record in chunk for value in _full_row(record))
+            params = tuple(value for record in chunk for value in full_row(record))
             result = connection.exec_driver_sql(self._sql.insert_absent(len(chunk)), params)
             inserted.update(job_id for (job_id,) in result)
         missed = [record.job_id for record in records if record.job_id not in inserted]
@@ -96,7 +101,7 @@ class Store:
             ids = missed[at : at + _ABSENT_CHUNK]
             rows = connection.exec_driver_sql(self._sql.select(len(ids)), tuple(ids))
             for row in rows:
-                record = _record(dict(zip(_RECORD_FIELDS, row, strict=True)))
+                record = record_of(dict(zip(RECORD_FIELDS, row, strict=True)))
                 found[record.job_id] = record
         return batch.skipped(found)
 
@@ -106,7 +111,7 @@ class Store:
         """Write the last put of each job: an UPDATE of the changing columns when the writer
         knows the row and its stable columns stay; else the whole row (upsert)."""
         # The hot path of every transition: tuples straight to the driver, a few multi-row
-        # UPDATEs (see _Sql.update) that leave the request blob, meta_key and their indexes
+        # UPDATEs (see Sql.update) that leave the request blob, meta_key and their indexes
         # alone, and a whole row only for new jobs and the rare put that changes the identity.
         known: Mapping[str, JobRecord] = self._committed
         if batch.intents:  # their rows, then the rows the writer knew
@@ -116,13 +121,13 @@ class Store:
         upserts: list[tuple[Any, ...]] = []
         for job_id, record in batch.rows.items():
             before = known.get(job_id)
-            if before is None or _stable(before) != _stable(record):
-                upserts.append(_full_row(record))
+            if before is None or stable_columns(before) != stable_columns(record):
+                upserts.append(full_row(record))
                 continue
             # SET only what changed: each column set costs SQLite its CHECKs and the indexes
             # that hold it (or whose predicate reads it), changed or not.
-            old, new = _mutable(before), _mutable(record)
-            changed = tuple(i for i in _UPDATED_INDEXES if old[i] != new[i]) or _UPDATED_AT
+            old, new = mutable_columns(before), mutable_columns(record)
+            changed = tuple(i for i in UPDATED_INDEXES if old[i] != new[i]) or UPDATED_AT
             row = (*(new[i] for i in changed), job_id, before.updated_at)
             updates.setdefault(changed, []).append(row)
             updated.append(record)
@@ -131,7 +136,7 @@ class Store:
             for statement, params in self._sql.update(changed, rows):
                 rowcount += connection.exec_driver_sql(statement, params).rowcount
         if rowcount != len(updated):  # a row is not what we knew: write them all whole
-            upserts.extend(map(_full_row, updated))
+            upserts.extend(map(full_row, updated))
         if upserts:
             connection.exec_driver_sql(self._sql.upsert, upserts)
 
@@ -218,10 +223,10 @@ class Store:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[JobRecord]:
-        query = sa.select(*(jobs.c[name] for name in _RECORD_FIELDS)).where(*criteria)
+        query = sa.select(*(jobs.c[name] for name in RECORD_FIELDS)).where(*criteria)
         query = query.order_by(*order_by).limit(limit).offset(offset or None)
         with self.engine.connect() as connection:
-            return [_record(row._mapping) for row in connection.execute(query)]
+            return [record_of(row._mapping) for row in connection.execute(query)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,123 +234,6 @@ class IfAbsent:
     """A put that ``Store.commit`` applies only when its job has no row yet."""
 
     put: Put
-
-
-_COLUMNS = tuple(column.name for column in jobs.c)  # the full row: _RECORD_FIELDS + meta_key
-_STABLE = (
-    *("task_type", "task_type_version", "connector", "created_at"),
-    *("resource_meta", "create_request", "outputs"),
-)
-"""Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it) and the
-two blobs, which a job's transitions rarely change (outputs: once, at the end)."""
-_UPDATED = tuple(name for name in _RECORD_FIELDS if name not in (*_STABLE, "job_id"))
-_UPDATED_INDEXES = range(len(_UPDATED))
-_UPDATED_AT = (_UPDATED.index("updated_at"),)
-_EVENT_COLUMNS = ("job_id", "at", "kind", "phase", "detail")
-_ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
-_ROWS_PER_STATEMENT = 500  # of the writer's UPDATEs (at most 14 parameters a row) and events
-_NO_PHASE = frozenset({CreateState.FAILED, CreateState.ABANDONED})  # see is_unfinished
-_REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
-
-
-class _Sql:
-    """The writer's statements as driver SQL (executed with tuples, no per-row processing)."""
-
-    def __init__(self, dialect: str) -> None:
-        self.mark = "%s" if dialect == "postgresql" else "?"
-        self.values = f"({', '.join([self.mark] * len(_COLUMNS))})"
-        columns = ", ".join(_COLUMNS)
-        replace = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS if name != "job_id")
-        self.insert = f"INSERT INTO jobs ({columns}) VALUES "
-        self.upsert = f"{self.insert}{self.values} ON CONFLICT (job_id) DO UPDATE SET {replace}"
-        # One statement per batch (or per _ROWS_PER_STATEMENT rows), not one per row: SQLite
-        # gets multi-row VALUES, PostgreSQL arrays (a column each; even pipelined, it runs
-        # every statement of an executemany on its own).
-        self.columnar = dialect == "postgresql"
-        self._updates: dict[tuple[int, ...], str] = {}
-
-    def update(
-        self, changed: tuple[int, ...], rows: list[tuple[Any, ...]]
-    ) -> Iterator[tuple[str, Any]]:
-        """Statements and parameters that UPDATE the ``_UPDATED`` columns at ``changed`` of
-        ``rows``: their values, then the job id and the ``updated_at`` the row must still
-        have (else it is left alone: see the row count)."""
-        columns = (*(_UPDATED[i] for i in changed), "job_id", "seen")
-        if self.columnar:
-            assignments = ", ".join(f"{name} = v.{name}" for name in columns[:-2])
-            where = "jobs.job_id = v.job_id AND jobs.updated_at = v.seen"
-            source = _unnest(columns)
-            yield f"UPDATE jobs SET {assignments} FROM {source} WHERE {where}", _arrays(rows)
-            return
-        # SQLite names the columns of VALUES column1, column2, ...; the statement must start
-        # with UPDATE (not WITH) for sqlite3 to report its row count.
-        names = [f"v.column{n}" for n in range(1, len(columns) + 1)]
-        assignments = ", ".join(f"{c} = {v}" for c, v in zip(columns[:-2], names, strict=False))
-        where = f"jobs.job_id = {names[-2]} AND jobs.updated_at = {names[-1]}"
-        for chunk in _chunks(rows):
-            values = self._values(len(columns), len(chunk))
-            yield (
-                f"UPDATE jobs SET {assignments} FROM (VALUES {values}) AS v WHERE {where}",
-                tuple(itertools.chain.from_iterable(chunk)),
-            )
-
-    def insert_events(self, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, Any]]:
-        """Statements and parameters that append ``rows`` to events, in order."""
-        columns = ", ".join(_EVENT_COLUMNS)
-        if not rows:
-            return
-        if self.columnar:
-            source = _unnest(_EVENT_COLUMNS)
-            yield (
-                f"INSERT INTO events ({columns}) SELECT {columns} FROM {source} ORDER BY n",
-                (_arrays(rows)),
-            )
-            return
-        for chunk in _chunks(rows):
-            values = self._values(len(_EVENT_COLUMNS), len(chunk))
-            yield (
-                f"INSERT INTO events ({columns}) VALUES {values}",
-                tuple(itertools.chain.from_iterable(chunk)),
-            )
-
-    def _values(self, columns: int, rows: int) -> str:
-        row = f"({', '.join([self.mark] * columns)})"
-        return ", ".join([row] * rows)
-
-    def insert_absent(self, rows: int) -> str:
-        """Insert ``rows`` rows, skipping the jobs that have one; returns the inserted job ids."""
-        values = ", ".join([self.values] * rows)
-        return f"{self.insert}{values} ON CONFLICT (job_id) DO NOTHING RETURNING job_id"
-
-    def select(self, rows: int) -> str:
-        marks = ", ".join([self.mark] * rows)
-        return f"SELECT {', '.join(_RECORD_FIELDS)} FROM jobs WHERE job_id IN ({marks})"
-
-
-_PG_TYPES = {
-    "attempt": "int",
-    "phase": "int",
-    "updated_at": "float8",
-    "deadline": "float8",
-    "finished_at": "float8",
-    "lease_until": "float8",
-    "at": "float8",
-    "seen": "float8",
-}
-
-
-def _unnest(columns: Sequence[str]) -> str:
-    arrays = ", ".join(f"%s::{_PG_TYPES.get(name, 'text')}[]" for name in columns)
-    return f"unnest({arrays}) WITH ORDINALITY AS v({', '.join(columns)}, n)"
-
-
-def _arrays(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
-    return tuple(map(list, zip(*rows, strict=True)))
-
-
-def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
-    for at in range(0, len(rows), _ROWS_PER_STATEMENT):
-        yield rows[at : at + _ROWS_PER_STATEMENT]
 
 
 class _Batch:
@@ -398,80 +286,10 @@ class _Batch:
 
     def events(self, skipped: dict[int, JobRecord]) -> list[tuple[Any, ...]]:
         if not skipped:
-            return [_event_row(self.put(index)) for index in range(len(self.writes))]
+            return [event_row(self.put(index)) for index in range(len(self.writes))]
         return [
-            _event_row(self.put(index)) for index in range(len(self.writes)) if index not in skipped
+            event_row(self.put(index)) for index in range(len(self.writes)) if index not in skipped
         ]
-
-
-def _stable(record: JobRecord) -> tuple[Any, ...]:
-    return (
-        record.task_type,
-        record.task_type_version,
-        record.connector,
-        record.created_at,
-        record.resource_meta,
-        record.create_request,
-        record.outputs,
-    )
-
-
-def _full_row(record: JobRecord) -> tuple[Any, ...]:
-    """The whole row, in ``_COLUMNS`` order; meta_key is computed only here."""
-    meta = record.resource_meta
-    return (
-        record.job_id,
-        record.task_type,
-        record.task_type_version,
-        record.connector,
-        record.attempt,
-        record.create_state.value,
-        record.delete_state.value,
-        record.phase,
-        record.created_at,
-        record.updated_at,
-        meta,
-        record.message,
-        record.log_links,
-        record.outputs,
-        record.custom_info,
-        record.create_request,
-        record.deadline,
-        record.finished_at,
-        record.owner,
-        record.lease_until,
-        None if meta is None else meta_key(record.task_type, record.task_type_version, meta),
-    )
-
-
-def _mutable(record: JobRecord) -> tuple[Any, ...]:
-    """The ``_UPDATED`` columns of ``record``, as parameters."""
-    return (
-        record.attempt,
-        record.create_state.value,
-        record.delete_state.value,
-        record.phase,
-        record.updated_at,
-        record.message,
-        record.log_links,
-        record.custom_info,
-        record.deadline,
-        record.finished_at,
-        record.owner,
-        record.lease_until,
-    )
-
-
-def _event_row(put: Put) -> tuple[Any, ...]:
-    record = put.record
-    return (record.job_id, record.updated_at, put.kind, record.phase, put.detail)
-
-
-def _record(row: Any) -> JobRecord:
-    values = dict(row)
-    values["create_state"] = CreateState(values["create_state"])
-    values["delete_state"] = DeleteState(values["delete_state"])
-    return JobRecord(**values)
 
 
 def _first(records: list[JobRecord]) -> JobRecord | None:
