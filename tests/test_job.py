@@ -26,6 +26,7 @@ from supervisor._job import (
     answer_for,
     encode_answer,
     link_from_json,
+    link_to_json,
     observed,
     with_observation,
 )
@@ -219,3 +220,22 @@ def test_the_encoded_answer_follows_every_change_of_the_record() -> None:
         pb.GetTaskResponse.parse(answers[-1]).resource
         == answer_for(dataclasses.replace(running, phase=int(Phase.SUCCEEDED))).resource
     )
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        TaskLog(name="Console", uri="https://console/job/1"),
+        TaskLog(uri="https://u", ready=True, show_while_pending=True, icon_uri="https://i"),
+        TaskLog(name="n", hide_once_finished=True),
+        TaskLog(name="ünïcødé", uri="https://x/ü?a=1&b=2"),
+        TaskLog(name="n", uri="u", ttl=dt.timedelta(seconds=90)),
+        TaskLog(name="n", ttl=dt.timedelta(0)),
+        TaskLog(name="n", message_format=TaskLogMessageFormat.JSON),
+        TaskLog(name="n", link_type=TaskLogLinkType.DASHBOARD),
+        TaskLog(),
+    ],
+)
+def test_a_links_journal_form_is_what_to_dict_gives(link: TaskLog) -> None:
+    assert link_to_json(link) == link.to_dict()
+    assert link_from_json(link_to_json(link)) == link
