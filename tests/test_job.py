@@ -94,22 +94,29 @@ def test_changed_custom_info_and_links_added_or_dropped_are_seen() -> None:
     )
 
 
+_RECORD = JobRecord(
+    job_id="j1",
+    task_type="fake",
+    task_type_version=0,
+    connector="Fake connector",
+    attempt=0,
+    create_state=CreateState.CREATED,
+    delete_state=DeleteState.NONE,
+    phase=int(Phase.QUEUED),
+    created_at=0.0,
+    updated_at=0.0,
+    resource_meta=b"{}",
+)
+
+
 def test_a_journalled_record_is_remembered_as_the_last_report(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     report = _report(_console(), _console("https://b"), info={"rows": 3})
     seen = observed(report)
-    record = JobRecord(
-        job_id="j",
-        task_type="fake",
-        task_type_version=0,
-        connector="fake",
-        attempt=0,
-        create_state=CreateState.CREATED,
-        delete_state=DeleteState.NONE,
+    record = dataclasses.replace(
+        _RECORD,
         phase=seen.phase,
-        created_at=0.0,
-        updated_at=0.0,
         message=seen.message,
         log_links=seen.log_links,
         custom_info=seen.custom_info,
@@ -122,19 +129,7 @@ def test_a_journalled_record_is_remembered_as_the_last_report(
 
 
 def test_an_unreadable_record_is_not_remembered() -> None:
-    record = JobRecord(
-        job_id="j",
-        task_type="fake",
-        task_type_version=0,
-        connector="fake",
-        attempt=0,
-        create_state=CreateState.CREATED,
-        delete_state=DeleteState.NONE,
-        phase=int(Phase.RUNNING),
-        created_at=0.0,
-        updated_at=0.0,
-        log_links="not json",
-    )
+    record = dataclasses.replace(_RECORD, phase=int(Phase.RUNNING), log_links="not json")
     report = _report(_console())
     assert Observer(record).observe(report) == observed(report)
 
@@ -158,19 +153,6 @@ def test_a_link_reads_back_from_its_journal_form_as_from_dict_reads_it(link: Tas
 
 # -- the encoded GetTask answer ---------------------------------------------------------------
 
-_RECORD = JobRecord(
-    job_id="j1",
-    task_type="fake",
-    task_type_version=0,
-    connector="Fake connector",
-    attempt=0,
-    create_state=CreateState.CREATED,
-    delete_state=DeleteState.NONE,
-    phase=int(Phase.QUEUED),
-    created_at=0.0,
-    updated_at=0.0,
-    resource_meta=b"{}",
-)
 _ROWS = Outputs(
     literals=[
         NamedLiteral(name="rows", value=Literal(scalar=Scalar(primitive=Primitive(integer=3))))
