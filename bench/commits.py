@@ -5,7 +5,7 @@ job's whole row plus one event, as an actor writes it) after another, each waiti
 commit, as actors do. Group commit batches whatever is queued; we count the puts committed
 during the measured window. SQLite runs on a file with the journal's own settings (WAL,
 ``synchronous=FULL``); PostgreSQL on a throwaway server started like the tests' one
-(``tests.postgres``), but with ``fsync`` on, since durability is the point.
+(``tests.support.postgres``), but with ``fsync`` on, since durability is the point.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from supervisor.journal import CreateState, DeleteState, JobRecord, Journal, Put
-from tests.postgres import PostgresServer, find_bin_dir, fresh_database
+from tests.support.postgres import PostgresServer, find_bin_dir, fresh_database
 
 __all__ = ["CommitResult", "durable_postgres", "measure_commits"]
 

@@ -22,7 +22,7 @@ import grpc
 from flyteidl2.connector import connector_pb2, service_pb2_grpc
 
 from bench.service import LATENCY_ENV, STATS_ENV
-from tests.server import REPO_ROOT, ServerProcess
+from tests.support.server import REPO_ROOT, ServerProcess
 
 __all__ = [
     "BENCH_DIR",

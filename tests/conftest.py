@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import PostgresServer, find_bin_dir, fresh_database, running_postgres
+from tests.support.postgres import PostgresServer, find_bin_dir, fresh_database, running_postgres
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The BigQuery connector against bqemulator, with the real google-cloud-bigquery client.
 
-A proxy in front of the emulator (``tests/bigquery/proxy.py``) adds what the emulator lacks:
+A proxy in front of the emulator (``tests/support/bigquery/proxy.py``) adds what the emulator lacks:
 a RUNNING state (``/*sleep=S*/`` in the SQL), a real cancel, and 409 on a repeated job id.
 """
 
@@ -41,11 +41,11 @@ from flyteproto.flyteidl2.core import (
     VariableMap,
 )
 from flyteproto.google.protobuf import Struct
-from tests.bigquery.emulator import PROJECT, SHORT_RETRY, Emulator, emulator_job
-from tests.bigquery.polling import wait_for_phase
-from tests.bigquery.proxy import BigQueryProxy
+from tests.support.bigquery.emulator import PROJECT, SHORT_RETRY, Emulator, emulator_job
+from tests.support.bigquery.polling import wait_for_phase
+from tests.support.bigquery.proxy import BigQueryProxy
 
-pytest_plugins = ["tests.bigquery.fixtures"]
+pytest_plugins = ["tests.support.bigquery.fixtures"]
 
 
 def template(

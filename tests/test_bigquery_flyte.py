@@ -1,7 +1,7 @@
 """A task made by Flyte's own BigQuery plugin runs unchanged, directly and end to end.
 
 The template is the one ``flyteplugins-bigquery`` serialises (recorded in
-``tests/bigquery/flyte_bigquery_template.json``; serialised afresh where the plugin is
+``tests/support/bigquery/flyte_bigquery_template.json``; serialised afresh where the plugin is
 installed). End to end, the real server process runs the connector and the official
 flyteidl2 grpcio client plays Propeller.
 """
@@ -30,19 +30,19 @@ from flyteidl2.task import common_pb2
 from connectors import Phase, Resource, StructuredDatasetRef
 from connectors.bigquery import BigQueryConnector, BigQueryJob
 from flyteproto.flyteidl2.core import TaskTemplate
-from tests.bigquery.emulator import PROJECT, SHORT_RETRY, Emulator, emulator_job
-from tests.bigquery.flyte_template import load_recorded, serialize_with_flyte
-from tests.bigquery.polling import PHASE_TIMEOUT, POLL_INTERVAL, wait_for_phase
-from tests.bigquery.proxy import BigQueryProxy
-from tests.server import ServerProcess
+from tests.support.bigquery.emulator import PROJECT, SHORT_RETRY, Emulator, emulator_job
+from tests.support.bigquery.flyte_template import load_recorded, serialize_with_flyte
+from tests.support.bigquery.polling import PHASE_TIMEOUT, POLL_INTERVAL, wait_for_phase
+from tests.support.bigquery.proxy import BigQueryProxy
+from tests.support.server import ServerProcess
 
-pytest_plugins = ["tests.bigquery.fixtures"]
+pytest_plugins = ["tests.support.bigquery.fixtures"]
 
 #: The protobuf-runtime messages of the official package are untyped.
 Message = Any
 
 INPUTS = {"n": 41, "names": ["a", "b", "c"]}
-#: Where the plugin's QueryJobConfig sends the results (tests/bigquery/flyte_template.py).
+#: Where the plugin's QueryJobConfig sends the results (tests/support/bigquery/flyte_template.py).
 RESULTS_URI = f"bq://{PROJECT}:flyte.results"
 #: Phases after which Propeller stops polling.
 TERMINAL = {
@@ -116,9 +116,9 @@ async def test_template_serialised_now_by_flytes_plugin_runs_unchanged(
 
 @pytest.fixture
 def stub(bigquery_proxy: BigQueryProxy, tmp_path: Path) -> Iterator[Any]:
-    """The AsyncConnectorService of a server that runs ``tests.bigquery.served``."""
+    """The AsyncConnectorService of a server that runs ``tests.support.bigquery.served``."""
     server = ServerProcess(
-        ["--entry-points", "false", "--modules", "tests.bigquery.served"],
+        ["--entry-points", "false", "--modules", "tests.support.bigquery.served"],
         env={"BIGQUERY_EMULATOR_HOST": bigquery_proxy.url},
         log_dir=tmp_path,
     )

@@ -1,9 +1,9 @@
 """Crash tests: the real server, killed with SIGKILL at chosen moments, on SQLite and PostgreSQL.
 
-Every test drives ``python -m supervisor serve`` (``tests.server.ServerProcess``) with the
+Every test drives ``python -m supervisor serve`` (``tests.support.server.ServerProcess``) with the
 official ``flyteidl2`` grpcio client, as Propeller would, and runs once per journal backend.
 The external jobs are local process jobs (task type ``process``); ``crash-process``
-(``tests.crash_connectors``) is the same connector with hooks that hold a create or a
+(``tests.support.crash_connectors``) is the same connector with hooks that hold a create or a
 delete so that a kill -9 lands exactly where a test wants it.
 
 A job's command appends a line to its own count file each time it runs (so a test sees
@@ -31,9 +31,9 @@ from flyteidl2.connector import service_pb2_grpc
 from flyteidl2.core import execution_pb2, identifier_pb2, security_pb2, tasks_pb2
 from google.protobuf import struct_pb2
 
-from tests.crash_connectors import DELETE_CALLS, HOLD_DELETE
-from tests.postgres import fresh_database
-from tests.server import ServerProcess, ServerTimeout, wait_for
+from tests.support.crash_connectors import DELETE_CALLS, HOLD_DELETE
+from tests.support.postgres import fresh_database
+from tests.support.server import ServerProcess, ServerTimeout, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ SERVER_ARGS = [
     "false",
     "--modules",
     "connectors.process",
-    "tests.crash_connectors",
+    "tests.support.crash_connectors",
 ]
 PROCESS = "process"
 CRASH_PROCESS = "crash-process"

@@ -1,6 +1,6 @@
 """The Databricks connector against a fake Databricks workspace over real HTTP.
 
-The fake (``tests/fake_databricks.py``) speaks the Jobs API 2.1 run endpoints on 127.0.0.1
+The fake (``tests/support/fake_databricks.py``) speaks the Jobs API 2.1 run endpoints on 127.0.0.1
 in each test's own Trio run; tests move its runs through their states and inject faults.
 Time is real (sockets are), so waits are bounded by deadlines, never fixed sleeps.
 """
@@ -27,7 +27,7 @@ from connectors.databricks import (
     DatabricksTransientError,
 )
 from connectors.databricks._errors import parse_retry_after
-from tests.fake_databricks import ARGS, FakeDatabricks, databricks_template
+from tests.support.fake_databricks import ARGS, FakeDatabricks, databricks_template
 
 KEY = "0123456789abcdef0123456789abcdef"  # what the supervisor passes: 32 hex characters
 

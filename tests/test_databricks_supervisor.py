@@ -1,7 +1,7 @@
 """End to end: the real Supervisor runs Databricks jobs against the fake workspace.
 
-CreateTask / GetTask / DeleteTask go through ``supervisor._supervisor.Supervisor`` with an
-InMemoryJournal; the connector talks HTTP to ``tests/fake_databricks.py``. The clock is
+CreateTask / GetTask / DeleteTask go through ``supervisor.Supervisor`` with an
+InMemoryJournal; the connector talks HTTP to ``tests/support/fake_databricks.py``. The clock is
 real (sockets are), so the connector polls every 50 ms and waits have deadlines.
 """
 
@@ -23,9 +23,9 @@ from flyteproto.flyteidl2.core import (
     Identifier,
     TaskExecutionIdentifier,
 )
-from supervisor._supervisor import Supervisor
-from supervisor.journal._memory import InMemoryJournal
-from tests.fake_databricks import FakeDatabricks, databricks_template
+from supervisor import Supervisor
+from supervisor.journal import InMemoryJournal
+from tests.support.fake_databricks import FakeDatabricks, databricks_template
 
 CATEGORY = pb.TaskCategory(name="databricks", version=0)
 POLL = 0.05

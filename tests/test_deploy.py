@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from supervisor._settings import Settings
+from supervisor.cli import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from supervisor._cli import build_parser
-from supervisor._config_docs import DOC_PATH, OTHER_ENVIRONMENT, render
-from supervisor._settings import ENVIRONMENT, Settings
+from supervisor.cli import ENVIRONMENT, Settings, build_parser
+from supervisor.cli.config_docs import DOC_PATH, OTHER_ENVIRONMENT, render
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Documents and deployment files that mention flags and environment variables.
@@ -27,7 +26,7 @@ MENTIONS = [
 
 
 def test_the_configuration_reference_is_current() -> None:
-    assert DOC_PATH.read_text() == render(), "run: python -m supervisor._config_docs"
+    assert DOC_PATH.read_text() == render(), "run: python -m supervisor.cli.config_docs"
 
 
 #: flag -> (a value for its variable, what ``serve`` then sees)

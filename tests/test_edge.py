@@ -24,10 +24,11 @@ from grpclib.testing import ChannelFor
 from connectors import ConnectorRegistry, Phase
 from connectors.testing import FakeConnector, FakeMeta, FakeService
 from flyteproto.flyteidl2 import connector as pb
-from supervisor._edge import Codec, Edge, _BatchingTransport
-from supervisor._metrics import Metrics
-from supervisor._supervisor import Supervisor
+from supervisor import Supervisor
+from supervisor.edge import Codec, Edge
+from supervisor.edge._edge import _BatchingTransport
 from supervisor.journal import InMemoryJournal
+from supervisor.observe import Metrics
 from tests.test_supervisor import create_request, get_request
 
 _T = TypeVar("_T")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from connectors import ConnectorRegistry
-from supervisor._run import read_inputs, read_template
-from tests.bigquery.local import DEFAULT_INPUTS, DEFAULT_TEMPLATE
+from supervisor.cli import read_inputs, read_template
+from tests.support.bigquery.local import DEFAULT_INPUTS, DEFAULT_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((ROOT / "examples" / "templates").glob("*.json"))
@@ -48,7 +48,7 @@ def test_documented_local_bigquery_run_succeeds_against_the_emulator() -> None:
     assert DEFAULT_TEMPLATE.exists()
     assert DEFAULT_INPUTS.exists()
     run = subprocess.run(
-        [sys.executable, "-m", "tests.bigquery.local", "--poll-interval", "0.2"],
+        [sys.executable, "-m", "tests.support.bigquery.local", "--poll-interval", "0.2"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

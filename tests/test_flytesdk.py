@@ -1,6 +1,6 @@
 """Unmodified flyte-sdk connectors hosted by the supervisor (``connectors.flytesdk``).
 
-``tests.flytesdk_sample.SleepConnector`` is a flyte-sdk connector as a plugin author writes
+``tests.support.flytesdk_sample.SleepConnector`` is a flyte-sdk connector as a plugin author writes
 it (asyncio, official protobufs); the supervisor runs it through the adapter on a
 trio-asyncio loop, with real time (asyncio's clock), so durations are kept short.
 """
@@ -31,9 +31,8 @@ from flyteproto.flyteidl2.core import (
     TaskTemplate,
 )
 from flyteproto.google.protobuf import Struct
-from supervisor import InvalidArgument
-from supervisor._supervisor import Supervisor
-from supervisor.journal._memory import InMemoryJournal
+from supervisor import InvalidArgument, Supervisor
+from supervisor.journal import InMemoryJournal
 
 # flyte-sdk's import warns (pydantic class-based config): nothing to do with us.
 with warnings.catch_warnings(), plain_asyncio_loops():
@@ -50,7 +49,7 @@ with warnings.catch_warnings(), plain_asyncio_loops():
         load,
         registered,
     )
-    from tests import flytesdk_sample as sample
+    from tests.support import flytesdk_sample as sample
 
 #: Poll interval of the adapted connector: the sample job runs on asyncio's (real) clock.
 POLL = 0.02
@@ -291,14 +290,14 @@ def test_registered_adapts_everything_flyte_sdk_has_registered() -> None:
 
 
 def test_load_adapts_the_connectors_a_module_registers() -> None:
-    [connector] = load("tests.flytesdk_sample")
+    [connector] = load("tests.support.flytesdk_sample")
     assert connector.wrapped is SdkRegistry.get_connector(sample.TASK_TYPE)
 
 
 def test_modules_option_loads_a_flytesdk_module() -> None:
     registry = ConnectorRegistry()
-    registry.load_module("tests.flytesdk_sample")
-    registry.load_module("tests.flytesdk_sample")  # again: no duplicate
+    registry.load_module("tests.support.flytesdk_sample")
+    registry.load_module("tests.support.flytesdk_sample")  # again: no duplicate
     connector = registry.get(sample.TASK_TYPE, 0)
     assert isinstance(connector, FlyteSdkConnector)
     assert [info.name for info in registry.list_metadata()] == ["flyte-sdk sleep connector"]
@@ -327,9 +326,9 @@ def test_flyteplugins_bigquery_connector_loads_through_the_adapter() -> None:
 def test_real_server_serves_a_flytesdk_module(tmp_path: Path) -> None:
     import grpc
 
-    from tests.server import ServerProcess
+    from tests.support.server import ServerProcess
 
-    args = ["--entry-points", "false", "--modules", "tests.flytesdk_sample"]
+    args = ["--entry-points", "false", "--modules", "tests.support.flytesdk_sample"]
     with ServerProcess(args, log_dir=tmp_path) as server:
         server.start()
         with grpc.insecure_channel(server.address) as channel:
@@ -361,6 +360,6 @@ def test_real_server_serves_a_flytesdk_module(tmp_path: Path) -> None:
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    from tests.server import wait_for
+    from tests.support.server import wait_for
 
     wait_for("the job's phase", check, timeout=timeout)

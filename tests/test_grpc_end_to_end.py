@@ -29,15 +29,15 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpclib.reflection.v1 import reflection_pb2
 
-from tests.sample_connectors import BrokenMeta, EchoMeta, KwargsMeta, SlowMeta
-from tests.server import ServerProcess, wait_for
+from tests.support.sample_connectors import BrokenMeta, EchoMeta, KwargsMeta, SlowMeta
+from tests.support.server import ServerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
 #: The protobuf-runtime messages of the official package are untyped.
 Message = Any
 
-SAMPLE_ARGS = ["--entry-points", "false", "--modules", "tests.sample_connectors"]
+SAMPLE_ARGS = ["--entry-points", "false", "--modules", "tests.support.sample_connectors"]
 ASYNC_SERVICE = "flyteidl2.connector.AsyncConnectorService"
 METADATA_SERVICE = "flyteidl2.connector.ConnectorMetadataService"
 #: Deadline of every call: generous, so that only a hung server trips it.
@@ -714,7 +714,7 @@ def test_settings_come_from_environment_variables(
     environment = {
         "SUPERVISOR_HOST": "127.0.0.1",
         "SUPERVISOR_PORT": "0",
-        "SUPERVISOR_MODULES": "tests.sample_connectors",
+        "SUPERVISOR_MODULES": "tests.support.sample_connectors",
         "SUPERVISOR_ENTRY_POINTS": "false",
     }
     process = new_server(env=environment, host=None, port=None).start()

@@ -2,7 +2,7 @@
 
 Every check runs the command as its own process, as a container's health check does (and
 because grpclib's health messages must stay out of this test process: see
-``tests/health_server.py``).
+``tests/support/health_server.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor._health import split_address
-from tests.operators import SAMPLE_ARGS, run_cli
-from tests.server import REPO_ROOT, ServerProcess
+from supervisor.cli import split_address
+from tests.support.operators import SAMPLE_ARGS, run_cli
+from tests.support.server import REPO_ROOT, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def _free_port() -> int:
 def health_service(status: str) -> Iterator[str]:
     """A health service answering ``status`` for the whole server; yields its address."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.health_server", status],
+        [sys.executable, "-m", "tests.support.health_server", status],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

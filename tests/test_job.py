@@ -1,4 +1,4 @@
-"""``supervisor._job``: the journal form of a report, and the memory that makes polls cheap."""
+"""``supervisor.actor``: the journal form of a report, and the memory that makes polls cheap."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-import supervisor._job
+import supervisor.actor._job
 from connectors import Phase
 from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import (
@@ -21,7 +21,7 @@ from flyteproto.flyteidl2.core import (
 )
 from flyteproto.flyteidl2.task import NamedLiteral, Outputs
 from flyteproto.google.protobuf import Struct
-from supervisor._job import (
+from supervisor.actor import (
     Observer,
     answer_for,
     encode_answer,
@@ -123,7 +123,7 @@ def test_a_journalled_record_is_remembered_as_the_last_report(
     )
     observer = Observer(record)
     calls: list[object] = []
-    monkeypatch.setattr(supervisor._job, "_links_json", lambda links: calls.append(links))
+    monkeypatch.setattr(supervisor.actor._job, "_links_json", lambda links: calls.append(links))
     assert observer.observe(report) == seen
     assert calls == []  # the first poll after a restart converts nothing
 

@@ -17,22 +17,26 @@ from alembic.runtime.migration import MigrationContext
 
 import supervisor.journal
 from supervisor.journal import (
+    TERMINAL_PHASES,
+    UNFINISHED,
     CreateState,
     DeleteState,
+    IfAbsent,
     InMemoryJournal,
     JobRecord,
     Journal,
     JournalError,
     Put,
+    Store,
+    create_engine,
     current_revision,
     downgrade,
     head_revision,
+    is_unfinished,
+    metadata,
+    normalize_url,
     upgrade,
 )
-from supervisor.journal._engine import create_engine, normalize_url
-from supervisor.journal._memory import is_unfinished
-from supervisor.journal._schema import TERMINAL_PHASES, UNFINISHED, metadata
-from supervisor.journal._store import IfAbsent, Store
 
 T0 = 1_700_000_000.0
 RUNNING, SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED = 2, 3, 4, 5, 8
@@ -83,6 +87,15 @@ def test_public_surface() -> None:
             "downgrade",
             "head_revision",
             "upgrade",
+            "IfAbsent",
+            "Store",
+            "TERMINAL_PHASES",
+            "UNFINISHED",
+            "create_engine",
+            "is_unfinished",
+            "metadata",
+            "normalize_url",
+            "safe_url",
         ]
     )
     for name in supervisor.journal.__all__:

@@ -25,12 +25,11 @@ from flyteproto.flyteidl2.core import (
     TaskExecutionIdentifier,
     TaskTemplate,
 )
-from supervisor._cli import main
-from supervisor._journal_cli import meta_candidates, parse_age, parse_phase
+from supervisor.cli import main, meta_candidates, parse_age, parse_phase
 from supervisor.journal import CreateState, DeleteState, JobRecord, Journal, JournalReader, Put
-from tests.operators import CALL_TIMEOUT, SAMPLE_ARGS, create_request, run_cli, stub
-from tests.postgres import PostgresServer, fresh_database
-from tests.server import ServerProcess
+from tests.support.operators import CALL_TIMEOUT, SAMPLE_ARGS, create_request, run_cli, stub
+from tests.support.postgres import PostgresServer, fresh_database
+from tests.support.server import ServerProcess
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = 1, 2, 3, 5
 ECHO, PROCESS = "Echo connector", "Local process connector"

@@ -16,7 +16,7 @@ import grpc
 import pytest
 import trio
 
-from supervisor._logging import (
+from supervisor.observe import (
     JobFilter,
     JsonFormatter,
     KeyValueFormatter,
@@ -24,8 +24,8 @@ from supervisor._logging import (
     configure_logging,
     job_fields,
 )
-from tests.operators import CALL_TIMEOUT, SAMPLE_ARGS, category, create_request, stub
-from tests.server import ServerProcess
+from tests.support.operators import CALL_TIMEOUT, SAMPLE_ARGS, category, create_request, stub
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from supervisor._messages import Cancel, Credentials, Inbox
+from supervisor.actor import Cancel, Credentials, Inbox
 
 
 def test_messages_come_out_in_order() -> None:

@@ -26,8 +26,7 @@ from connectors.testing import FakeConnector, FakeService
 from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import Identifier, TaskExecutionIdentifier, TaskTemplate
 from flyteproto.flyteidl2.task import Inputs, NamedLiteral
-from supervisor._metrics import MAX_TASK_TYPES, OPERATIONS, Metrics, MetricsServer
-from supervisor._supervisor import Supervisor
+from supervisor import Supervisor
 from supervisor.journal import (
     CreateState,
     DeleteState,
@@ -37,7 +36,8 @@ from supervisor.journal import (
     JournalStatistics,
     Put,
 )
-from tests.operators import (
+from supervisor.observe import MAX_TASK_TYPES, OPERATIONS, Metrics, MetricsServer
+from tests.support.operators import (
     CALL_TIMEOUT,
     SAMPLE_ARGS,
     category,
@@ -46,7 +46,7 @@ from tests.operators import (
     scrape,
     stub,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 FAKE = "Fake connector"
 

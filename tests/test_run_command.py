@@ -31,8 +31,8 @@ from flyteproto.flyteidl2.core import (
     VariableMap,
 )
 from flyteproto.google.protobuf import Struct
-from supervisor._run import InvalidRunInput, read_inputs, read_template
-from tests.server import REPO_ROOT, wait_for
+from supervisor.cli import InvalidRunInput, read_inputs, read_template
+from tests.support.server import REPO_ROOT, wait_for
 
 #: Deadline for a child run to reach a state; generous, only a hung run trips it.
 RUN_TIMEOUT = 30.0

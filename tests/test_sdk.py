@@ -39,7 +39,7 @@ from flyteproto.flyteidl2.core import (
 )
 from flyteproto.flyteidl2.task import Inputs, NamedLiteral
 from supervisor import ConnectorFailed, DirectService, InvalidArgument, NotFound, Unimplemented
-from tests.sample_connectors import (
+from tests.support.sample_connectors import (
     BrokenConnector,
     EchoConnector,
     EchoMeta,
@@ -325,7 +325,7 @@ CONNECTOR_MODULE = """
     from typing import Any
 
     from connectors import AsyncConnector, Phase, Resource
-    from tests.sample_connectors import EchoConnector, EchoMeta, PlainConnector
+    from tests.support.sample_connectors import EchoConnector, EchoMeta, PlainConnector
 
     class Abstract(AsyncConnector[EchoMeta]):
         task_type_name = "abstract"
@@ -360,8 +360,8 @@ def test_load_module_registers_concrete_classes_defined_in_it_and_instances(
 
 def test_load_module_of_the_same_module_twice_is_harmless() -> None:
     registry = ConnectorRegistry()
-    registry.load_module("tests.sample_connectors")
-    registry.load_module("tests.sample_connectors")
+    registry.load_module("tests.support.sample_connectors")
+    registry.load_module("tests.support.sample_connectors")
     assert len(registry) == 5
 
 
@@ -383,7 +383,7 @@ def _fake_distribution(root: Path, entry_points: str) -> None:
 def test_load_entry_points_registers_connectors_advertised_by_a_distribution(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_distribution(tmp_path, "echo = tests.sample_connectors:EchoConnector\n")
+    _fake_distribution(tmp_path, "echo = tests.support.sample_connectors:EchoConnector\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = ConnectorRegistry()
     registry.load_entry_points(FAKE_GROUP)
@@ -393,7 +393,7 @@ def test_load_entry_points_registers_connectors_advertised_by_a_distribution(
 def test_load_entry_points_refuses_a_value_that_is_not_a_connector(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_distribution(tmp_path, "odd = tests.sample_connectors:EchoMeta\n")
+    _fake_distribution(tmp_path, "odd = tests.support.sample_connectors:EchoMeta\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(TypeError, match="entry point 'odd' is not an AsyncConnector"):
         ConnectorRegistry().load_entry_points(FAKE_GROUP)

@@ -27,8 +27,7 @@ from flyteproto.flyteidl2.core import (
     TaskMetadata,
     TaskTemplate,
 )
-from supervisor import ConnectorFailed, InvalidArgument
-from supervisor._supervisor import Supervisor
+from supervisor import ConnectorFailed, InvalidArgument, Supervisor
 from supervisor.journal import CreateState, DeleteState, InMemoryJournal
 
 CATEGORY = pb.TaskCategory(name="fake", version=0)

@@ -55,8 +55,8 @@ from flyteproto.flyteidl2.core import (
     TaskExecutionIdentifier,
     TaskExecutionPhase,
 )
-from tests import wire_samples
-from tests.wire_samples import WireSample
+from tests.support import wire_samples
+from tests.support.wire_samples import WireSample
 
 SampleFactory = Callable[[], WireSample]
 

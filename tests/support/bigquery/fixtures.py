@@ -1,4 +1,4 @@
-"""Fixtures of the BigQuery tests, as a plugin: ``pytest_plugins = ["tests.bigquery.fixtures"]``.
+"""Fixtures of the BigQuery tests, as a plugin (``pytest_plugins``: this module).
 
 One emulator serves the whole session (it starts in about 1.5 s); each test gets its own
 proxy in front of it, so the proxy's records are the test's alone. Job ids come from

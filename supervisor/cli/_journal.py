@@ -23,8 +23,7 @@ from typing import Any
 
 from connectors import Phase, is_terminal
 
-from ._settings import add_journal_argument
-from .journal import (
+from ..journal import (
     CreateState,
     DeleteState,
     EventRecord,
@@ -34,9 +33,10 @@ from .journal import (
     JournalSummary,
     current_revision,
     head_revision,
+    safe_url,
     upgrade,
 )
-from .journal._engine import safe_url
+from ._settings import add_journal_argument
 
 __all__ = ["add_journal_commands", "journal_command", "parse_age", "parse_phase"]
 

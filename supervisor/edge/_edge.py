@@ -32,7 +32,7 @@ from grpclib.server import Server, Stream
 
 from flyteproto.flyteidl2 import connector as pb
 
-from ._errors import (
+from .._errors import (
     ConnectorFailed,
     InvalidArgument,
     NotFound,
@@ -40,8 +40,8 @@ from ._errors import (
     Unavailable,
     Unimplemented,
 )
-from ._metrics import Metrics, RpcCall
-from ._service import ConnectorService
+from ..observe import Metrics, RpcCall
+from ..service import ConnectorService
 
 if TYPE_CHECKING:
     from grpclib.health.check import ServiceStatus

@@ -1,6 +1,6 @@
 """Run the real server (``python -m supervisor serve``) as a child process, for tests.
 
-    with ServerProcess(["--modules", "tests.sample_connectors"], log_dir=tmp_path) as server:
+    with ServerProcess(["--modules", "tests.support.sample_connectors"], log_dir=tmp) as server:
         channel = grpc.insecure_channel(server.address)
         ...
         server.send_signal(signal.SIGTERM)
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: The repository root: the server's working directory unless told otherwise.
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: How often polls check the log files and the process.
 POLL_INTERVAL = 0.02

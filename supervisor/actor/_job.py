@@ -18,7 +18,7 @@ from flyteproto.flyteidl2.core import TaskLog
 from flyteproto.flyteidl2.task import Outputs
 from flyteproto.google.protobuf import Struct
 
-from .journal import JobRecord
+from ..journal import JobRecord
 
 __all__ = [
     "Observation",

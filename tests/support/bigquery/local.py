@@ -1,6 +1,6 @@
 """A local BigQuery run against the emulator, no Google account: ``./dev bigquery``.
 
-    python -m tests.bigquery.local [TEMPLATE_FILE] [flags of `supervisor run`]
+    python -m tests.support.bigquery.local [TEMPLATE_FILE] [flags of `supervisor run`]
 
 Starts bqemulator with the tests' proxy in front of it (so a query holding ``/*sleep=S*/``
 is seen RUNNING for S seconds and Ctrl-C really cancels it), points the BigQuery connector
@@ -26,7 +26,7 @@ from .proxy import BigQueryProxy
 
 __all__ = ["DEFAULT_INPUTS", "DEFAULT_TEMPLATE", "main"]
 
-_EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
+_EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "templates"
 DEFAULT_TEMPLATE = _EXAMPLES / "bigquery.json"
 DEFAULT_INPUTS = _EXAMPLES / "bigquery.inputs.json"
 

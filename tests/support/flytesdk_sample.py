@@ -4,7 +4,7 @@ official ``flyteidl2`` protobuf types, registered with flyte-sdk's ConnectorRegi
 ``SleepConnector`` "runs" a job for ``custom["seconds"]`` of asyncio loop time against an
 in-memory service (``SERVICE``), so tests can count the calls it receives; a job whose
 ``custom["state"]`` is set reports that state through flyte-sdk's ``convert_to_flyte_phase``.
-``python -m supervisor serve --modules tests.flytesdk_sample`` serves it.
+``python -m supervisor serve --modules tests.support.flytesdk_sample`` serves it.
 """
 
 from __future__ import annotations

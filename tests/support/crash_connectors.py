@@ -1,6 +1,6 @@
 """A process connector with fault-injection hooks, for the crash tests of the real server.
 
-Loaded by the server with ``--modules tests.crash_connectors``. ``CrashProcessConnector``
+Loaded by the server with ``--modules tests.support.crash_connectors``. ``CrashProcessConnector``
 (task type ``crash-process``) is the local process connector, plus two hooks that let a
 test ``kill -9`` the server at a chosen moment. The hooks are driven by files, because the
 test runs in another process than the connector:

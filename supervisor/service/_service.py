@@ -16,7 +16,8 @@ from typing import Any, Protocol, TypeVar
 from connectors import AsyncConnector, ConnectorNotFound, ConnectorRegistry, ResourceMeta
 from flyteproto.flyteidl2 import connector as pb
 
-from ._convert import (
+from .._errors import ConnectorFailed, InvalidArgument, NotFound, ServiceError, Unimplemented
+from ..wire import (
     connection_kwargs,
     connector_for_category,
     connector_for_type,
@@ -24,7 +25,6 @@ from ._convert import (
     native_inputs,
     resource_to_proto,
 )
-from ._errors import ConnectorFailed, InvalidArgument, NotFound, ServiceError, Unimplemented
 
 __all__ = ["ConnectorService", "DirectService", "call_connector"]
 

@@ -21,7 +21,7 @@ from flyteproto.flyteidl2.core import Connection, TaskExecutionPhase
 from flyteproto.flyteidl2.task import Inputs
 from flyteproto.google.protobuf import Struct
 
-from ._errors import ConnectorFailed, InvalidArgument, NotFound
+from .._errors import ConnectorFailed, InvalidArgument, NotFound
 
 __all__ = [
     "connection_kwargs",

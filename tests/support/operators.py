@@ -17,7 +17,7 @@ from flyteidl2.core import identifier_pb2, literals_pb2, security_pb2, tasks_pb2
 from flyteidl2.task import common_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server import REPO_ROOT
+from tests.support.server import REPO_ROOT
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -31,7 +31,7 @@ __all__ = [
     "stub",
 ]
 
-SAMPLE_ARGS = ["--entry-points", "false", "--modules", "tests.sample_connectors"]
+SAMPLE_ARGS = ["--entry-points", "false", "--modules", "tests.support.sample_connectors"]
 #: Deadline of every call: generous, so that only a hung server trips it.
 CALL_TIMEOUT = 10.0
 #: How long a CLI run may take.

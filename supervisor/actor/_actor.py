@@ -44,8 +44,10 @@ from connectors import (
 )
 from flyteproto.flyteidl2 import connector as pb
 
-from ._convert import native_inputs, resource_to_proto
-from ._errors import ConnectorFailed, ServiceError, Unavailable
+from .._errors import ConnectorFailed, ServiceError, Unavailable
+from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..observe import ConnectorMetrics, Metrics
+from ..wire import native_inputs, resource_to_proto
 from ._job import (
     Observation,
     Observer,
@@ -55,8 +57,6 @@ from ._job import (
     with_phase,
 )
 from ._messages import Cancel, Credentials, Inbox
-from ._metrics import ConnectorMetrics, Metrics
-from .journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 
 __all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
 

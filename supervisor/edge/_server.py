@@ -18,9 +18,9 @@ import trio_asyncio
 from grpclib.health.check import ServiceStatus
 from grpclib.server import Server
 
+from ..observe import Metrics
+from ..service import ConnectorService
 from ._edge import BatchingServer, Codec, Edge, build_handlers
-from ._metrics import Metrics
-from ._service import ConnectorService
 
 __all__ = ["Listening", "serve_grpc"]
 

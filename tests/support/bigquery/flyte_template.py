@@ -7,7 +7,7 @@ would change the project's environment. Its output is recorded instead:
 ``BigQueryTask`` below (the bytes Propeller would send) and the plugin's version. Re-record
 it in any environment that has the plugin::
 
-    python -m tests.bigquery.flyte_template      # writes flyte_bigquery_template.json
+    python -m tests.support.bigquery.flyte_template      # writes flyte_bigquery_template.json
 
 Where the plugin is installed, the tests also serialise the task afresh.
 """

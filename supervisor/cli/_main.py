@@ -13,15 +13,13 @@ import trio_asyncio
 
 from connectors import ConnectorRegistry
 
+from ..journal import Journal, JournalError, safe_url
+from ..observe import Metrics, MetricsServer, configure_logging
+from ..service import Supervisor
 from ._health import check_health
-from ._journal_cli import add_journal_commands, journal_command
-from ._logging import configure_logging
-from ._metrics import Metrics, MetricsServer
+from ._journal import add_journal_commands, journal_command
 from ._run import add_run_arguments, run_command
 from ._settings import Settings, add_health_arguments, add_serve_arguments
-from ._supervisor import Supervisor
-from .journal import Journal, JournalError
-from .journal._engine import safe_url
 
 __all__ = ["build_parser", "build_registry", "main"]
 
@@ -43,7 +41,7 @@ def build_registry(settings: Settings) -> ConnectorRegistry:
 
 async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metrics) -> None:
     # Imported here: the journal and health commands need none of the gRPC server.
-    from ._server import Listening, serve_grpc
+    from ..edge import Listening, serve_grpc
 
     # What start-up made (modules, classes, descriptors: ~100,000 objects) lives as long as
     # the process: out of the collector's sight, full collections stop walking it. Measured

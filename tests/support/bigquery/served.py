@@ -1,4 +1,4 @@
-"""The BigQuery connector as the end-to-end tests serve it: ``--modules tests.bigquery.served``.
+"""The BigQuery connector as the end-to-end tests serve it (``--modules`` this module).
 
 Made as the registry makes connectors (no arguments: ``BIGQUERY_EMULATOR_HOST`` points it
 at the proxy, with anonymous credentials), then made quick: it polls every 0.2 s.

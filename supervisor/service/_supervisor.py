@@ -27,22 +27,21 @@ from connectors import AsyncConnector, ConnectorRegistry, Phase, is_terminal
 from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import Connection
 
-from ._actor import JobContext, JobHandle, run_actor
-from ._convert import (
+from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
+from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
+from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..observe import Metrics, bind_job, job_fields
+from ..wire import (
+    adopted_job_id,
     connection_kwargs,
     connector_for_category,
     connector_for_type,
     decode_meta,
+    job_id_for,
     native_inputs,
+    retry_attempt,
 )
-from ._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
-from ._identity import adopted_job_id, job_id_for, retry_attempt
-from ._job import answer_for
-from ._logging import bind_job, job_fields
-from ._messages import Cancel, Credentials, Inbox
-from ._metrics import Metrics
 from ._service import StatelessAnswers
-from .journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 
 __all__ = ["Supervisor"]
 

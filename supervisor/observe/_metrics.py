@@ -48,7 +48,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from connectors import Phase
 
-from .journal import JobRecord, JournalStatistics
+from ..journal import JobRecord, JournalStatistics
 
 __all__ = [
     "HTTP_CODES",

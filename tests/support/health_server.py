@@ -1,6 +1,6 @@
 """A grpclib health service with a fixed overall status, in a process of its own.
 
-    python -m tests.health_server SERVING|NOT_SERVING|UNKNOWN
+    python -m tests.support.health_server SERVING|NOT_SERVING|UNKNOWN
 
 prints ``listening on PORT`` once it listens, then serves until killed. A process of its
 own because grpclib's health messages and grpcio's (which the end-to-end tests import)

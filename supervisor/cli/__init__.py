@@ -1,0 +1,17 @@
+"""The command line: ``python -m supervisor serve|run|journal|health``, and its settings.
+
+The top layer: it may import every other package; nothing imports it. ``config_docs``
+(a script) writes ``docs/configuration.md`` from these parsers.
+"""
+
+from ._health import split_address as split_address
+from ._journal import meta_candidates as meta_candidates
+from ._journal import parse_age as parse_age
+from ._journal import parse_phase as parse_phase
+from ._main import build_parser as build_parser
+from ._main import main as main
+from ._run import InvalidRunInput as InvalidRunInput
+from ._run import read_inputs as read_inputs
+from ._run import read_template as read_template
+from ._settings import ENVIRONMENT as ENVIRONMENT
+from ._settings import Settings as Settings

@@ -1,0 +1,1 @@
+"""What the tests share: servers, fakes, sample connectors and requests."""
