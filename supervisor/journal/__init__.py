@@ -7,6 +7,7 @@ from ._engine import DEFAULT_URL as DEFAULT_URL
 from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
+from ._errors import FencedOut as FencedOut
 from ._errors import JournalError as JournalError
 from ._journal import Journal as Journal
 from ._journal import JournalStatistics as JournalStatistics
@@ -28,7 +29,9 @@ from ._records import Put as Put
 from ._schema import TERMINAL_PHASES as TERMINAL_PHASES
 from ._schema import UNFINISHED as UNFINISHED
 from ._schema import metadata as metadata
+from ._schema import replicas as replicas
 from ._store import IfAbsent as IfAbsent
+from ._store import Outcome as Outcome
 from ._store import Store as Store
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "CreateState",
     "DeleteState",
     "EventRecord",
+    "FencedOut",
     "IfAbsent",
     "InMemoryJournal",
     "JobRecord",
@@ -47,6 +51,7 @@ __all__ = [
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",
+    "Outcome",
     "PhaseCount",
     "Put",
     "Store",
@@ -57,6 +62,7 @@ __all__ = [
     "is_unfinished",
     "metadata",
     "normalize_url",
+    "replicas",
     "safe_url",
     "upgrade",
 ]

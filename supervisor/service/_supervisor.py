@@ -29,7 +29,7 @@ from flyteproto.flyteidl2.core import Connection
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..journal import CreateState, DeleteState, FencedOut, JobRecord, JournalLike, Put
 from ..observe import Metrics, bind_job, job_fields
 from ..wire import (
     adopted_job_id,
@@ -78,6 +78,7 @@ class Supervisor(StatelessAnswers):
         self._contexts: dict[int, JobContext] = {}
         self._nursery: trio.Nursery | None = None
         self.resumed = 0
+        self.fenced = 0  # actors stopped because another replica took their job
 
     # -- running ---------------------------------------------------------------------------
 
@@ -172,6 +173,11 @@ class Supervisor(StatelessAnswers):
                 try:
                     await run_actor(handle, ctx, kwargs=kwargs, resumed=resumed, request=request)
                     return
+                except FencedOut:
+                    # Another replica owns the job now: stop, never touching the external job.
+                    self.fenced += 1
+                    _log.warning("job %s: fenced out by a new owner; actor stopped", handle.job_id)
+                    return
                 except Exception:
                     _log.exception("job %s: actor failed; restarting it", handle.job_id)
                     handle.inbox = Inbox()
@@ -203,7 +209,7 @@ class Supervisor(StatelessAnswers):
         return [handle.record for handle in tuple(self._jobs.values())]
 
     def statistics(self) -> dict[str, int]:
-        return {"live_jobs": len(self._jobs), "resumed": self.resumed}
+        return {"live_jobs": len(self._jobs), "resumed": self.resumed, "fenced": self.fenced}
 
     # -- CreateTask ------------------------------------------------------------------------
 
