@@ -15,6 +15,7 @@ import trio.testing
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+import connectors
 import supervisor.journal
 from supervisor.journal import (
     TERMINAL_PHASES,
@@ -32,6 +33,7 @@ from supervisor.journal import (
     current_revision,
     downgrade,
     head_revision,
+    is_settled,
     is_unfinished,
     metadata,
     normalize_url,
@@ -89,12 +91,15 @@ def test_public_surface() -> None:
             "upgrade",
             "IfAbsent",
             "Store",
+            "NO_EXTERNAL_JOB",
             "TERMINAL_PHASES",
             "UNFINISHED",
             "create_engine",
+            "is_settled",
             "is_unfinished",
             "metadata",
             "normalize_url",
+            "phase_is_final",
             "safe_url",
         ]
     )
@@ -580,6 +585,42 @@ def test_sqlite_unfinished_index_predicate_is_the_query_predicate(tmp_path: Path
     finally:
         engine.dispose()
     assert "ix_jobs_unfinished" in str(plan)  # the migration's index serves the query
+
+
+def test_the_stored_final_phases_are_the_sdks_terminal_phases() -> None:
+    assert tuple(sorted(int(phase) for phase in connectors.TERMINAL_PHASES)) == TERMINAL_PHASES
+    assert (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED) == (
+        connectors.Phase.SUCCEEDED,
+        connectors.Phase.ABORTED,
+        connectors.Phase.FAILED,
+        connectors.Phase.RETRYABLE_FAILED,
+    )
+    assert "phase NOT IN (3, 4, 5, 8)" in UNFINISHED
+
+
+def test_the_migrated_unfinished_index_has_the_rules_predicate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            sql = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_unfinished'"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    # A change to the rule needs a migration that rebuilds the index with it.
+    assert sql.endswith(f"WHERE {UNFINISHED}")
+
+
+def test_settled_jobs_are_those_with_nothing_left_to_cancel() -> None:
+    grid = itertools.product(CreateState, DeleteState, [0, RUNNING, *TERMINAL_PHASES])
+    for create, delete, phase in grid:
+        record = job("a", create_state=create, delete_state=delete, phase=phase)
+        final = phase in TERMINAL_PHASES
+        no_job = create in (CreateState.FAILED, CreateState.ABANDONED)
+        expected = delete == DeleteState.DONE or (delete == DeleteState.NONE and (final or no_job))
+        assert is_settled(record) == expected, record
 
 
 def test_urls_are_normalized_to_supported_drivers(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from connectors import Phase, is_terminal
+from connectors import Phase
 
 from ..journal import (
     CreateState,
@@ -33,6 +33,8 @@ from ..journal import (
     JournalSummary,
     current_revision,
     head_revision,
+    is_unfinished,
+    phase_is_final,
     safe_url,
     upgrade,
 )
@@ -339,11 +341,7 @@ def state_of(record: JobRecord) -> str:
         return "create failed"
     if record.create_state == CreateState.ABANDONED:
         return "abandoned"
-    return "done" if is_terminal(Phase(record.phase)) else "live"
-
-
-def _is_live(record: JobRecord) -> bool:
-    return state_of(record) in ("creating", "cancelling", "live")
+    return "done" if phase_is_final(record) else "live"
 
 
 def job_json(record: JobRecord) -> dict[str, Any]:
@@ -356,7 +354,7 @@ def job_json(record: JobRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "phase": _phase(record.phase),
         "state": state_of(record),
-        "live": _is_live(record),
+        "live": is_unfinished(record),
         "create_state": record.create_state.value,
         "delete_state": record.delete_state.value,
         "message": record.message,

@@ -11,7 +11,6 @@ from ._errors import JournalError as JournalError
 from ._journal import Journal as Journal
 from ._journal import JournalStatistics as JournalStatistics
 from ._memory import InMemoryJournal as InMemoryJournal
-from ._memory import is_unfinished as is_unfinished
 from ._migrate import current_revision as current_revision
 from ._migrate import downgrade as downgrade
 from ._migrate import head_revision as head_revision
@@ -25,14 +24,19 @@ from ._records import DeleteState as DeleteState
 from ._records import EventRecord as EventRecord
 from ._records import JobRecord as JobRecord
 from ._records import Put as Put
-from ._schema import TERMINAL_PHASES as TERMINAL_PHASES
-from ._schema import UNFINISHED as UNFINISHED
+from ._rules import NO_EXTERNAL_JOB as NO_EXTERNAL_JOB
+from ._rules import TERMINAL_PHASES as TERMINAL_PHASES
+from ._rules import UNFINISHED as UNFINISHED
+from ._rules import is_settled as is_settled
+from ._rules import is_unfinished as is_unfinished
+from ._rules import phase_is_final as phase_is_final
 from ._schema import metadata as metadata
 from ._store import IfAbsent as IfAbsent
 from ._store import Store as Store
 
 __all__ = [
     "DEFAULT_URL",
+    "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",
     "CreateState",
@@ -54,9 +58,11 @@ __all__ = [
     "current_revision",
     "downgrade",
     "head_revision",
+    "is_settled",
     "is_unfinished",
     "metadata",
     "normalize_url",
+    "phase_is_final",
     "safe_url",
     "upgrade",
 ]

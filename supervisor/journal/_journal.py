@@ -229,8 +229,9 @@ class Journal:
         """Jobs the supervisor still owes work, oldest first: resume these after a restart.
 
         A job is unfinished while its create is PENDING, or its delete is REQUESTED, or its
-        phase is not terminal (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED). The rule reads
-        only ``create_state``, ``delete_state`` and ``phase``; ``finished_at`` is informative.
+        phase is not terminal (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED); see
+        ``is_unfinished``. The rule reads only ``create_state``, ``delete_state`` and
+        ``phase``; ``finished_at`` is informative.
         """
         return await self._read(self._store.unfinished)
 

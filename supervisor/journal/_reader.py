@@ -19,7 +19,8 @@ from ._engine import create_read_only_engine
 from ._errors import JournalError
 from ._migrate import head_revision
 from ._records import CreateState, DeleteState, EventRecord, JobRecord
-from ._schema import UNFINISHED, events, jobs
+from ._rules import UNFINISHED
+from ._schema import events, jobs
 from ._store import Store
 
 __all__ = ["JournalReader", "JournalSummary", "PhaseCount"]

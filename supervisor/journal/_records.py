@@ -1,7 +1,7 @@
 """What the journal stores: one row per job, and an append-only history of its changes.
 
-Records hold plain values only (str, int, float, bytes, JSON text): the journal knows nothing
-of connectors or protobuf. Secrets never reach a record: the supervisor strips the request's
+Records hold plain values only (str, int, float, bytes, JSON text); a phase is Flyte's
+number for it. Secrets never reach a record: the supervisor strips the request's
 ``connection`` before it builds one.
 """
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ._memory import is_unfinished
-from ._records import CreateState, EventRecord, JobRecord, Put
+from ._records import EventRecord, JobRecord, Put
 from ._rows import (
     RECORD_FIELDS,
     UPDATED_AT,
@@ -32,12 +31,12 @@ from ._rows import (
     record_of,
     stable_columns,
 )
-from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs
+from ._rules import NO_EXTERNAL_JOB, TERMINAL_PHASES, UNFINISHED, is_unfinished
+from ._schema import events, jobs
 
 __all__ = ["IfAbsent", "Store", "meta_key"]
 
 _ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
-_NO_PHASE = frozenset({CreateState.FAILED, CreateState.ABANDONED})  # see is_unfinished
 _REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
 
@@ -151,7 +150,9 @@ class Store:
         known.update(batch.rows)
         for job_id, record in batch.rows.items():
             # Most rows have a live phase, and then the job is unfinished: skip the full rule.
-            maybe_finished = record.phase in TERMINAL_PHASES or record.create_state in _NO_PHASE
+            maybe_finished = (
+                record.phase in TERMINAL_PHASES or record.create_state in NO_EXTERNAL_JOB
+            )
             if maybe_finished and not is_unfinished(record):
                 del known[job_id]
 
