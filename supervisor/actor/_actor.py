@@ -47,15 +47,10 @@ from .._errors import ConnectorFailed, ServiceError, Unavailable
 from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put, phase_is_final
 from ..observe import ConnectorMetrics, Metrics
 from ..wire import native_inputs, resource_to_proto
-from ._job import (
-    Observation,
-    Observer,
-    encode_answer,
-    observation_of,
-    with_observation,
-    with_phase,
-)
+from ._answer import encode_answer
+from ._changes import with_observation, with_phase
 from ._messages import Cancel, Credentials, Inbox
+from ._observer import Observation, Observer, observation_of
 
 __all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
 
