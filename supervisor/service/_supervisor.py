@@ -41,7 +41,7 @@ from ..wire import (
     native_inputs,
     retry_attempt,
 )
-from ._service import StatelessAnswers
+from ._stateless import StatelessAnswers
 
 __all__ = ["Supervisor"]
 
