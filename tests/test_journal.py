@@ -24,6 +24,7 @@ from supervisor.journal import (
     DeleteState,
     IfAbsent,
     InMemoryJournal,
+    JobQuery,
     JobRecord,
     Journal,
     JournalError,
@@ -76,6 +77,7 @@ def test_public_surface() -> None:
             "DeleteState",
             "EventRecord",
             "InMemoryJournal",
+            "JobQuery",
             "JobRecord",
             "Journal",
             "JournalError",
@@ -510,7 +512,7 @@ async def test_closing_commits_what_was_submitted_even_when_cancelled(journal_ur
 
     assert len(written) == 50
     async with Journal.open(journal_url) as reopened:
-        assert len(await reopened.list_jobs(limit=1000)) == 50
+        assert len(await reopened.list_jobs(JobQuery(limit=1000))) == 50
 
 
 async def test_write_after_close_is_refused(journal_url: str) -> None:
@@ -536,7 +538,8 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
     await journal.write(*(Put(r, "phase") for r in records))
 
     async def ids(**filters: object) -> list[str]:
-        return [r.job_id for r in await journal.list_jobs(**filters)]  # type: ignore[arg-type]
+        query = JobQuery(**filters)  # type: ignore[arg-type]
+        return [r.job_id for r in await journal.list_jobs(query)]
 
     assert await ids() == ["newest-fail", "new-run", "mid-run", "old-ok"]
     assert await ids(phase=RUNNING) == ["new-run", "mid-run"]

@@ -27,6 +27,7 @@ from ..journal import (
     CreateState,
     DeleteState,
     EventRecord,
+    JobQuery,
     JobRecord,
     JournalError,
     JournalReader,
@@ -199,7 +200,7 @@ def journal_command(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     now = time.time()
     with JournalReader.open(args.journal) as reader:
-        records = reader.list_jobs(
+        query = JobQuery(
             phase=args.phase,
             task_type=args.task_type,
             connector=args.connector,
@@ -208,6 +209,7 @@ def _ls(args: argparse.Namespace) -> int:
             limit=args.limit,
             offset=args.offset,
         )
+        records = reader.list_jobs(query)
     if args.json:
         _print_json([job_json(record) for record in records])
         return 0

@@ -22,6 +22,7 @@ from ._reader import PhaseCount as PhaseCount
 from ._records import CreateState as CreateState
 from ._records import DeleteState as DeleteState
 from ._records import EventRecord as EventRecord
+from ._records import JobQuery as JobQuery
 from ._records import JobRecord as JobRecord
 from ._records import Put as Put
 from ._rules import NO_EXTERNAL_JOB as NO_EXTERNAL_JOB
@@ -44,6 +45,7 @@ __all__ = [
     "EventRecord",
     "IfAbsent",
     "InMemoryJournal",
+    "JobQuery",
     "JobRecord",
     "Journal",
     "JournalError",

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ._records import EventRecord, JobRecord, Put
+from ._records import EventRecord, JobQuery, JobRecord, Put
 from ._rows import (
     RECORD_FIELDS,
     UPDATED_AT,
@@ -188,34 +188,21 @@ class Store:
         with self.engine.connect() as connection:
             return [EventRecord(**row._asdict()) for row in connection.execute(query)]
 
-    def list_jobs(
-        self,
-        *,
-        phase: int | None = None,
-        task_type: str | None = None,
-        connector: str | None = None,
-        older_than: float | None = None,
-        unfinished: bool = False,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[JobRecord]:
-        """Jobs matching every filter given, newest (by ``created_at``) first.
-
-        ``unfinished``: only jobs the supervisor still owes work (see ``Journal.unfinished``).
-        """
+    def list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        """Jobs matching every filter of ``query``, newest (by ``created_at``) first."""
         criteria: list[sa.ColumnElement[bool] | sa.TextClause] = []
-        if phase is not None:
-            criteria.append(jobs.c.phase == phase)
-        if task_type is not None:
-            criteria.append(jobs.c.task_type == task_type)
-        if connector is not None:
-            criteria.append(jobs.c.connector == connector)
-        if older_than is not None:
-            criteria.append(jobs.c.created_at < older_than)
-        if unfinished:
+        if query.phase is not None:
+            criteria.append(jobs.c.phase == query.phase)
+        if query.task_type is not None:
+            criteria.append(jobs.c.task_type == query.task_type)
+        if query.connector is not None:
+            criteria.append(jobs.c.connector == query.connector)
+        if query.older_than is not None:
+            criteria.append(jobs.c.created_at < query.older_than)
+        if query.unfinished:
             criteria.append(sa.text(UNFINISHED))
         newest_first = (jobs.c.created_at.desc(), jobs.c.job_id.desc())
-        return self._jobs(*criteria, order_by=newest_first, limit=limit, offset=offset)
+        return self._jobs(*criteria, order_by=newest_first, limit=query.limit, offset=query.offset)
 
     def _jobs(
         self,
