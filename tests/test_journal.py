@@ -72,7 +72,6 @@ async def journal(journal_url: str) -> AsyncIterator[Journal]:
 def test_public_surface() -> None:
     assert sorted(supervisor.journal.__all__) == sorted(
         [
-            "DEFAULT_URL",
             "CreateState",
             "DeleteState",
             "EventRecord",

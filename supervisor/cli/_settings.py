@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,6 @@ __all__ = [
     "add_journal_argument",
     "add_serve_arguments",
     "metrics_port",
-    "parse_serve",
 ]
 
 ENV_PREFIX = "SUPERVISOR_"
@@ -253,9 +252,3 @@ def add_health_arguments(
         metavar="SECONDS",
         help="give up after this long (default %(default)s)",
     )
-
-
-def parse_serve(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(prog="supervisor serve")
-    add_serve_arguments(parser, environ)
-    return Settings.from_args(parser.parse_args(argv))

@@ -3,7 +3,6 @@
 SQLite (a file; the default) or PostgreSQL, through SQLAlchemy Core; schema by Alembic.
 """
 
-from ._engine import DEFAULT_URL as DEFAULT_URL
 from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
@@ -36,7 +35,6 @@ from ._store import IfAbsent as IfAbsent
 from ._store import Store as Store
 
 __all__ = [
-    "DEFAULT_URL",
     "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",

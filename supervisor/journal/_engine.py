@@ -11,16 +11,12 @@ from sqlalchemy.engine import URL
 from ._errors import JournalError
 
 __all__ = [
-    "DEFAULT_URL",
     "READ_CONCURRENCY",
     "create_engine",
     "create_read_only_engine",
     "normalize_url",
     "safe_url",
 ]
-
-DEFAULT_URL = "sqlite:///.supervisor/journal.db"
-"""A SQLite file under ``.supervisor/`` in the working directory (created when missing)."""
 
 READ_CONCURRENCY = 8
 """Journal reads running at once, each on its own connection; the writer has one more."""
