@@ -35,8 +35,9 @@ def answer_for(record: JobRecord) -> pb.GetTaskResponse:
 def encode_answer(record: JobRecord) -> bytes:
     """``bytes(answer_for(record))``, written directly: what the edge sends for a GetTask.
 
-    Hot path (the first GetTask after each change of every job): betterproto2 takes ~120 us
-    to build and serialise the answer; this takes a few. The fields go in betterproto2's
+    Hot path (the first GetTask after each change of every job): building and serialising
+    the answer through betterproto2 costs far more than writing its few fields directly
+    (BENCHMARKS.md has the figures). The fields go in betterproto2's
     order (declaration order, which for Resource is field-number order), proto3 defaults
     left out; the journalled ``outputs`` bytes are written as they are. Log links and custom
     info are converted through betterproto2 once per distinct JSON text (cached).

@@ -34,8 +34,8 @@ def observed(resource: pb.Resource) -> Observation:
 class Observer:
     """``observed`` with a memory: one per actor, for the poll loop.
 
-    Hot path (every poll of every job). betterproto2's ``to_dict`` costs about 160 us for one
-    TaskLog (it resolves type hints on every call): most of a poll. A job's log links and
+    Hot path (every poll of every job). betterproto2's ``to_dict`` resolves type hints on
+    every call, which makes converting a TaskLog most of a poll's cost. A job's log links and
     custom info rarely change between polls, so their JSON is kept with a key made of their
     field values; a report whose key matches reuses it. The key holds every field, so a change
     (or a connector that mutates and re-sends one object) is always seen.
