@@ -21,3 +21,19 @@ from ._messages import Credentials as Credentials
 from ._messages import Inbox as Inbox
 from ._observer import Observer as Observer
 from ._observer import observed as observed
+
+__all__ = [
+    "Cancel",
+    "Credentials",
+    "Inbox",
+    "JobContext",
+    "JobHandle",
+    "Observer",
+    "answer_for",
+    "encode_answer",
+    "link_from_json",
+    "link_to_json",
+    "observed",
+    "run_actor",
+    "with_observation",
+]

@@ -15,3 +15,17 @@ from ._run import read_inputs as read_inputs
 from ._run import read_template as read_template
 from ._settings import ENVIRONMENT as ENVIRONMENT
 from ._settings import Settings as Settings
+
+__all__ = [
+    "ENVIRONMENT",
+    "InvalidRunInput",
+    "Settings",
+    "build_parser",
+    "main",
+    "meta_candidates",
+    "parse_age",
+    "parse_phase",
+    "read_inputs",
+    "read_template",
+    "split_address",
+]

@@ -10,3 +10,10 @@ from ._edge import Codec as Codec
 from ._edge import Edge as Edge
 from ._server import Listening as Listening
 from ._server import serve_grpc as serve_grpc
+
+__all__ = [
+    "Codec",
+    "Edge",
+    "Listening",
+    "serve_grpc",
+]

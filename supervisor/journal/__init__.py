@@ -1,6 +1,9 @@
 """The journal: every job's latest state and history, committed before it is acted on.
 
 SQLite (a file; the default) or PostgreSQL, through SQLAlchemy Core; schema by Alembic.
+The job rules (``_rules``: final phases, unfinished, settled) are defined here once, for
+SQL and Python alike. The bottom layer: it sits on ``connectors`` (the SDK's final phases)
+only.
 """
 
 from ._engine import create_engine as create_engine

@@ -11,3 +11,9 @@ connector on every request (stateless, like flyte-sdk's service). Sits on ``acto
 from ._direct import DirectService as DirectService
 from ._protocol import ConnectorService as ConnectorService
 from ._supervisor import Supervisor as Supervisor
+
+__all__ = [
+    "ConnectorService",
+    "DirectService",
+    "Supervisor",
+]

@@ -12,3 +12,15 @@ from ._identity import job_id_for as job_id_for
 from ._identity import retry_attempt as retry_attempt
 from ._lookup import connector_for_category as connector_for_category
 from ._lookup import connector_for_type as connector_for_type
+
+__all__ = [
+    "adopted_job_id",
+    "connection_kwargs",
+    "connector_for_category",
+    "connector_for_type",
+    "decode_meta",
+    "job_id_for",
+    "native_inputs",
+    "resource_to_proto",
+    "retry_attempt",
+]
