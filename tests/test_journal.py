@@ -516,7 +516,7 @@ async def test_write_after_close_is_refused(journal_url: str) -> None:
 
 
 async def test_open_without_upgrade_refuses_an_unmigrated_database(journal_url: str) -> None:
-    with pytest.raises(JournalError, match="expected 0001"):
+    with pytest.raises(JournalError, match="expected 0002"):
         async with Journal.open(journal_url, upgrade=False):
             pass
 
@@ -546,8 +546,8 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
 def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: str) -> None:
     assert current_revision(journal_url) is None
     upgrade(journal_url)
-    assert current_revision(journal_url) == head_revision() == "0001"
-    assert _tables(journal_url) >= {"jobs", "events"}
+    assert current_revision(journal_url) == head_revision() == "0002"
+    assert _tables(journal_url) >= {"jobs", "events", "settings"}
 
     downgrade(journal_url)
     assert current_revision(journal_url) is None
@@ -609,3 +609,8 @@ def _tables(url: str) -> set[str]:
         return set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+async def test_a_setting_is_stored_once_and_the_first_value_wins(journal: Journal) -> None:
+    assert await journal.setting("meta_key", "first") == "first"
+    assert await journal.setting("meta_key", "second") == "first"

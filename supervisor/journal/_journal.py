@@ -212,6 +212,13 @@ class Journal:
         if request.error is not None:
             raise request.error
 
+    async def setting(self, name: str, default: str) -> str:
+        """The stored value of setting ``name``, storing ``default`` first when there is none.
+
+        Errors: ``JournalError`` when the database fails.
+        """
+        return await self._read(self._store.setting, name, default)
+
     async def get(self, job_id: str) -> JobRecord | None:
         """The job's latest committed record, or ``None`` if the journal has never seen it."""
         return await self._read(self._store.get, job_id)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ._memory import is_unfinished
 from ._records import CreateState, EventRecord, JobRecord, Put
@@ -32,7 +33,7 @@ from ._rows import (
     record_of,
     stable_columns,
 )
-from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs
+from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs, settings
 
 __all__ = ["IfAbsent", "Store", "meta_key"]
 
@@ -154,6 +155,28 @@ class Store:
             maybe_finished = record.phase in TERMINAL_PHASES or record.create_state in _NO_PHASE
             if maybe_finished and not is_unfinished(record):
                 del known[job_id]
+
+    def setting(self, name: str, default: str) -> str:
+        """The stored value of setting ``name``; ``default`` is stored first when none is.
+
+        One conditional insert and a read in one transaction: concurrent callers (replicas
+        starting together) all get the value that was stored first.
+        """
+        insert = (
+            postgresql.insert(settings)
+            if self.engine.dialect.name == "postgresql"
+            else sqlite.insert(settings)
+        )
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert.values(name=name, value=default).on_conflict_do_nothing(
+                    index_elements=["name"]
+                )
+            )
+            value = connection.execute(
+                sa.select(settings.c.value).where(settings.c.name == name)
+            ).scalar_one()
+        return str(value)
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's row, or ``None``."""
