@@ -77,6 +77,7 @@ def test_public_surface() -> None:
             "JobRecord",
             "Journal",
             "JournalError",
+            "JournalLost",
             "JournalLike",
             "JournalReader",
             "JournalStatistics",

@@ -73,6 +73,7 @@ async def _serve(
                 port=settings.port,
                 grace=settings.grace,
                 metrics=metrics,
+                halt=journal.wait_lost,
                 task_status=task_status,
             )
         )

@@ -8,6 +8,7 @@ from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
 from ._errors import JournalError as JournalError
+from ._errors import JournalLost as JournalLost
 from ._journal import Journal as Journal
 from ._journal import JournalStatistics as JournalStatistics
 from ._memory import InMemoryJournal as InMemoryJournal
@@ -44,6 +45,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalLike",
+    "JournalLost",
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",
