@@ -97,6 +97,7 @@ def test_public_surface() -> None:
             "metadata",
             "normalize_url",
             "safe_url",
+            "sqlite_path",
         ]
     )
     for name in supervisor.journal.__all__:

@@ -126,6 +126,7 @@ def test_first_start_creates_the_journal_file(tmp_path: Path) -> None:
     url = f"sqlite:///{journal}"
     with ServerProcess(SERVER_ARGS, log_dir=tmp_path / "server", journal=url) as server:
         server.start()
+        assert "creating a new, empty journal" in server.stdout_text()
         reader = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
         assert reader.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
         reader.close()

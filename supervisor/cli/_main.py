@@ -13,7 +13,7 @@ import trio_asyncio
 
 from connectors import ConnectorRegistry
 
-from ..journal import Journal, JournalError, safe_url
+from ..journal import Journal, JournalError, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import Supervisor
 from ._health import check_health
@@ -49,6 +49,10 @@ async def _serve(
     # the process: out of the collector's sight, full collections stop walking it. Measured
     # on a GetTask-only load: p99 116 ms -> 47 ms.
     gc.freeze()
+    path = sqlite_path(settings.journal)
+    if path is not None and not path.exists():
+        # First start (or a journal lost and not restored): say so, never silently.
+        print(f"journal {path} does not exist: creating a new, empty journal", flush=True)
     # One asyncio loop (trio-asyncio) for the whole process: the gRPC edge runs on it, and so
     # do asyncio-native connectors (flyte-sdk plugins).
     async with (
