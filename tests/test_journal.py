@@ -26,6 +26,7 @@ from supervisor.journal import (
     JobRecord,
     Journal,
     JournalError,
+    JournalLost,
     Put,
     Store,
     create_engine,
@@ -616,3 +617,20 @@ def _tables(url: str) -> set[str]:
 async def test_a_setting_is_stored_once_and_the_first_value_wins(journal: Journal) -> None:
     assert await journal.setting("meta_key", "first") == "first"
     assert await journal.setting("meta_key", "second") == "first"
+
+
+async def test_a_deleted_sqlite_file_is_lost_at_the_next_write_and_stays_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.db"
+    async with Journal.open(f"sqlite:///{path}") as journal:
+        await journal.write(Put(job("before"), "created"))
+        for suffix in ("", "-wal", "-shm"):
+            await trio.Path(f"{path}{suffix}").unlink(missing_ok=True)
+        with pytest.raises(JournalLost, match="was deleted"):
+            await journal.write(Put(job("after"), "created"))
+        assert journal.lost is not None
+        assert "was deleted" in await journal.wait_lost()
+        with pytest.raises(JournalLost):
+            await journal.get("before")
+    assert not await trio.Path(path).exists()  # never recreated
