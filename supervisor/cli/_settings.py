@@ -276,8 +276,9 @@ def add_serve_arguments(
         metavar="KEY",
         help="the key (at least 16 bytes; 64 hex characters recommended) that MACs the "
         "resource_metas this service hands out; every replica of one journal needs the "
-        "same; prefer the variable or --meta-key-file to a flag, which `ps` shows (env "
-        "SUPERVISOR_META_KEY; default: a key generated into the journal on first start)",
+        "same; without one, a key generated into the journal on first start is used; "
+        "prefer the variable or --meta-key-file to a flag, which `ps` shows (env "
+        "SUPERVISOR_META_KEY; default: none)",
     )
     _add(
         parser,
