@@ -15,6 +15,7 @@ from ._run import read_inputs as read_inputs
 from ._run import read_template as read_template
 from ._settings import ENVIRONMENT as ENVIRONMENT
 from ._settings import Settings as Settings
+from ._settings import parse_serve as parse_serve
 
 __all__ = [
     "ENVIRONMENT",
@@ -25,6 +26,7 @@ __all__ = [
     "meta_candidates",
     "parse_age",
     "parse_phase",
+    "parse_serve",
     "read_inputs",
     "read_template",
     "split_address",

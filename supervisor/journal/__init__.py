@@ -9,7 +9,9 @@ only.
 from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
+from ._engine import sqlite_path as sqlite_path
 from ._errors import JournalError as JournalError
+from ._errors import JournalLost as JournalLost
 from ._journal import Journal as Journal
 from ._journal import JournalStatistics as JournalStatistics
 from ._memory import InMemoryJournal as InMemoryJournal
@@ -51,6 +53,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalLike",
+    "JournalLost",
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",
@@ -67,5 +70,6 @@ __all__ = [
     "normalize_url",
     "phase_is_final",
     "safe_url",
+    "sqlite_path",
     "upgrade",
 ]

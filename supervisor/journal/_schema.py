@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from ._records import CreateState, DeleteState
 from ._rules import UNFINISHED
 
-__all__ = ["events", "jobs", "metadata"]
+__all__ = ["events", "jobs", "metadata", "settings"]
 
 metadata = sa.MetaData()
 
@@ -75,3 +75,11 @@ events = sa.Table(
     sa.Index("ix_events_job_id_seq", "job_id", "seq"),
     sqlite_autoincrement=True,
 )
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+"""Values the service keeps beside the jobs (the generated resource_meta key)."""

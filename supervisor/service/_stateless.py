@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
-from connectors import ConnectorNotFound, ConnectorRegistry
+from connectors import AsyncConnector, ConnectorNotFound, ConnectorRegistry, ResourceMeta
 from flyteproto.flyteidl2 import connector as pb
 
 from .._errors import NotFound
@@ -35,13 +36,19 @@ class StatelessAnswers:
         self, request: pb.GetTaskMetricsRequest
     ) -> pb.GetTaskMetricsResponse:
         connector = connector_for_category(self.registry, request.task_category)
-        meta = decode_meta(connector, request.resource_meta)
+        meta = await self.meta_to_act_on(connector, request.task_category, request.resource_meta)
         return await metrics_of(connector, meta, request)
 
     async def get_task_logs(
         self, request: pb.GetTaskLogsRequest
     ) -> AsyncIterator[pb.GetTaskLogsResponse]:
         connector = connector_for_category(self.registry, request.task_category)
-        meta = decode_meta(connector, request.resource_meta)
+        meta = await self.meta_to_act_on(connector, request.task_category, request.resource_meta)
         async for response in logs_of(connector, meta, request):
             yield response
+
+    async def meta_to_act_on(
+        self, connector: AsyncConnector[Any], category: pb.TaskCategory | None, data: bytes
+    ) -> ResourceMeta:
+        """The connector's meta for a client's bytes. Errors: InvalidArgument."""
+        return decode_meta(connector, data)

@@ -12,8 +12,11 @@ from ._identity import job_id_for as job_id_for
 from ._identity import retry_attempt as retry_attempt
 from ._lookup import connector_for_category as connector_for_category
 from ._lookup import connector_for_type as connector_for_type
+from ._seal import MetaSeal as MetaSeal
+from ._seal import payload_of as payload_of
 
 __all__ = [
+    "MetaSeal",
     "adopted_job_id",
     "connection_kwargs",
     "connector_for_category",
@@ -21,6 +24,7 @@ __all__ = [
     "decode_meta",
     "job_id_for",
     "native_inputs",
+    "payload_of",
     "resource_to_proto",
     "retry_attempt",
 ]
