@@ -13,6 +13,7 @@ from ._literals import inputs_to_native as inputs_to_native
 from ._literals import literal_to_native as literal_to_native
 from ._literals import native_to_literal as native_to_literal
 from ._literals import native_to_outputs as native_to_outputs
+from ._local import RUN_LOCAL_POLL_INTERVAL as RUN_LOCAL_POLL_INTERVAL
 from ._local import run_local as run_local
 from ._phase import TERMINAL_PHASES as TERMINAL_PHASES
 from ._phase import Phase as Phase
@@ -30,6 +31,7 @@ from ._resource import TaskLog as TaskLog
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "RUN_LOCAL_POLL_INTERVAL",
     "TERMINAL_PHASES",
     "AsyncConnector",
     "BlobRef",

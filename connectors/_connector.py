@@ -40,7 +40,8 @@ class AsyncConnector(ABC, Generic[M]):
         max_concurrent_calls: cap on calls in flight to the external service, all jobs of
             this connector together.
         call_timeout: seconds after which a call to the external service counts as failed.
-        (These four are plain attributes: an instance may override them.)
+        (These four are plain attributes: an instance may override them, for example with
+        ``override_options``.)
 
     Secrets and configs from the request's ``connection`` arrive as keyword arguments; so
     does ``idempotency_key`` on ``create``. Accept ``**kwargs`` to ignore what you don't use.
@@ -58,6 +59,22 @@ class AsyncConnector(ABC, Generic[M]):
     poll_interval: float = 10.0
     max_concurrent_calls: int = 64
     call_timeout: float = 60.0
+
+    def override_options(
+        self,
+        *,
+        poll_interval: float | None = None,
+        max_concurrent_calls: int | None = None,
+        call_timeout: float | None = None,
+    ) -> None:
+        """Set this instance's ``poll_interval``, ``max_concurrent_calls`` and ``call_timeout``
+        to the values given; ``None`` keeps the class's."""
+        if poll_interval is not None:
+            self.poll_interval = poll_interval
+        if max_concurrent_calls is not None:
+            self.max_concurrent_calls = max_concurrent_calls
+        if call_timeout is not None:
+            self.call_timeout = call_timeout
 
     @abstractmethod
     async def create(

@@ -236,6 +236,14 @@ class Beta(_Quiet):
     task_type_name = "beta"
 
 
+def test_override_options_sets_the_values_given_and_keeps_the_class_defaults() -> None:
+    connector = Beta()
+    connector.override_options(poll_interval=2.5, call_timeout=None)
+    assert (connector.poll_interval, connector.max_concurrent_calls) == (2.5, 64)
+    assert connector.call_timeout == 60.0
+    assert Beta.poll_interval == 10.0  # the class is untouched
+
+
 def test_registry_gets_a_connector_by_task_type_name_and_version() -> None:
     alpha0, alpha1 = AlphaV0(), AlphaV1()
     registry = ConnectorRegistry([alpha0, alpha1])

@@ -79,12 +79,11 @@ class FlyteSdkConnector(AsyncConnector[FlyteSdkMeta]):
         call_timeout: float | None = None,
     ) -> None:
         self.wrapped = wrapped
-        if poll_interval is not None:
-            self.poll_interval = poll_interval
-        if max_concurrent_calls is not None:
-            self.max_concurrent_calls = max_concurrent_calls
-        if call_timeout is not None:
-            self.call_timeout = call_timeout
+        self.override_options(
+            poll_interval=poll_interval,
+            max_concurrent_calls=max_concurrent_calls,
+            call_timeout=call_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"FlyteSdkConnector({self.wrapped!r})"

@@ -40,23 +40,17 @@ from connectors import (
     PermanentError,
     Phase,
     ResourceMeta,
-    is_terminal,
 )
 from flyteproto.flyteidl2 import connector as pb
 
 from .._errors import ConnectorFailed, ServiceError, Unavailable
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put, phase_is_final
 from ..observe import ConnectorMetrics, Metrics
 from ..wire import native_inputs, payload_of, resource_to_proto
-from ._job import (
-    Observation,
-    Observer,
-    encode_answer,
-    observation_of,
-    with_observation,
-    with_phase,
-)
+from ._answer import encode_answer
+from ._changes import with_observation, with_phase
 from ._messages import Cancel, Credentials, Inbox
+from ._observer import Observation, Observer, observation_of
 
 __all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
 
@@ -168,9 +162,7 @@ async def run_actor(
 
 def _close_inbox(handle: JobHandle) -> None:
     """Answer what is still queued, then close: later senders see the actor is gone."""
-    settled = handle.record.delete_state == DeleteState.DONE or is_terminal(
-        Phase(handle.record.phase)
-    )
+    settled = handle.record.delete_state == DeleteState.DONE or phase_is_final(handle.record)
     for message in handle.inbox.close():
         if isinstance(message, Cancel):
             message.reply.set(None if settled else Unavailable("the job's actor stopped; retry"))
@@ -245,9 +237,7 @@ class _Actor:
         if message.kwargs and self.kwargs is None:
             self.got_credentials(message.kwargs)
         try:
-            if self.record.delete_state == DeleteState.NONE and not is_terminal(
-                Phase(self.record.phase)
-            ):
+            if self.record.delete_state == DeleteState.NONE and not phase_is_final(self.record):
                 await self.commit("delete_intent", delete_state=DeleteState.REQUESTED)
         except BaseException as exc:
             message.reply.set(exc)
@@ -286,10 +276,7 @@ class _Actor:
             self.handle.polled.set()
 
     def finished(self) -> bool:
-        return (
-            is_terminal(Phase(self.record.phase))
-            and self.record.delete_state != DeleteState.REQUESTED
-        )
+        return phase_is_final(self.record) and self.record.delete_state != DeleteState.REQUESTED
 
     async def wait_until(self, when: float) -> bool:
         """Sleep until ``when``, then make sure of the credentials. False when a message or

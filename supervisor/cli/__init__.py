@@ -16,3 +16,18 @@ from ._run import read_template as read_template
 from ._settings import ENVIRONMENT as ENVIRONMENT
 from ._settings import Settings as Settings
 from ._settings import parse_serve as parse_serve
+
+__all__ = [
+    "ENVIRONMENT",
+    "InvalidRunInput",
+    "Settings",
+    "build_parser",
+    "main",
+    "meta_candidates",
+    "parse_age",
+    "parse_phase",
+    "parse_serve",
+    "read_inputs",
+    "read_template",
+    "split_address",
+]

@@ -45,9 +45,9 @@ async def _serve(
     # Imported here: the journal and health commands need none of the gRPC server.
     from ..edge import Listening, serve_grpc
 
-    # What start-up made (modules, classes, descriptors: ~100,000 objects) lives as long as
-    # the process: out of the collector's sight, full collections stop walking it. Measured
-    # on a GetTask-only load: p99 116 ms -> 47 ms.
+    # What start-up made (modules, classes, descriptors) lives as long as the process: out
+    # of the collector's sight, full collections stop walking it, and so stop adding to the
+    # tail latency of every RPC (see BENCHMARKS.md).
     gc.freeze()
     path = sqlite_path(settings.journal)
     if path is not None and not path.exists():

@@ -24,6 +24,7 @@ from flyteidl2.core import tasks_pb2
 from google.protobuf import json_format
 
 from connectors import (
+    RUN_LOCAL_POLL_INTERVAL,
     AsyncConnector,
     BlobRef,
     ConnectorNotFound,
@@ -33,7 +34,6 @@ from connectors import (
     StructuredDatasetRef,
     run_local,
 )
-from connectors._local import DEFAULT_POLL_INTERVAL
 from flyteproto.flyteidl2.core import (
     BlobTypeBlobDimensionality,
     LiteralType,
@@ -83,7 +83,7 @@ def add_run_arguments(
     parser.add_argument(
         "--poll-interval",
         type=float,
-        default=DEFAULT_POLL_INTERVAL,
+        default=RUN_LOCAL_POLL_INTERVAL,
         metavar="SECONDS",
         help="seconds between two polls (default %(default)s)",
     )

@@ -323,6 +323,7 @@ def add_health_arguments(
 
 
 def parse_serve(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings ``serve`` would run with for ``argv`` and ``environ``."""
     parser = argparse.ArgumentParser(prog="supervisor serve")
     add_serve_arguments(parser, environ)
     return Settings.from_args(parser.parse_args(argv))

@@ -25,13 +25,13 @@ from typing import Any
 
 import trio
 
-from connectors import AsyncConnector, ConnectorRegistry, Phase, ResourceMeta, is_terminal
+from connectors import AsyncConnector, ConnectorRegistry, Phase, ResourceMeta
 from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import Connection
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put, is_settled
 from ..observe import Metrics, bind_job, job_fields
 from ..wire import (
     MetaSeal,
@@ -45,7 +45,7 @@ from ..wire import (
     payload_of,
     retry_attempt,
 )
-from ._service import StatelessAnswers
+from ._stateless import StatelessAnswers
 
 __all__ = ["Supervisor"]
 
@@ -427,11 +427,11 @@ class Supervisor(StatelessAnswers):
                 await self._adopt(connector, key, request.connection, delete=True)
                 return pb.DeleteTaskResponse()
             if isinstance(found, JobRecord):
-                if _settled(found):
+                if is_settled(found):
                     return pb.DeleteTaskResponse()
                 found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
             handle = found
-        if _settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
+        if is_settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
             return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
         message = Cancel(kwargs)
         try:
@@ -454,18 +454,6 @@ class Supervisor(StatelessAnswers):
 def _meta_key(record: JobRecord) -> _MetaKey:
     assert record.resource_meta is not None
     return (record.task_type, record.task_type_version, record.resource_meta)
-
-
-def _settled(record: JobRecord) -> bool:
-    """Nothing left to cancel: finished, deleted, or never created."""
-    if record.delete_state == DeleteState.DONE:
-        return True
-    if record.delete_state == DeleteState.REQUESTED:
-        return False
-    return is_terminal(Phase(record.phase)) or record.create_state in (
-        CreateState.FAILED,
-        CreateState.ABANDONED,
-    )
 
 
 def _without_secrets(request: pb.CreateTaskRequest) -> pb.CreateTaskRequest:

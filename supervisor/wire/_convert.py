@@ -7,8 +7,6 @@ from typing import Any
 
 from connectors import (
     AsyncConnector,
-    ConnectorNotFound,
-    ConnectorRegistry,
     InvalidResourceMeta,
     LiteralConversionError,
     Resource,
@@ -21,11 +19,10 @@ from flyteproto.flyteidl2.core import Connection, TaskExecutionPhase
 from flyteproto.flyteidl2.task import Inputs
 from flyteproto.google.protobuf import Struct
 
-from .._errors import ConnectorFailed, InvalidArgument, NotFound
+from .._errors import ConnectorFailed, InvalidArgument
 
 __all__ = [
     "connection_kwargs",
-    "connector_for_category",
     "decode_meta",
     "native_inputs",
     "resource_to_proto",
@@ -40,23 +37,6 @@ def connection_kwargs(connection: Connection | None) -> dict[str, str]:
     if connection is None:
         return {}
     return {**connection.secrets, **connection.configs}
-
-
-def connector_for_category(
-    registry: ConnectorRegistry, category: pb.TaskCategory | None
-) -> AsyncConnector[Any]:
-    """Errors: InvalidArgument without a task category; NotFound for an unknown one."""
-    if category is None or not category.name:
-        raise InvalidArgument("task_category is required")
-    return connector_for_type(registry, category.name, category.version)
-
-
-def connector_for_type(registry: ConnectorRegistry, name: str, version: int) -> AsyncConnector[Any]:
-    """Errors: NotFound."""
-    try:
-        return registry.get(name, version)
-    except ConnectorNotFound as exc:
-        raise NotFound(str(exc)) from None
 
 
 def decode_meta(connector: AsyncConnector[Any], data: bytes) -> ResourceMeta:
