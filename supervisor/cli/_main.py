@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import trio
 import trio_asyncio
 
-from connectors import ConnectorRegistry
+from connectors import ConnectorRegistry, load_connectors
 
 from ..journal import Journal, JournalError, safe_url
 from ..observe import Metrics, MetricsServer, configure_logging
@@ -27,16 +27,11 @@ _log = logging.getLogger("supervisor")
 
 
 def build_registry(settings: Settings) -> ConnectorRegistry:
-    """Connectors from entry points (unless disabled) and ``--modules``.
+    """The default registry, filled from entry points (unless disabled) and ``--modules``.
 
     Errors: ImportError, DuplicateConnector, TypeError from discovery.
     """
-    registry = ConnectorRegistry()
-    if settings.entry_points:
-        registry.load_entry_points()
-    for module in settings.modules:
-        registry.load_module(module)
-    return registry
+    return load_connectors(settings.entry_points, settings.modules)
 
 
 async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metrics) -> None:
