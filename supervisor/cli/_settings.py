@@ -61,6 +61,7 @@ class Settings:
     log_format: str = "text"
     journal: str = DEFAULT_JOURNAL
     metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
+    stop_after: float | None = None  # seconds; then stop as on SIGTERM (c0 --timeout)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
