@@ -25,7 +25,8 @@ import trio
 
 from connectors import AsyncConnector, ConnectorRegistry, Phase, is_terminal
 from flyteproto.flyteidl2 import connector as pb
-from flyteproto.flyteidl2.core import Connection
+from flyteproto.flyteidl2.connector import TaskExecutionMetadata
+from flyteproto.flyteidl2.core import Connection, TaskTemplate
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
@@ -42,6 +43,7 @@ from ..wire import (
     retry_attempt,
 )
 from ._service import StatelessAnswers
+from ._superseded import earlier_attempts, superseded_reason
 
 __all__ = ["Supervisor"]
 
@@ -53,6 +55,7 @@ ADOPTION_FIRST_POLL_WAIT = 5.0
 ACTOR_RESTART_DELAY = 5.0
 
 _MetaKey = tuple[str, int, bytes]
+Kwargs = Mapping[str, str]
 
 
 class Supervisor(StatelessAnswers):
@@ -76,6 +79,7 @@ class Supervisor(StatelessAnswers):
         self._by_meta: dict[_MetaKey, JobHandle] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._contexts: dict[int, JobContext] = {}
+        self._seen: set[str] = set()  # live jobs a GetTask has named (_superseded)
         self._nursery: trio.Nursery | None = None
         self.resumed = 0
 
@@ -183,6 +187,7 @@ class Supervisor(StatelessAnswers):
     def _forget(self, handle: JobHandle) -> None:
         if self._jobs.get(handle.job_id) is handle:
             del self._jobs[handle.job_id]
+            self._seen.discard(handle.job_id)
         if handle.record.resource_meta is not None:
             key = _meta_key(handle.record)
             if self._by_meta.get(key) is handle:
@@ -231,6 +236,7 @@ class Supervisor(StatelessAnswers):
                     handle = self._start(
                         connector, record, kwargs=kwargs, resumed=False, request=request
                     )
+                    self._supersede_earlier_attempts(template, metadata, kwargs)
                 elif existing.create_state == CreateState.CREATED:
                     assert existing.resource_meta is not None
                     return pb.CreateTaskResponse(resource_meta=existing.resource_meta)
@@ -251,6 +257,29 @@ class Supervisor(StatelessAnswers):
             raise Unavailable("the job's create did not finish; retry")
         self._by_meta.setdefault(_meta_key(handle.record), handle)
         return pb.CreateTaskResponse(resource_meta=meta)
+
+    def _supersede_earlier_attempts(
+        self, template: TaskTemplate, metadata: TaskExecutionMetadata | None, kwargs: Kwargs
+    ) -> None:
+        """Cancel the live, never-seen jobs of this task execution's earlier attempts
+        (``_superseded``): through their actors, once (a journalled intent is not repeated)."""
+        attempt = retry_attempt(metadata)
+        for _, job_id in earlier_attempts(template.type, template.task_type_version, metadata):
+            earlier = self._jobs.get(job_id)
+            if earlier is None or job_id in self._seen or _settled(earlier.record):
+                continue
+            if earlier.record.delete_state == DeleteState.REQUESTED:
+                continue
+            _log.info(
+                "job %s: superseded by attempt %d of its task execution: cancelling it",
+                job_id,
+                attempt,
+                extra=job_fields(job_id, earlier.record.connector),
+            )
+            try:
+                earlier.inbox.put(Cancel(kwargs, reason=superseded_reason(attempt)))
+            except trio.ClosedResourceError:
+                continue  # its actor has ended: nothing runs on
 
     def _new_record(
         self, connector: AsyncConnector[Any], job_id: str, request: pb.CreateTaskRequest
@@ -292,6 +321,7 @@ class Supervisor(StatelessAnswers):
                 with trio.move_on_after(ADOPTION_FIRST_POLL_WAIT):
                     await found.polled.wait()
             handle = found
+        self._seen.add(handle.job_id)
         self._offer_credentials(handle, connection_kwargs(request.connection))
         return answer_for(handle.record)
 
@@ -308,6 +338,7 @@ class Supervisor(StatelessAnswers):
         handle = self._by_meta.get((task_type, version, resource_meta))
         if handle is None:
             return None
+        self._seen.add(handle.job_id)
         self._offer_credentials(handle, credentials)
         return handle.answer
 
