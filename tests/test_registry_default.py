@@ -247,4 +247,13 @@ def test_serve_serves_a_module_that_registers_on_import_unchanged(tmp_path: Path
                 timeout=10,
             )
             assert created.resource_meta == b'{"job_id":"token-6"}'
+            with pytest.raises(grpc.RpcError) as refused:  # no api_token: not a TypeError
+                stub.CreateTask(
+                    connector_pb2.CreateTaskRequest(template=tasks_pb2.TaskTemplate(type="token")),
+                    timeout=10,
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details() == (
+                "missing connection.secrets key 'api_token': Token connector's create requires it"
+            )
         assert server.stop() == 0

@@ -40,6 +40,7 @@ from ..wire import (
     decode_meta,
     job_id_for,
     native_inputs,
+    require_connection,
     retry_attempt,
 )
 from ._service import StatelessAnswers
@@ -221,6 +222,7 @@ class Supervisor(StatelessAnswers):
         metadata = request.task_execution_metadata
         job_id = job_id_for(template.type, template.task_type_version, metadata)
         kwargs = connection_kwargs(request.connection)
+        require_connection(connector, kwargs)
         async with self._job_lock(job_id):
             handle = self._jobs.get(job_id)
             if handle is not None and handle.record.create_state == CreateState.FAILED:
@@ -421,6 +423,9 @@ class Supervisor(StatelessAnswers):
                     return pb.DeleteTaskResponse()
                 found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
             handle = found
+        # Every DeleteTask brings the connection again: a resumed job waiting for it to carry
+        # out a journalled cancel (or holding stale secrets) gets it even when we answer at once.
+        self._offer_credentials(handle, kwargs)
         if _settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
             return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
         message = Cancel(kwargs)

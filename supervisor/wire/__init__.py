@@ -8,6 +8,7 @@ from ._convert import connector_for_category as connector_for_category
 from ._convert import connector_for_type as connector_for_type
 from ._convert import decode_meta as decode_meta
 from ._convert import native_inputs as native_inputs
+from ._convert import require_connection as require_connection
 from ._convert import resource_to_proto as resource_to_proto
 from ._identity import adopted_job_id as adopted_job_id
 from ._identity import job_id_for as job_id_for
