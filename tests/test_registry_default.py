@@ -7,6 +7,7 @@ modules afresh, so what one test registers on import is not seen by the next.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 import textwrap
@@ -246,7 +247,7 @@ def test_serve_serves_a_module_that_registers_on_import_unchanged(tmp_path: Path
                 ),
                 timeout=10,
             )
-            assert created.resource_meta == b'{"job_id":"token-6"}'
+            assert json.loads(created.resource_meta)["job_id"] == "token-6"
             with pytest.raises(grpc.RpcError) as refused:  # no api_token: not a TypeError
                 stub.CreateTask(
                     connector_pb2.CreateTaskRequest(template=tasks_pb2.TaskTemplate(type="token")),

@@ -46,11 +46,13 @@ def test_a_lost_create_answer_leaves_one_external_job_running(tmp_path: Path) ->
         server.start()
         with grpc.insecure_channel(server.address) as channel:
             stub = service_pb2_grpc.AsyncConnectorServiceStub(channel)
+            # The creates take 3 s and the client gives up after 1 s: time enough for the
+            # request to reach the connector, which then creates the job regardless.
             # Another task execution's attempt 0, whose answer was lost too: never touched.
             with pytest.raises(grpc.RpcError) as lost_other:
-                stub.CreateTask(create("other", 0, 1.0), timeout=0.2)
+                stub.CreateTask(create("other", 0, 3.0), timeout=1.0)
             with pytest.raises(grpc.RpcError) as lost:
-                stub.CreateTask(create("t", 0, 1.0), timeout=0.2)
+                stub.CreateTask(create("t", 0, 3.0), timeout=1.0)
             for error in (lost_other.value, lost.value):
                 assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             # The executor retries the task in place: attempt 1, a new task execution id.
