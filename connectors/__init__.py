@@ -20,10 +20,13 @@ from ._phase import Phase as Phase
 from ._phase import StateMap as StateMap
 from ._phase import is_terminal as is_terminal
 from ._registry import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
+from ._registry import FLYTE_ENTRY_POINT_GROUP as FLYTE_ENTRY_POINT_GROUP
+from ._registry import ConnectorNeedsArguments as ConnectorNeedsArguments
 from ._registry import ConnectorNotFound as ConnectorNotFound
 from ._registry import ConnectorRegistry as ConnectorRegistry
 from ._registry import DuplicateConnector as DuplicateConnector
 from ._registry import TaskType as TaskType
+from ._registry import load_connectors as load_connectors
 from ._resource import InvalidResourceMeta as InvalidResourceMeta
 from ._resource import Resource as Resource
 from ._resource import ResourceMeta as ResourceMeta
@@ -31,10 +34,12 @@ from ._resource import TaskLog as TaskLog
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "FLYTE_ENTRY_POINT_GROUP",
     "RUN_LOCAL_POLL_INTERVAL",
     "TERMINAL_PHASES",
     "AsyncConnector",
     "BlobRef",
+    "ConnectorNeedsArguments",
     "ConnectorNotFound",
     "ConnectorRegistry",
     "DuplicateConnector",
@@ -52,6 +57,7 @@ __all__ = [
     "inputs_to_native",
     "is_terminal",
     "literal_to_native",
+    "load_connectors",
     "native_to_literal",
     "native_to_outputs",
     "run_local",

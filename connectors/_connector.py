@@ -8,8 +8,9 @@ types generated from flyteidl2 (``flyteproto``), not the protobuf runtime's.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from flyteproto.flyteidl2.connector import (
@@ -21,7 +22,28 @@ from flyteproto.flyteidl2.core import TaskTemplate
 
 from ._resource import Resource, ResourceMeta
 
-__all__ = ["AsyncConnector"]
+__all__ = ["AsyncConnector", "required_keywords"]
+
+#: What the supervisor passes to ``create`` itself (flyte-sdk's service passes the first four).
+_PASSED = frozenset(
+    {"task_template", "output_prefix", "inputs", "task_execution_metadata", "idempotency_key"}
+)
+
+
+def required_keywords(create: Callable[..., Any]) -> frozenset[str]:
+    """Parameters of ``create`` without a default that the supervisor does not pass."""
+    try:
+        parameters = inspect.signature(create).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(
+        p.name
+        for p in parameters
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and p.name not in _PASSED
+    )
+
 
 M = TypeVar("M", bound=ResourceMeta)
 
@@ -94,6 +116,12 @@ class AsyncConnector(ABC, Generic[M]):
     @abstractmethod
     async def delete(self, resource_meta: M, **kwargs: Any) -> None:
         """Cancel the external job. A job that is already gone is not an error."""
+
+    def required_connection_keys(self) -> frozenset[str]:
+        """The keyword arguments ``create`` cannot do without beyond the ones the supervisor
+        passes: secrets or configs the request's ``connection`` must carry (read from the
+        signature: a keyword parameter without a default, such as ``*, api_token``)."""
+        return required_keywords(self.create)
 
     async def get_metrics(self, resource_meta: M, **kwargs: Any) -> GetTaskMetricsResponse:
         """Optional. Errors: NotImplementedError when the connector has no metrics."""

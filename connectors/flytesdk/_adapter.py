@@ -15,7 +15,7 @@ from flyteproto.flyteidl2.connector import (
 )
 from flyteproto.flyteidl2.core import TaskTemplate
 
-from .._connector import AsyncConnector
+from .._connector import AsyncConnector, required_keywords
 from .._errors import PermanentError
 from .._resource import Resource
 from ._convert import (
@@ -87,6 +87,9 @@ class FlyteSdkConnector(AsyncConnector[FlyteSdkMeta]):
 
     def __repr__(self) -> str:
         return f"FlyteSdkConnector({self.wrapped!r})"
+
+    def required_connection_keys(self) -> frozenset[str]:
+        return required_keywords(self.wrapped.create)
 
     async def create(
         self,

@@ -189,6 +189,7 @@ class _Actor:
         self.failures = 0
         self.retry_after = 0.0  # the service's own "not before" after the last failure
         self.timed_out = False
+        self.cancel_reason = ""  # why the supervisor itself cancels, if it does
         self.credentials_at = -math.inf  # when credentials came after a wait (poll lag)
         self.meta: ResourceMeta | None = None
         # Remembers the last report's JSON: cheap polls while nothing changes.
@@ -238,7 +239,16 @@ class _Actor:
             self.got_credentials(message.kwargs)
         try:
             if self.record.delete_state == DeleteState.NONE and not phase_is_final(self.record):
-                await self.commit("delete_intent", delete_state=DeleteState.REQUESTED)
+                if message.reason:  # the supervisor's own cancel (a superseded attempt)
+                    self.cancel_reason = message.reason
+                    await self.commit(
+                        "delete_intent",
+                        {"reason": message.reason},
+                        delete_state=DeleteState.REQUESTED,
+                        message=message.reason,
+                    )
+                else:
+                    await self.commit("delete_intent", delete_state=DeleteState.REQUESTED)
         except BaseException as exc:
             message.reply.set(exc)
             raise
@@ -492,6 +502,8 @@ class _Actor:
         deadline = self.record.deadline
         if self.timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
             phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
+        elif self.cancel_reason:
+            phase, message = Phase.ABORTED, f"{self.cancel_reason}: the external job was cancelled"
         else:
             phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
         record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())

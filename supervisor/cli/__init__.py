@@ -4,6 +4,8 @@ The top layer: it may import every other package; nothing imports it. ``config_d
 (a script) writes ``docs/configuration.md`` from these parsers.
 """
 
+from ._c0 import c0_main as c0_main
+from ._c0 import c0_settings as c0_settings
 from ._health import split_address as split_address
 from ._journal import meta_candidates as meta_candidates
 from ._journal import parse_age as parse_age
@@ -22,6 +24,8 @@ __all__ = [
     "InvalidRunInput",
     "Settings",
     "build_parser",
+    "c0_main",
+    "c0_settings",
     "main",
     "meta_candidates",
     "parse_age",

@@ -28,10 +28,10 @@ from connectors import (
     AsyncConnector,
     BlobRef,
     ConnectorNotFound,
-    ConnectorRegistry,
     Phase,
     Resource,
     StructuredDatasetRef,
+    load_connectors,
     run_local,
 )
 from flyteproto.flyteidl2.core import (
@@ -208,12 +208,7 @@ def _adapt(name: str, item: Any, declared: LiteralType | None) -> Any:
 
 
 def _connector_for(template: TaskTemplate, args: argparse.Namespace) -> AsyncConnector[Any]:
-    registry = ConnectorRegistry()
-    if args.entry_points:
-        registry.load_entry_points()
-    for module in args.modules:
-        if module:
-            registry.load_module(module)
+    registry = load_connectors(args.entry_points, [m for m in args.modules if m])
     return registry.get(template.type, template.task_type_version)
 
 

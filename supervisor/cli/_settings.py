@@ -70,6 +70,7 @@ class Settings:
     meta_key: str | None = dataclasses.field(default=None, repr=False)  # a secret
     meta_key_file: str | None = None
     adopt_unsigned: bool = False
+    stop_after: float | None = None  # seconds; then stop as on SIGTERM (c0 --timeout)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:

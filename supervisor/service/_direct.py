@@ -14,6 +14,7 @@ from ..wire import (
     connector_for_type,
     decode_meta,
     native_inputs,
+    require_connection,
     resource_to_proto,
 )
 from ._calls import call_connector
@@ -35,6 +36,7 @@ class DirectService(StatelessAnswers):
         if template is None or not template.type:
             raise InvalidArgument("template with a task type is required")
         connector = connector_for_type(self.registry, template.type, template.task_type_version)
+        require_connection(connector, connection_kwargs(request.connection))
         meta = await call_connector(
             connector,
             "create",

@@ -27,7 +27,8 @@ import trio
 
 from connectors import AsyncConnector, ConnectorRegistry, Phase, ResourceMeta
 from flyteproto.flyteidl2 import connector as pb
-from flyteproto.flyteidl2.core import Connection
+from flyteproto.flyteidl2.connector import TaskExecutionMetadata
+from flyteproto.flyteidl2.core import Connection, TaskTemplate
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
@@ -43,9 +44,11 @@ from ..wire import (
     job_id_for,
     native_inputs,
     payload_of,
+    require_connection,
     retry_attempt,
 )
 from ._stateless import StatelessAnswers
+from ._superseded import earlier_attempts, superseded_reason
 
 __all__ = ["Supervisor"]
 
@@ -59,6 +62,7 @@ ACTOR_RESTART_DELAY = 5.0
 META_KEY_SETTING = "resource_meta_key"
 
 _MetaKey = tuple[str, int, bytes]
+Kwargs = Mapping[str, str]
 
 
 class Supervisor(StatelessAnswers):
@@ -90,6 +94,7 @@ class Supervisor(StatelessAnswers):
         self._by_meta: dict[_MetaKey, JobHandle] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._contexts: dict[int, JobContext] = {}
+        self._seen: set[str] = set()  # live jobs a GetTask has named (_superseded)
         self._nursery: trio.Nursery | None = None
         self.resumed = 0
 
@@ -212,6 +217,7 @@ class Supervisor(StatelessAnswers):
     def _forget(self, handle: JobHandle) -> None:
         if self._jobs.get(handle.job_id) is handle:
             del self._jobs[handle.job_id]
+            self._seen.discard(handle.job_id)
         if handle.record.resource_meta is not None:
             key = _meta_key(handle.record)
             if self._by_meta.get(key) is handle:
@@ -245,6 +251,7 @@ class Supervisor(StatelessAnswers):
         metadata = request.task_execution_metadata
         job_id = job_id_for(template.type, template.task_type_version, metadata)
         kwargs = connection_kwargs(request.connection)
+        require_connection(connector, kwargs)
         async with self._job_lock(job_id):
             handle = self._jobs.get(job_id)
             if handle is not None and handle.record.create_state == CreateState.FAILED:
@@ -260,6 +267,7 @@ class Supervisor(StatelessAnswers):
                     handle = self._start(
                         connector, record, kwargs=kwargs, resumed=False, request=request
                     )
+                    self._supersede_earlier_attempts(template, metadata, kwargs)
                 elif existing.create_state == CreateState.CREATED:
                     assert existing.resource_meta is not None
                     return pb.CreateTaskResponse(resource_meta=existing.resource_meta)
@@ -280,6 +288,29 @@ class Supervisor(StatelessAnswers):
             raise Unavailable("the job's create did not finish; retry")
         self._by_meta.setdefault(_meta_key(handle.record), handle)
         return pb.CreateTaskResponse(resource_meta=meta)
+
+    def _supersede_earlier_attempts(
+        self, template: TaskTemplate, metadata: TaskExecutionMetadata | None, kwargs: Kwargs
+    ) -> None:
+        """Cancel the live, never-seen jobs of this task execution's earlier attempts
+        (``_superseded``): through their actors, once (a journalled intent is not repeated)."""
+        attempt = retry_attempt(metadata)
+        for _, job_id in earlier_attempts(template.type, template.task_type_version, metadata):
+            earlier = self._jobs.get(job_id)
+            if earlier is None or job_id in self._seen or is_settled(earlier.record):
+                continue
+            if earlier.record.delete_state == DeleteState.REQUESTED:
+                continue
+            _log.info(
+                "job %s: superseded by attempt %d of its task execution: cancelling it",
+                job_id,
+                attempt,
+                extra=job_fields(job_id, earlier.record.connector),
+            )
+            try:
+                earlier.inbox.put(Cancel(kwargs, reason=superseded_reason(attempt)))
+            except trio.ClosedResourceError:
+                continue  # its actor has ended: nothing runs on
 
     def _new_record(
         self, connector: AsyncConnector[Any], job_id: str, request: pb.CreateTaskRequest
@@ -321,6 +352,7 @@ class Supervisor(StatelessAnswers):
                 with trio.move_on_after(ADOPTION_FIRST_POLL_WAIT):
                     await found.polled.wait()
             handle = found
+        self._seen.add(handle.job_id)
         self._offer_credentials(handle, connection_kwargs(request.connection))
         return answer_for(handle.record)
 
@@ -337,6 +369,7 @@ class Supervisor(StatelessAnswers):
         handle = self._by_meta.get((task_type, version, resource_meta))
         if handle is None:
             return None
+        self._seen.add(handle.job_id)
         self._offer_credentials(handle, credentials)
         return handle.answer
 
@@ -431,6 +464,9 @@ class Supervisor(StatelessAnswers):
                     return pb.DeleteTaskResponse()
                 found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
             handle = found
+        # Every DeleteTask brings the connection again: a resumed job waiting for it to carry
+        # out a journalled cancel (or holding stale secrets) gets it even when we answer at once.
+        self._offer_credentials(handle, kwargs)
         if is_settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
             return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
         message = Cancel(kwargs)

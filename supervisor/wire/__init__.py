@@ -6,6 +6,7 @@ Sits on ``connectors`` and the generated ``flyteproto`` code only.
 from ._convert import connection_kwargs as connection_kwargs
 from ._convert import decode_meta as decode_meta
 from ._convert import native_inputs as native_inputs
+from ._convert import require_connection as require_connection
 from ._convert import resource_to_proto as resource_to_proto
 from ._identity import adopted_job_id as adopted_job_id
 from ._identity import job_id_for as job_id_for
@@ -25,6 +26,7 @@ __all__ = [
     "job_id_for",
     "native_inputs",
     "payload_of",
+    "require_connection",
     "resource_to_proto",
     "retry_attempt",
 ]

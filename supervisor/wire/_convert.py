@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from connectors import (
@@ -25,8 +26,31 @@ __all__ = [
     "connection_kwargs",
     "decode_meta",
     "native_inputs",
+    "require_connection",
     "resource_to_proto",
 ]
+
+
+def require_connection(connector: AsyncConnector[Any], kwargs: Mapping[str, str]) -> None:
+    """Refuse a CreateTask whose connection lacks a secret (or config) ``create`` requires.
+
+    Errors: InvalidArgument naming the missing ``connection.secrets`` keys.
+    """
+    required = _REQUIRED.get(type(connector))
+    if required is None:
+        required = _REQUIRED[type(connector)] = connector.required_connection_keys()
+    missing = sorted(required.difference(kwargs))
+    if missing:
+        keys = ", ".join(repr(key) for key in missing)
+        plural = len(missing) > 1
+        raise InvalidArgument(
+            f"missing connection.secrets key{'s' if plural else ''} {keys}: "
+            f"{connector.name}'s create requires {'them' if plural else 'it'}"
+        )
+
+
+#: Connector class -> the keywords its create requires (signatures do not change).
+_REQUIRED: dict[type, frozenset[str]] = {}
 
 
 def connection_kwargs(connection: Connection | None) -> dict[str, str]:
