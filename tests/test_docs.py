@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MENTIONS = [
     ROOT / "README.md",
     ROOT / "docs" / "operations.md",
+    ROOT / "docs" / "recovery-testing.md",
     ROOT / "Dockerfile",
     ROOT / "deploy" / "kubernetes.yaml",
 ]

@@ -147,8 +147,10 @@ def verify_command(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
     except (ValueError, TargetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(run.plan.describe(), flush=True)
-    print(f"replay with --seed {run.plan.seed}", flush=True)
+    # With --json, stdout is the report alone: progress goes to stderr.
+    out = sys.stderr if args.json else sys.stdout
+    print(run.plan.describe(), file=out, flush=True)
+    print(f"replay with --seed {run.plan.seed}", file=out, flush=True)
     try:
         report = trio.run(_run, run)
     except TargetError as exc:
@@ -179,13 +181,15 @@ class _Setup:
         if args.jobs < 1 or args.faults < 0:
             raise ValueError("--jobs must be at least 1 and --faults at least 0")
         if args.kinds is None:
-            kinds = ["kill", "term"] if (args.serve or args.kill_cmd) else []
+            kinds = ["kill", "term"] if args.serve else ["kill"] if args.kill_cmd else []
             if args.db_stop_cmd:
                 kinds.append("db")
         else:
             kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
         if any(k in ("kill", "term") for k in kinds) and not (args.serve or args.kill_cmd):
             raise ValueError("kill/term faults need --serve or --kill-cmd")
+        if "term" in kinds and not args.serve:
+            raise ValueError("term faults need --serve (a deployment is faulted by --kill-cmd)")
         if "db" in kinds and not (args.db_stop_cmd and args.db_start_cmd):
             raise ValueError("db faults need --db-stop-cmd and --db-start-cmd")
         seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
@@ -429,11 +433,11 @@ class _Run:
     async def faults_task(self) -> None:
         gap = self.setup.args.delete_gap
         for planned in self.plan.faults:
-            at = planned.at
+            await trio.sleep_until(self.t0 + planned.at)
             if gap and planned.kind != "db":
-                await trio.sleep_until(self.t0 + max(0.0, at - gap))
+                # Let every DeleteTask answered so far be carried out before the kill.
                 self.deletes_allowed = trio.Event()  # jobs see "not set": hold deletes
-            await trio.sleep_until(self.t0 + at)
+                await trio.sleep(gap)
             live = {
                 j.planned.index for j in self.jobs if j.meta is not None and not j.outcome.ended
             }
@@ -497,6 +501,7 @@ class _Run:
             probe_resends=self.probe_resends,
             probe_changes=self.probe_changes,
             started_at=self.wall0,
+            cancel_seconds=self.setup.args.cancel_seconds,
             notes=notes,
         )
 
@@ -568,24 +573,29 @@ class _Display:
 
     def __init__(self, run: _Run) -> None:
         self.run_ = run
-        self.tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+        self.out = sys.stderr if run.setup.args.json else sys.stdout
+        self.tty = self.out.isatty() and os.environ.get("TERM") != "dumb"
         self.live: Any = None
 
     def line(self, text: str) -> None:
         if self.live is not None:
             self.live.console.print(text)
         else:
-            print(text, flush=True)
+            print(text, file=self.out, flush=True)
 
     async def run(self) -> None:
         if not self.tty:
             while True:
                 await trio.sleep(5.0)
-                print(self.run_.progress(), flush=True)
+                print(self.run_.progress(), file=self.out, flush=True)
+        from rich.console import Console
         from rich.live import Live
         from rich.text import Text
 
-        with Live(Text(self.run_.progress()), refresh_per_second=4, transient=True) as live:
+        console = Console(file=self.out)
+        with Live(
+            Text(self.run_.progress()), console=console, refresh_per_second=4, transient=True
+        ) as live:
             self.live = live
             try:
                 while True:

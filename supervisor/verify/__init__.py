@@ -5,6 +5,9 @@
 Sits on ``service`` and ``journal``.
 """
 
+from ._inprocess import IN_PROCESS_FAULTS as IN_PROCESS_FAULTS
+from ._inprocess import RecoveryViolation as RecoveryViolation
+from ._inprocess import verify_recovery as verify_recovery
 from ._plan import FAULT_KINDS as FAULT_KINDS
 from ._plan import Plan as Plan
 from ._plan import PlannedFault as PlannedFault

@@ -56,9 +56,10 @@ def make_plan(
     job_seconds: float,
     delete_share: float,
     kinds: tuple[str, ...],
+    allowed: tuple[str, ...] = FAULT_KINDS,
 ) -> Plan:
-    """Errors: ValueError for a kind not in FAULT_KINDS or faults without kinds."""
-    unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+    """Errors: ValueError for a kind not in ``allowed`` or faults without kinds."""
+    unknown = [kind for kind in kinds if kind not in allowed]
     if unknown:
         raise ValueError(f"unknown fault kind(s): {', '.join(unknown)}")
     if faults and not kinds:

@@ -8,14 +8,16 @@ the external calls (``External``, one per task execution). The same report comes
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["External", "FaultOutcome", "JobOutcome", "Report"]
 
-#: A cancel may lag the DeleteTask answer by this much (plus any fault's recovery).
-CANCEL_SLACK = 2.0
+#: A cancel may lag the DeleteTask answer by the external cancel's own time plus this
+#: (or, when a fault comes first, the server's return plus as much).
+CANCEL_SLACK = 1.0
 #: How many job names a violation lists.
 _SAMPLES = 5
 
@@ -65,6 +67,7 @@ class Report:
     probe_resends: int = 0  # CreateTask re-sent for the probe execution after faults
     probe_changes: int = 0  # ... answered with another resource_meta
     started_at: float = 0.0  # wall clock of the run's start (for ``ends_at``)
+    cancel_seconds: float = 0.0  # how long an external cancel takes
     notes: list[str] = field(default_factory=list)
 
     # -- figures ---------------------------------------------------------------------------
@@ -108,10 +111,12 @@ class Report:
 
     def _cancel_due(self, delete_ok_at: float) -> float:
         """When the cancel of a job deleted at ``delete_ok_at`` must have happened."""
-        due = delete_ok_at + CANCEL_SLACK
-        for fault in self.faults:
-            if fault.at <= due and fault.at + (fault.all_polled or 0.0) >= delete_ok_at:
-                due = max(due, fault.at + (fault.all_polled or 0.0) + CANCEL_SLACK)
+        slack = self.cancel_seconds + CANCEL_SLACK
+        due = delete_ok_at + slack
+        for fault in sorted(self.faults, key=lambda f: f.at):
+            if delete_ok_at <= fault.at <= due:
+                back = fault.first_ok if fault.first_ok is not None else math.inf
+                due = max(due, fault.at + back + slack)
         return due
 
     def unexpected_phases(self) -> list[str]:
@@ -223,11 +228,19 @@ class Report:
         width = max(len(name) for name, _ in rows)
         lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
         if self.faults:
-            lines += ["", "fault  kind  at       live  first GetTask OK  all jobs polled again"]
+            kind_width = max(4, *(len(fault.kind) for fault in self.faults))
+            lines += [
+                "",
+                f"fault  {'kind'.ljust(kind_width)}  at       live  first GetTask OK  "
+                "all jobs polled again",
+            ]
             for fault in self.faults:
+                first, every = _seconds(fault.first_ok), _seconds(fault.all_polled)
+                if not fault.live:
+                    first = every = "no live job"
                 lines.append(
-                    f"{fault.index + 1:>5}  {fault.kind:<4}  {fault.at:>6.1f}s  {fault.live:>4}  "
-                    f"{_seconds(fault.first_ok):>16}  {_seconds(fault.all_polled):>21}"
+                    f"{fault.index + 1:>5}  {fault.kind.ljust(kind_width)}  "
+                    f"{fault.at:>6.1f}s  {fault.live:>4}  {first:>16}  {every:>21}"
                 )
         lines += [f"note: {note}" for note in self.notes]
         lines.append("")
