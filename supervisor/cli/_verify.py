@@ -48,6 +48,8 @@ CALL_TIMEOUT = 10.0
 RETRY_DELAY = 0.5
 #: How long the tool waits for a fault's recovery before the next fault.
 RECOVERY_TIMEOUT = 120.0
+#: Default schedule length per fault (a restart and the re-poll of every job take seconds).
+SECONDS_PER_FAULT = 6.0
 _FINAL = {"SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"}
 _GIVE_UP_CODES = {"NOT_FOUND", "INVALID_ARGUMENT", "UNIMPLEMENTED"}
 
@@ -87,7 +89,12 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         "(and db with --db-stop-cmd)",
     )
     work.add_argument(
-        "--duration", type=float, default=30.0, metavar="SECONDS", help="spread creates and faults"
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="spread creates and faults over this long (default: 30, or 6 per fault when "
+        "that is more: each fault waits for the recovery of the one before)",
     )
     work.add_argument("--seed", type=int, default=None, help="replay a schedule (default: random)")
     work.add_argument(
@@ -192,6 +199,8 @@ class _Setup:
             raise ValueError("term faults need --serve (a deployment is faulted by --kill-cmd)")
         if "db" in kinds and not (args.db_stop_cmd and args.db_start_cmd):
             raise ValueError("db faults need --db-stop-cmd and --db-start-cmd")
+        if args.duration is None:
+            args.duration = max(30.0, SECONDS_PER_FAULT * args.faults)
         seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
         plan = make_plan(
             seed,
