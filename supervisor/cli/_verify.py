@@ -447,21 +447,22 @@ class _Run:
                 # Let every DeleteTask answered so far be carried out before the kill.
                 self.deletes_allowed = trio.Event()  # jobs see "not set": hold deletes
                 await trio.sleep(gap)
+            kind = planned.kind
+            await trio.to_thread.run_sync(self.setup.target.inflict, kind)
+            # Recovery counts from the moment the server (or database) is gone.
             live = {
                 j.planned.index for j in self.jobs if j.meta is not None and not j.outcome.ended
             }
-            outcome = FaultOutcome(planned.index, planned.kind, self.now(), live=len(live))
+            outcome = FaultOutcome(planned.index, kind, self.now(), live=len(live))
             self.faults.append(outcome)
             self.current = _Faulting(outcome, live)
             if not live:
                 self.current.all_polled.set()
             self.log(
-                f"fault {planned.index + 1}/{len(self.plan.faults)}: {planned.kind} "
+                f"fault {planned.index + 1}/{len(self.plan.faults)}: {kind} "
                 f"at {outcome.at:.1f}s ({len(live)} live jobs)"
             )
-            await trio.to_thread.run_sync(
-                self.setup.target.fault, planned.kind, self.setup.args.outage
-            )
+            await trio.to_thread.run_sync(self.setup.target.restore, kind, self.setup.args.outage)
             self.deletes_allowed.set()
             with trio.move_on_after(RECOVERY_TIMEOUT):
                 await self.current.all_polled.wait()

@@ -4,7 +4,8 @@
 channel reconnects after each restart) and kills it with SIGKILL or SIGTERM; ``Deployed``
 runs the user's ``--kill-cmd`` / ``--start-cmd`` (``kubectl delete pod ...``) and lets the
 deployment bring the server back. Both run database outages with ``--db-stop-cmd`` /
-``--db-start-cmd``. Every method blocks: callers run them in a worker thread.
+``--db-start-cmd``. A fault is ``inflict`` (returns once the server or database is gone)
+then ``restore``. Every method blocks: callers run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ class _Database:
         self.stop_cmd = stop_cmd
         self.start_cmd = start_cmd
 
-    def outage(self, seconds: float) -> None:
+    def stop_database(self) -> None:
         if not self.stop_cmd or not self.start_cmd:
             raise TargetError("a db fault needs --db-stop-cmd and --db-start-cmd")
         _shell(self.stop_cmd, "--db-stop-cmd")
-        time.sleep(seconds)
+
+    def start_database(self, outage: float) -> None:
+        assert self.start_cmd is not None
+        time.sleep(outage)
         _shell(self.start_cmd, "--db-start-cmd")
 
 
@@ -106,16 +110,21 @@ class Served(_Database):
                 raise TargetError(f"the server did not start (log {err}):\n" + "\n".join(tail))
             time.sleep(_POLL)
 
-    def fault(self, kind: str, outage: float) -> None:
-        """Inflict ``kind`` (kill, term, db) and bring the server back."""
+    def inflict(self, kind: str) -> None:
+        """Inflict ``kind`` (kill, term, db); return once the server (or database) is gone."""
         if kind == "db":
-            self.outage(outage)
-            return
-        if kind == "kill":
+            self.stop_database()
+        elif kind == "kill":
             self.kill()
         else:
             self.terminate()
-        self.start()
+
+    def restore(self, kind: str, outage: float) -> None:
+        """Bring back what ``inflict`` took away."""
+        if kind == "db":
+            self.start_database(outage)
+        else:
+            self.start()
 
     def kill(self) -> None:
         process = self._process
@@ -158,14 +167,18 @@ class Deployed(_Database):
     def start(self) -> None:
         """Nothing to start: the deployment runs."""
 
-    def fault(self, kind: str, outage: float) -> None:
+    def inflict(self, kind: str) -> None:
         if kind == "db":
-            self.outage(outage)
+            self.stop_database()
             return
         if not self.kill_cmd:
             raise TargetError("a kill fault on a deployment needs --kill-cmd")
         _shell(self.kill_cmd, "--kill-cmd")
-        if self.start_cmd:
+
+    def restore(self, kind: str, outage: float) -> None:
+        if kind == "db":
+            self.start_database(outage)
+        elif self.start_cmd:
             _shell(self.start_cmd, "--start-cmd")
 
     def close(self) -> None:
