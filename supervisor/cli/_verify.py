@@ -49,7 +49,7 @@ RETRY_DELAY = 0.5
 #: How long the tool waits for a fault's recovery before the next fault.
 RECOVERY_TIMEOUT = 120.0
 #: Default schedule length per fault (a restart and the re-poll of every job take seconds).
-SECONDS_PER_FAULT = 6.0
+SECONDS_PER_FAULT = 10.0
 _FINAL = {"SUCCEEDED", "FAILED", "ABORTED", "TIMED_OUT"}
 _GIVE_UP_CODES = {"NOT_FOUND", "INVALID_ARGUMENT", "UNIMPLEMENTED"}
 
@@ -93,7 +93,7 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="spread creates and faults over this long (default: 30, or 6 per fault when "
+        help="spread creates and faults over this long (default: 30, or 10 per fault when "
         "that is more: each fault waits for the recovery of the one before)",
     )
     work.add_argument("--seed", type=int, default=None, help="replay a schedule (default: random)")

@@ -1,7 +1,7 @@
 """The schedule of a recovery run, drawn from one seed: the same seed, the same run.
 
 Times are seconds from the start of the run. Jobs are created over the first 70% of
-``duration``; faults are planned between 10% and 65% of it (a fault waits for the recovery
+``duration``; faults are planned between 10% and 60% of it (a fault waits for the recovery
 from the one before, so it often comes later: still while jobs run); a share of jobs is
 deleted while it runs.
 """
@@ -75,6 +75,6 @@ def make_plan(
         if rng.random() < delete_share:
             delete_at = create_at + rng.uniform(0.1, 0.9) * seconds
         planned.append(PlannedJob(index, create_at, seconds, delete_at))
-    times = sorted(rng.uniform(duration * 0.1, duration * 0.65) for _ in range(faults))
+    times = sorted(rng.uniform(duration * 0.1, duration * 0.6) for _ in range(faults))
     fault_list = tuple(PlannedFault(i, at, rng.choice(kinds)) for i, at in enumerate(times))
     return Plan(seed, duration, tuple(planned), fault_list)
