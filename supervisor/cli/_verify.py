@@ -240,10 +240,12 @@ class _Setup:
 def _serve_args(user: Sequence[str]) -> list[str]:
     """The user's serve flags, with the verify connector added to ``--modules``."""
     args = list(user)
+    if "--entry-points" not in args:
+        args = ["--entry-points", "false", *args]
     if "--modules" in args:
         at = args.index("--modules") + 1
         return [*args[:at], "connectors.verify", *args[at:]]
-    return ["--entry-points", "false", *args, "--modules", "connectors.verify"]
+    return [*args, "--modules", "connectors.verify"]
 
 
 def _template(args: argparse.Namespace) -> Message:
