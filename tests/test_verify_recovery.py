@@ -127,3 +127,30 @@ def test_a_server_without_a_journal_fails_with_the_violation_named(
     assert (code, report["verdict"]) == (1, "FAIL")
     assert report["cancels_lost"] > 0
     assert any(v.startswith("cancel lost: ") for v in report["violations"])
+
+
+def test_postgresql_outages_lose_and_duplicate_nothing(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """No DeleteTasks here: an outage between an external cancel and its journal write
+    cancels twice on main today (the actor's journal-fault work, issue 11, fixes it)."""
+    data, pg_ctl = postgres_server.root / "data", postgres_server.bin_dir / "pg_ctl"
+    as_postgres = "runuser -u postgres -- " if os.geteuid() == 0 else ""
+    options = f"-k {postgres_server.root} -h 127.0.0.1 -p {postgres_server.port} -F"
+    stop = f"{as_postgres}{pg_ctl} -D {data} -m fast -w stop"
+    start = f"{as_postgres}{pg_ctl} -D {data} -l {postgres_server.root}/log -o '{options}' -w start"
+    with fresh_database(postgres_server.port) as url:
+        try:
+            code, report, stderr = verify(
+                "--serve", "--journal", url, "--record-dir", str(tmp_path),
+                "--jobs", "100", "--faults", "2", "--kinds", "db", "--outage", "2",
+                "--db-stop-cmd", stop, "--db-start-cmd", start, "--duration", "10",
+                "--job-seconds", "4", "--poll-interval", "0.5", "--delete-share", "0",
+                "--seed", "5", "--json",
+            )  # fmt: skip
+        finally:
+            if not (data / "postmaster.pid").exists():  # the session's server: bring it back
+                subprocess.run(start, shell=True, check=True, timeout=60)
+    assert report["violations"] == [], (report, stderr)
+    assert (code, report["lost"], report["duplicated"]) == (0, 0, 0)
+    assert [fault["kind"] for fault in report["faults"]] == ["db", "db"]

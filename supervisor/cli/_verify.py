@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,9 @@ import trio
 
 from connectors.verify import DIR_ENV_VAR, TASK_TYPE, read_events
 
+from ..journal import JournalError, JournalReader, safe_url
 from ..verify import FAULT_KINDS, External, FaultOutcome, JobOutcome, Plan, Report, make_plan
+from ._settings import DEFAULT_JOURNAL, ENVIRONMENT
 from ._verify_target import Deployed, Served, TargetError
 
 __all__ = ["add_verify_arguments", "verify_command"]
@@ -139,6 +141,12 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         "--template", type=Path, metavar="FILE", help="TaskTemplate JSON for another task type"
     )
     what.add_argument(
+        "--read-journal",
+        metavar="URL",
+        help="the server's journal, read (read-only) after the run to count creates and "
+        "cancels where the connector shows no external calls; with --serve the served one",
+    )
+    what.add_argument(
         "--record-dir",
         type=Path,
         metavar="DIR",
@@ -159,12 +167,14 @@ def verify_command(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
     print(run.plan.describe(), file=out, flush=True)
     print(f"replay with --seed {run.plan.seed}", file=out, flush=True)
     try:
-        report = trio.run(_run, run)
+        report, metas = trio.run(_run, run)
     except TargetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         run.target.close()
+    if report.external is None and run.journal_url:
+        _count_from_journal(report, run.journal_url, args.task_type, metas)
     print(report.to_json_text() if args.json else report.render(), flush=True)
     return 0 if report.ok else 1
 
@@ -177,6 +187,7 @@ class _Setup:
     record_dir: Path | None
     args: argparse.Namespace
     run_id: str
+    journal_url: str | None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, serve_args: Sequence[str]) -> _Setup:
@@ -234,7 +245,47 @@ class _Setup:
                 db_stop_cmd=args.db_stop_cmd,
                 db_start_cmd=args.db_start_cmd,
             )
-        return cls(plan, target, template, record_dir, args, uuid.uuid4().hex[:8])
+        journal_url = args.read_journal
+        if journal_url is None and args.serve:
+            journal_url = _served_journal(serve_args)
+        run_id = uuid.uuid4().hex[:8]
+        return cls(plan, target, template, record_dir, args, run_id, journal_url)
+
+
+def _served_journal(serve_args: Sequence[str]) -> str:
+    """The journal URL the served server uses: its --journal, its variable, or the default."""
+    args = list(serve_args)
+    for i, arg in enumerate(args):
+        if arg == "--journal" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--journal="):
+            return arg.split("=", 1)[1]
+    return os.environ.get(ENVIRONMENT["--journal"], DEFAULT_JOURNAL)
+
+
+def _count_from_journal(
+    report: Report, url: str, task_type: str, metas: Mapping[str, bytes]
+) -> None:
+    """Per job, the creates and cancels the journal shows (``created``, ``deleted`` events)."""
+    try:
+        with JournalReader.open(url) as reader:
+            found = {}
+            for name, meta in metas.items():
+                record = reader.find_by_meta(task_type, 0, meta)
+                kinds = [e.kind for e in reader.events(record.job_id)] if record else []
+                found[name] = External(
+                    jobs=kinds.count("created"),
+                    creates=kinds.count("created"),
+                    cancels=kinds.count("deleted"),
+                )
+    except (JournalError, ValueError) as exc:
+        report.notes.append(f"cannot read the journal {safe_url(url)}: {exc}")
+        return
+    report.external = found
+    report.notes.append(
+        f"creates and cancels counted from the journal {safe_url(url)}: a call cut short by a "
+        "crash before its result was journalled is not in it"
+    )
 
 
 def _serve_args(user: Sequence[str]) -> list[str]:
@@ -499,10 +550,10 @@ class _Run:
         if record_dir is not None and self.setup.args.task_type == TASK_TYPE:
             external = _external(record_dir, {j.outcome.name for j in self.jobs})
             notes.append(f"external calls recorded in {record_dir}")
-        else:
+        elif not self.setup.journal_url:
             notes.append(
                 "external calls are not visible for this connector: duplicates and cancels "
-                "are not counted (use the verify connector to count them)"
+                "are not counted (use the verify connector, or --read-journal)"
             )
         return Report(
             seed=self.plan.seed,
@@ -514,6 +565,7 @@ class _Run:
             probe_changes=self.probe_changes,
             started_at=self.wall0,
             cancel_seconds=self.setup.args.cancel_seconds,
+            expect_success=self.setup.args.task_type == TASK_TYPE,
             notes=notes,
         )
 
@@ -559,7 +611,7 @@ def _fmt(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f}s"
 
 
-async def _run(setup: _Setup) -> Report:
+async def _run(setup: _Setup) -> tuple[Report, dict[str, bytes]]:
     import grpc
     from flyteidl2.connector import service_pb2_grpc
 
@@ -577,7 +629,8 @@ async def _run(setup: _Setup) -> Report:
                 work.start_soon(run.faults_task)
             display.stop()
             nursery.cancel_scope.cancel()
-        return run.report()
+        metas = {j.outcome.name: j.meta for j in run.jobs if j.meta is not None}
+        return run.report(), metas
 
 
 class _Display:
