@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -175,6 +176,12 @@ def verify_command(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
         run.target.close()
     if report.external is None and run.journal_url:
         _count_from_journal(report, run.journal_url, args.task_type, metas)
+    if run.temporary is not None:
+        if report.ok:  # nothing to look into: leave no directory behind
+            shutil.rmtree(run.temporary, ignore_errors=True)
+            report.notes = [n for n in report.notes if str(run.temporary) not in n]
+        else:
+            report.notes.append(f"server logs and external calls kept in {run.temporary}")
     print(report.to_json_text() if args.json else report.render(), flush=True)
     return 0 if report.ok else 1
 
@@ -188,6 +195,7 @@ class _Setup:
     args: argparse.Namespace
     run_id: str
     journal_url: str | None
+    temporary: Path | None  # a directory of ours (records, server logs)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, serve_args: Sequence[str]) -> _Setup:
@@ -222,13 +230,17 @@ class _Setup:
             delete_share=args.delete_share,
             kinds=tuple(kinds),
         )
-        record_dir = args.record_dir
-        if args.task_type == TASK_TYPE and record_dir is None and args.serve:
-            record_dir = Path(tempfile.mkdtemp(prefix="verify-recovery-"))
         template = _template(args)
+        record_dir = args.record_dir
+        temporary = None
+        if args.serve and record_dir is None:
+            temporary = Path(tempfile.mkdtemp(prefix="verify-recovery-"))
+            if args.task_type == TASK_TYPE:
+                record_dir = temporary
         target: Served | Deployed
         if args.serve:
-            log_dir = record_dir or Path(tempfile.mkdtemp(prefix="verify-recovery-"))
+            log_dir = record_dir or temporary
+            assert log_dir is not None
             env = {DIR_ENV_VAR: str(record_dir)} if record_dir is not None else {}
             target = Served(
                 _serve_args(serve_args),
@@ -249,7 +261,7 @@ class _Setup:
         if journal_url is None and args.serve:
             journal_url = _served_journal(serve_args)
         run_id = uuid.uuid4().hex[:8]
-        return cls(plan, target, template, record_dir, args, run_id, journal_url)
+        return cls(plan, target, template, record_dir, args, run_id, journal_url, temporary)
 
 
 def _served_journal(serve_args: Sequence[str]) -> str:
