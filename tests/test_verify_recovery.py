@@ -120,12 +120,12 @@ def test_a_server_without_a_journal_fails_with_the_violation_named(
     address, kill, start, records = journalless
     code, report, _ = verify(
         "--address", address, "--kill-cmd", kill, "--start-cmd", start,
-        "--record-dir", str(records), "--jobs", "100", "--faults", "2", "--duration", "8",
-        "--job-seconds", "6", "--delete-share", "0.5", "--cancel-seconds", "1",
+        "--record-dir", str(records), "--jobs", "100", "--faults", "3", "--duration", "10",
+        "--job-seconds", "10", "--delete-share", "0.8", "--cancel-seconds", "2",
         "--poll-interval", "0.5", "--seed", "3", "--json",
     )  # fmt: skip
     assert (code, report["verdict"]) == (1, "FAIL")
-    assert report["cancels_lost"] > 0
+    assert report["cancels_lost"] > 0, report
     assert any(v.startswith("cancel lost: ") for v in report["violations"])
 
 
