@@ -18,12 +18,15 @@ from connectors import ConnectorRegistry
 from connectors.verify import VerifyConnector
 from supervisor import InMemoryJournal, Supervisor, serve_grpc
 
+META_KEY = b"journalless-test-double-meta-key-32b"
+
 
 async def _serve(port: int) -> None:
     registry = ConnectorRegistry([VerifyConnector()])
     async with (
         trio_asyncio.open_loop(),
-        Supervisor(registry, InMemoryJournal()).running() as supervisor,
+        # A fixed key: what it hands out stays valid across restarts (only the journal goes).
+        Supervisor(registry, InMemoryJournal(), meta_key=META_KEY).running() as supervisor,
         trio.open_nursery() as nursery,
     ):
         bound = await nursery.start(
