@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FencedOut", "JournalError"]
+__all__ = ["FencedOut", "JournalError", "JournalLost"]
 
 
 class JournalError(Exception):
@@ -24,3 +24,9 @@ class FencedOut(Exception):
     def __init__(self, job_ids: tuple[str, ...]) -> None:
         super().__init__(f"fenced out: job(s) {', '.join(job_ids)} now belong to another owner")
         self.job_ids = job_ids
+
+
+class JournalLost(JournalError):
+    """The journal is no longer the database that was opened: its SQLite file was deleted
+    or replaced, or its tables are gone. Nothing can be committed any more; it never comes
+    back (a new, empty journal must not be created under a running server)."""
