@@ -1,5 +1,9 @@
 """One actor per external job: its lifecycle, its inbox, and the answer it keeps ready.
 
+Modules: ``_actor`` (the lifecycle as steps), ``_backoff`` (retry delays), ``_credentials``
+(the wait for secrets after a restart), ``_messages`` (the inbox), ``_job`` (poll memo,
+record changes, answer encoding).
+
 Sits on ``wire`` (conversions), ``observe`` (metrics, logs) and ``journal``; the
 ``service`` layer starts actors and talks to them only through the names below.
 """

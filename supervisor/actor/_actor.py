@@ -7,12 +7,15 @@ acted on. The supervisor talks to it through ``handle.inbox`` (messages in ``_me
 and reads ``handle.answer`` — the GetTask answer for the last journalled state — without
 ever reaching the external service.
 
-One Trio task per actor (memory per live job counts at 100,000 jobs): create, then poll
-until terminal, then cancel if asked. Between two steps it takes its messages (cancel
-requests, credentials); a message interrupts a sleep, and a cancel request also a poll in
-flight, so DeleteTask is answered as soon as the intent is journalled. Once the intent is
-published the supervisor answers further DeleteTasks itself; the actor carries out the one
-external cancel.
+One Trio task per actor (memory per live job counts at 100,000 jobs). Its life is a chain
+of steps, each an async method that does its part and returns the next step: ``start``,
+``create``, ``created``, then ``wait`` and ``poll`` in turn until the job is terminal, and
+``cancel`` (after ``time_out`` when the job's deadline passed) when asked. ``wait`` takes
+the messages (cancel requests, credentials); a message interrupts a sleep, and a cancel
+request also a poll in flight, so DeleteTask is answered as soon as the intent is
+journalled. Once the intent is published the supervisor answers further DeleteTasks
+itself; the actor carries out the one external cancel. Retries wait by a ``Backoff``
+value (``_backoff``); the wait for secrets after a restart is ``_credentials``.
 
 Errors of external calls: ``PermanentError`` fails the job; ``JobNotFound`` from ``get``
 makes it RETRYABLE_FAILED and from ``delete`` counts as deleted; anything else (including
@@ -23,6 +26,7 @@ jitter.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -32,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
-from flyteidl2.connector import connector_pb2
 
 from connectors import (
     AsyncConnector,
@@ -44,10 +47,12 @@ from connectors import (
 )
 from flyteproto.flyteidl2 import connector as pb
 
-from .._errors import ConnectorFailed, ServiceError, Unavailable
+from .._errors import ConnectorFailed, ServiceError, Unavailable, connector_failed
 from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 from ..observe import ConnectorMetrics, Metrics
 from ..wire import native_inputs, resource_to_proto
+from ._backoff import NO_FAILURES
+from ._credentials import CredentialsWait
 from ._job import (
     Observation,
     Observer,
@@ -58,15 +63,10 @@ from ._job import (
 )
 from ._messages import Cancel, Credentials, Inbox
 
-__all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
+__all__ = ["JobContext", "JobHandle", "run_actor"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-#: Delay after the n-th consecutive failure: min(BACKOFF_MAX, interval * 2**n), times a
-#: random factor in [1 - BACKOFF_JITTER, 1].
-BACKOFF_MAX = 300.0
-BACKOFF_JITTER = 0.5
 
 
 def _unmeasured() -> ConnectorMetrics:
@@ -170,7 +170,15 @@ def _close_inbox(handle: JobHandle) -> None:
             message.reply.set(None if settled else Unavailable("the job's actor stopped; retry"))
 
 
+#: One step of an actor's life: does its part, then returns the next step (None: the end).
+Step = Callable[[], Awaitable["Step | None"]]
+
+
 class _Actor:
+    """One job's life as explicit steps: ``start`` -> ``create`` -> ``created`` -> ``wait``
+    <-> ``poll``, and ``cancel`` (after ``time_out`` when the deadline passed). Each step
+    returns the next; ``lifecycle`` runs them until one returns None."""
+
     def __init__(
         self,
         handle: JobHandle,
@@ -183,15 +191,11 @@ class _Actor:
         self.handle = handle
         self.ctx = ctx
         self.connector = ctx.connector
-        self.kwargs = dict(kwargs) if kwargs is not None else None
         self.request = request
-        self.needs_credentials: bool | None = None
         self.resumed = resumed
-        self.announced_wait = False  # "waiting for credentials" journalled
-        self.failures = 0
-        self.retry_after = 0.0  # the service's own "not before" after the last failure
-        self.timed_out = False
-        self.credentials_at = -math.inf  # when credentials came after a wait (poll lag)
+        self.credentials = CredentialsWait(kwargs)
+        self.backoff = NO_FAILURES  # of polls
+        self.next_poll = 0.0
         self.meta: ResourceMeta | None = None
         # Remembers the last report's JSON: cheap polls while nothing changes.
         self.observer = Observer(handle.record if resumed else None)
@@ -226,18 +230,13 @@ class _Actor:
         """Act on every queued message (those arriving meanwhile included)."""
         while (message := self.handle.inbox.take()) is not None:
             if isinstance(message, Credentials):
-                self.got_credentials(message.kwargs)
+                self.credentials.offer(message.kwargs)
             else:
                 await self.request_cancel(message)
 
-    def got_credentials(self, kwargs: Mapping[str, str]) -> None:
-        self.kwargs = dict(kwargs)
-        if self.announced_wait:
-            self.credentials_at = trio.current_time()
-
     async def request_cancel(self, message: Cancel) -> None:
-        if message.kwargs and self.kwargs is None:
-            self.got_credentials(message.kwargs)
+        if message.kwargs and self.credentials.kwargs is None:
+            self.credentials.offer(message.kwargs)
         try:
             if self.record.delete_state == DeleteState.NONE and not is_terminal(
                 Phase(self.record.phase)
@@ -248,129 +247,34 @@ class _Actor:
             raise
         message.reply.set()
 
-    # -- lifecycle -------------------------------------------------------------------------
+    async def have_credentials(self) -> bool:
+        """True when the calls can be made; False after a wait that a message ended."""
+        return await self.credentials.ready(self.record, self.handle.inbox, self.announce_wait)
 
-    async def lifecycle(self) -> None:
-        if self.record.create_state == CreateState.PENDING and not await self.create():
-            return
-        self.handle.created.set()
-        assert self.record.resource_meta is not None
-        self.meta = self.connector.metadata_type.decode(self.record.resource_meta)
-        next_poll = trio.current_time() + (0.0 if self.resumed else self.connector.poll_interval)
-        while True:
-            await self.take_messages()
-            if self.finished():
-                return
-            if self.record.delete_state == DeleteState.REQUESTED:
-                await self.cancel()
-                return
-            if self.timed_out:
-                await self.time_out()
-                return
-            if not await self.wait_until(next_poll):
-                continue  # a message came, or the deadline passed: see to it first
-            # A cancel request interrupts the poll (its outcome is dropped; the next poll
-            # after the cancel is none: the job ends ABORTED).
-            with self.handle.inbox.waking(on_credentials=False) as poll:
-                outcome = await self.fetch(due=max(next_poll, self.credentials_at))
-            if poll.cancelled_caught:
-                continue
-            await self.apply(outcome)
-            next_poll = trio.current_time() + self.delay()
-            self.handle.polled.set()
-
-    def finished(self) -> bool:
-        return (
-            is_terminal(Phase(self.record.phase))
-            and self.record.delete_state != DeleteState.REQUESTED
-        )
-
-    async def wait_until(self, when: float) -> bool:
-        """Sleep until ``when``, then make sure of the credentials. False when a message or
-        the job's deadline came first."""
-        deadline = self.deadline()
-        until = min(when, deadline)
-        if until > trio.current_time():
-            # One scope ends the wait, at its deadline or cancelled by a message: at 100,000
-            # jobs, every scope and timer per poll shows in the profile.
-            with self.handle.inbox.waking(until=until):
-                await trio.sleep_forever()
-            if self.handle.inbox.pending():
-                return False
-        if trio.current_time() >= deadline:
-            self.timed_out = True
-            return False
-        return await self.ensure_credentials()
-
-    def deadline(self) -> float:
-        if self.record.deadline is None:
-            return math.inf
-        return trio.current_time() + (self.record.deadline - self.ctx.wall_clock())
-
-    def delay(self) -> float:
-        interval = self.connector.poll_interval
-        if not self.failures:
-            return interval
-        backoff = min(BACKOFF_MAX, interval * 2.0**self.failures)
-        jittered = backoff * (1 - BACKOFF_JITTER * self.ctx.rng.random())
-        return max(jittered, self.retry_after)
-
-    async def ensure_credentials(self) -> bool:
-        """True when the job has the credentials its calls need; otherwise wait for a
-        message and return False (the caller takes it, and asks again)."""
-        if self.kwargs is not None:
-            return True
-        if self.needs_credentials is None:  # asked once, only of a job started without them
-            self.needs_credentials = _credential_keys(self.record)
-        if not self.needs_credentials:
-            return True
-        if not self.announced_wait:
-            _log.info("job %s waits for credentials", self.handle.job_id)
-            await self.commit(
-                "waiting_for_credentials",
-                message="waiting for credentials: the supervisor restarted and keeps secrets "
-                "in memory only; the next request that brings the connection resumes this job",
-            )
-            self.announced_wait = True
-        with self.handle.inbox.waking():
-            await trio.sleep_forever()
-        return False
+    async def announce_wait(self, message: str) -> None:
+        await self.commit("waiting_for_credentials", message=message)
 
     async def await_credentials(self) -> None:
         """Wait for the credentials, taking messages meanwhile (create and cancel)."""
-        while not await self.ensure_credentials():
+        while not await self.have_credentials():
             await self.take_messages()
 
-    async def external(
-        self,
-        operation: str,
-        fn: Callable[..., Awaitable[_T]],
-        *args: Any,
-        due: float | None = None,
-        **kw: Any,
-    ) -> _T:
-        """Call the external service, under the connector's cap and call timeout.
+    # -- steps -----------------------------------------------------------------------------
 
-        ``due``: when the call should have started; how late it got under the cap is
-        measured as poll lag.
-        """
-        metrics = self.ctx.metrics
-        async with self.ctx.limiter:
-            if due is not None:
-                metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
-            metrics.in_flight.inc()
-            try:
-                with trio.fail_after(self.connector.call_timeout):
-                    return await fn(*args, **(self.kwargs or {}), **kw)
-            finally:
-                metrics.in_flight.dec()
+    async def lifecycle(self) -> None:
+        step: Step | None = self.start
+        while step is not None:
+            step = await step()
 
-    # -- create ----------------------------------------------------------------------------
+    async def start(self) -> Step | None:
+        if self.record.create_state == CreateState.PENDING:
+            return self.create
+        return self.created
 
-    async def create(self) -> bool:
+    async def create(self) -> Step | None:
         """Create the external job (or reconcile a create cut short by a crash).
 
-        Returns False when the create failed (``handle.create_error`` says why).
+        Ends the actor when the create failed (``handle.create_error`` says why).
         """
         if self.resumed and not self.connector.supports_idempotent_create:
             message = (
@@ -379,14 +283,13 @@ class _Actor:
                 "not retried to avoid running it twice"
             )
             await self.settle_create_failure(CreateState.ABANDONED, message)
-            return False
+            return None
         await self.await_credentials()
         request, self.request = self.request, None
         if request is None:
             request = pb.CreateTaskRequest.parse(self.record.create_request or b"")
         try:
             meta = await self.external(
-                "create",
                 self.connector.create,
                 task_template=request.template,
                 output_prefix=request.output_prefix,
@@ -402,10 +305,9 @@ class _Actor:
             _log.warning(
                 "job %s: %s create failed: %s", self.handle.job_id, self.connector.name, exc
             )
-            await self.settle_create_failure(
-                CreateState.FAILED, f"{self.connector.name} create failed: {_describe(exc)}"
-            )
-            return False
+            error = connector_failed(self.connector.name, "create", exc)
+            await self.settle_create_failure(CreateState.FAILED, str(error))
+            return None
         await self.commit(
             "created",
             {"reconciled": self.resumed},
@@ -413,7 +315,7 @@ class _Actor:
             resource_meta=meta.encode(),
             message="",
         )
-        return True
+        return self.created
 
     async def settle_create_failure(self, state: CreateState, message: str) -> None:
         now = self.ctx.wall_clock()
@@ -424,13 +326,125 @@ class _Actor:
         self.handle.create_error = ConnectorFailed(message)
         self.handle.created.set()
 
-    # -- poll ------------------------------------------------------------------------------
+    async def created(self) -> Step | None:
+        """The external job exists: decode its meta and schedule the first poll."""
+        self.handle.created.set()
+        assert self.record.resource_meta is not None
+        self.meta = self.connector.metadata_type.decode(self.record.resource_meta)
+        self.next_poll = trio.current_time() + (
+            0.0 if self.resumed else self.connector.poll_interval
+        )
+        return self.wait
+
+    async def wait(self) -> Step | None:
+        """Take the messages, then sleep until the next poll (a message or the job's
+        deadline ends the sleep early), then make sure of the credentials."""
+        await self.take_messages()
+        if self.finished():
+            return None
+        if self.record.delete_state == DeleteState.REQUESTED:
+            return self.cancel
+        deadline = self.deadline()
+        until = min(self.next_poll, deadline)
+        if until > trio.current_time():
+            # One scope ends the wait, at its deadline or cancelled by a message: at 100,000
+            # jobs, every scope and timer per poll shows in the profile.
+            with self.handle.inbox.waking(until=until):
+                await trio.sleep_forever()
+            if self.handle.inbox.pending():
+                return self.wait
+        if trio.current_time() >= deadline:
+            return self.time_out
+        if not await self.have_credentials():
+            return self.wait
+        return self.poll
+
+    async def poll(self) -> Step | None:
+        """Poll once and journal what changed. A cancel request interrupts the poll (its
+        outcome is dropped; the next poll after the cancel is none: the job ends ABORTED)."""
+        with self.handle.inbox.waking(on_credentials=False) as poll:
+            outcome = await self.fetch(due=max(self.next_poll, self.credentials.arrived_at))
+        if poll.cancelled_caught:
+            return self.wait
+        await self.apply(outcome)
+        self.next_poll = trio.current_time() + self.backoff.delay(
+            self.connector.poll_interval, self.ctx.rng
+        )
+        self.handle.polled.set()
+        return self.wait
+
+    async def time_out(self) -> Step | None:
+        await self.commit("timeout", delete_state=DeleteState.REQUESTED)
+        return functools.partial(self.cancel, timed_out=True)
+
+    async def cancel(self, *, timed_out: bool = False) -> Step | None:
+        """Carry out the journalled intent to cancel: exactly one successful external cancel."""
+        await self.await_credentials()
+        backoff = NO_FAILURES
+        while True:
+            try:
+                await self.external(self.connector.delete, self.meta)
+                break
+            except (trio.Cancelled, KeyboardInterrupt):
+                raise
+            except JobNotFound:
+                break
+            except Exception as exc:
+                backoff = backoff.failed(exc)
+                _log.warning(
+                    "job %s: cancel failed (%d): %s", self.handle.job_id, backoff.failures, exc
+                )
+                await trio.sleep(backoff.delay(self.connector.poll_interval, self.ctx.rng))
+        deadline = self.record.deadline
+        if timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
+            phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
+        else:
+            phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
+        record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
+        await self.commit_record(
+            dataclasses.replace(record, delete_state=DeleteState.DONE),
+            "deleted",
+            {"phase": phase.name},
+        )
+        return None
+
+    # -- the parts of the steps ------------------------------------------------------------
+
+    def finished(self) -> bool:
+        return (
+            is_terminal(Phase(self.record.phase))
+            and self.record.delete_state != DeleteState.REQUESTED
+        )
+
+    def deadline(self) -> float:
+        if self.record.deadline is None:
+            return math.inf
+        return trio.current_time() + (self.record.deadline - self.ctx.wall_clock())
+
+    async def external(
+        self, fn: Callable[..., Awaitable[_T]], *args: Any, due: float | None = None, **kw: Any
+    ) -> _T:
+        """Call the external service, under the connector's cap and call timeout.
+
+        ``due``: when the call should have started; how late it got under the cap is
+        measured as poll lag.
+        """
+        metrics = self.ctx.metrics
+        async with self.ctx.limiter:
+            if due is not None:
+                metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
+            metrics.in_flight.inc()
+            try:
+                with trio.fail_after(self.connector.call_timeout):
+                    return await fn(*args, **(self.credentials.kwargs or {}), **kw)
+            finally:
+                metrics.in_flight.dec()
 
     async def fetch(self, *, due: float) -> Observation | Exception:
         """Poll the external service once: what it reported, or the error it raised."""
         metrics = self.ctx.metrics
         try:
-            resource = await self.external("get", self.connector.get, self.meta, due=due)
+            resource = await self.external(self.connector.get, self.meta, due=due)
             seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
         except (trio.Cancelled, KeyboardInterrupt):
             raise
@@ -444,7 +458,7 @@ class _Actor:
     async def apply(self, outcome: Observation | BaseException) -> None:
         """Journal and publish what a poll found (nothing when nothing changed)."""
         if isinstance(outcome, Observation):
-            self.failures = 0
+            self.backoff = NO_FAILURES
             if outcome != observation_of(self.record):
                 kind = "phase" if outcome.phase != self.record.phase else "update"
                 record = with_observation(self.record, outcome, now=self.ctx.wall_clock())
@@ -457,11 +471,11 @@ class _Actor:
         elif isinstance(outcome, ConnectorFailed):
             await self.settle(Phase.FAILED, str(outcome), "failed")
         else:
-            self.failures += 1
-            self.retry_after = _retry_after(outcome)
+            self.backoff = self.backoff.failed(outcome)
             error = _describe(outcome)
             message = (
-                f"polling {self.connector.name} failed {self.failures} time(s), retrying: {error}"
+                f"polling {self.connector.name} failed {self.backoff.failures} time(s), "
+                f"retrying: {error}"
             )
             _log.warning("job %s: %s", self.handle.job_id, message)
             await self.commit("poll_error", {"error": error}, message=message)
@@ -470,65 +484,10 @@ class _Actor:
         record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
         await self.commit_record(record, kind, {"message": message})
 
-    # -- cancel ----------------------------------------------------------------------------
-
-    async def time_out(self) -> None:
-        await self.commit("timeout", delete_state=DeleteState.REQUESTED)
-        await self.cancel()
-
-    async def cancel(self) -> None:
-        """Carry out the journalled intent to cancel: exactly one successful external cancel."""
-        await self.await_credentials()
-        failures = 0
-        while True:
-            try:
-                await self.external("delete", self.connector.delete, self.meta)
-                break
-            except (trio.Cancelled, KeyboardInterrupt):
-                raise
-            except JobNotFound:
-                break
-            except Exception as exc:
-                failures += 1
-                self.failures = failures
-                self.retry_after = _retry_after(exc)
-                _log.warning("job %s: cancel failed (%d): %s", self.handle.job_id, failures, exc)
-                await trio.sleep(self.delay())
-        deadline = self.record.deadline
-        if self.timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
-            phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
-        else:
-            phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
-        record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
-        await self.commit_record(
-            dataclasses.replace(record, delete_state=DeleteState.DONE),
-            "deleted",
-            {"phase": phase.name},
-        )
-
     def _timeout_text(self) -> str:
         if self.record.deadline is None:
             return "its timeout"
         return f"{self.record.deadline - self.record.created_at:g}s"
-
-
-def _credential_keys(record: JobRecord) -> bool:
-    """Whether the job was started with connection secrets or configs (kept in memory only).
-
-    Asked of every resumed job before its first call. The official parser (upb, in C) reads
-    the journalled request in microseconds where betterproto2 takes a good part of a
-    millisecond: at 100,000 resumed jobs that is the difference between seconds and a minute.
-    """
-    if not record.create_request:
-        return False
-    connection = connector_pb2.CreateTaskRequest.FromString(record.create_request).connection
-    return bool(connection.secrets or connection.configs)
-
-
-def _retry_after(exc: BaseException) -> float:
-    """A transient error's ``retry_after`` (seconds), e.g. from an HTTP Retry-After header."""
-    value = getattr(exc, "retry_after", None)
-    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
 
 
 def _describe(exc: BaseException) -> str:

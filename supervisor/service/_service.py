@@ -16,7 +16,14 @@ from typing import Any, Protocol, TypeVar
 from connectors import AsyncConnector, ConnectorNotFound, ConnectorRegistry, ResourceMeta
 from flyteproto.flyteidl2 import connector as pb
 
-from .._errors import ConnectorFailed, InvalidArgument, NotFound, ServiceError, Unimplemented
+from .._errors import (
+    ConnectorFailed,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unimplemented,
+    connector_failed,
+)
 from ..wire import (
     connection_kwargs,
     connector_for_category,
@@ -82,7 +89,7 @@ async def call_connector(connector: AsyncConnector[Any], operation: str, call: A
         ) from None
     except Exception as exc:
         _log.warning("%s %s failed: %s: %s", connector.name, operation, type(exc).__name__, exc)
-        raise ConnectorFailed(f"{connector.name} {operation} failed: {exc}") from exc
+        raise connector_failed(connector.name, operation, exc) from exc
 
 
 class StatelessAnswers:
