@@ -31,7 +31,12 @@ from flyteidl2.connector import service_pb2_grpc
 from flyteidl2.core import execution_pb2, identifier_pb2, security_pb2, tasks_pb2
 from google.protobuf import struct_pb2
 
-from tests.support.crash_connectors import DELETE_CALLS, HOLD_DELETE
+from tests.support.crash_connectors import (
+    DELETE_CALLS,
+    DELETE_DONE,
+    HOLD_AFTER_DELETE,
+    HOLD_DELETE,
+)
 from tests.support.postgres import fresh_database
 from tests.support.server import ServerProcess, ServerTimeout, wait_for
 
@@ -435,6 +440,36 @@ def test_kill_9_while_deleting_then_the_cancel_is_carried_out_once_after_restart
         rpc.delete(CRASH_PROCESS, meta)  # a later delete of the deleted job cancels nothing
     assert delete_calls(meta) == 2  # the one cut short, and the one after the restart
     assert job.runs() == 1
+    server.kill()
+    kinds = journal_events(server.journal_url, meta)
+    assert (kinds.count("delete_intent"), kinds.count("deleted")) == (1, 1)
+
+
+def test_kill_9_after_the_external_cancel_then_the_restart_does_not_cancel_again(
+    lab: Lab,
+) -> None:
+    job = lab.job("deleted")  # never released: only the cancel ends it
+    server = lab.server(lab.journal()).start()
+    with connect(server) as rpc:
+        meta = rpc.create(job.request(CRASH_PROCESS))
+        pid = job_pid(meta)
+        (job_dir_of(meta) / HOLD_AFTER_DELETE).touch()
+        rpc.delete(CRASH_PROCESS, meta)
+        wait_for(
+            "the external cancel to be done",
+            (job_dir_of(meta) / DELETE_DONE).exists,
+            timeout=STATE_TIMEOUT,
+        )
+    server.kill()  # after the external cancel, before the journal records it
+    assert not group_alive(pid)
+    (job_dir_of(meta) / HOLD_AFTER_DELETE).unlink()
+
+    server.start()
+    assert resumed_line(1) in server.stdout_text()
+    with connect(server) as rpc:
+        resource = rpc.wait_phase(CRASH_PROCESS, meta, ABORTED)
+        assert "cancelled" in resource.message
+    assert delete_calls(meta) == 1  # the restart asked the service and cancelled nothing
     server.kill()
     kinds = journal_events(server.journal_url, meta)
     assert (kinds.count("delete_intent"), kinds.count("deleted")) == (1, 1)

@@ -145,13 +145,17 @@ async def run_actor(
     kwargs: Mapping[str, str] | None,
     resumed: bool,
     request: pb.CreateTaskRequest | None = None,
+    new_intent: bool = False,
 ) -> None:
     """Run one job to its end. Cancellation: leaves the journal as it was (resume redoes).
 
     ``request``: the CreateTask request in hand, for a new job (the journalled one is parsed
-    only when it is not given).
+    only when it is not given). ``new_intent``: the record's intent to delete was journalled
+    just now by the caller (an adoption), so no cancel of it can have reached the service.
     """
-    actor = _Actor(handle, ctx, kwargs=kwargs, resumed=resumed, request=request)
+    actor = _Actor(
+        handle, ctx, kwargs=kwargs, resumed=resumed, request=request, new_intent=new_intent
+    )
     try:
         await actor.lifecycle()
     finally:
@@ -187,12 +191,14 @@ class _Actor:
         kwargs: Mapping[str, str] | None,
         resumed: bool,
         request: pb.CreateTaskRequest | None,
+        new_intent: bool = False,
     ) -> None:
         self.handle = handle
         self.ctx = ctx
         self.connector = ctx.connector
         self.request = request
         self.resumed = resumed
+        self.new_intent = new_intent
         self.credentials = CredentialsWait(kwargs)
         self.backoff = NO_FAILURES  # of polls
         self.next_poll = 0.0
@@ -334,6 +340,12 @@ class _Actor:
         self.next_poll = trio.current_time() + (
             0.0 if self.resumed else self.connector.poll_interval
         )
+        if (
+            self.resumed
+            and not self.new_intent
+            and self.record.delete_state == DeleteState.REQUESTED
+        ):
+            return self.reconcile_cancel
         return self.wait
 
     async def wait(self) -> Step | None:
@@ -395,18 +407,59 @@ class _Actor:
                     "job %s: cancel failed (%d): %s", self.handle.job_id, backoff.failures, exc
                 )
                 await trio.sleep(backoff.delay(self.connector.poll_interval, self.ctx.rng))
+        await self.cancelled(timed_out=timed_out)
+        return None
+
+    async def reconcile_cancel(self) -> Step | None:
+        """Before carrying out an intent to cancel found at resume, ask the service: the
+        cancel may have reached it before the crash. Cancelled or finished: done, journalled,
+        no second call; "not found" counts as deleted; still running: cancel."""
+        await self.await_credentials()
+        backoff = NO_FAILURES
+        while True:
+            outcome = await self.fetch(due=None)
+            if isinstance(outcome, Observation):
+                break
+            if isinstance(outcome, JobNotFound):
+                await self.cancelled(reconciled=True)
+                return None
+            if isinstance(outcome, PermanentError | ConnectorFailed):
+                return self.cancel  # the service cannot tell: the cancel must tolerate it
+            backoff = backoff.failed(outcome)
+            _log.warning(
+                "job %s: asking whether the cancel was done failed (%d): %s",
+                self.handle.job_id,
+                backoff.failures,
+                outcome,
+            )
+            await trio.sleep(backoff.delay(self.connector.poll_interval, self.ctx.rng))
+        if outcome.phase == Phase.ABORTED:
+            await self.cancelled(reconciled=True)
+        elif is_terminal(Phase(outcome.phase)):
+            record = with_observation(self.record, outcome, now=self.ctx.wall_clock())
+            await self.commit_record(
+                dataclasses.replace(record, delete_state=DeleteState.DONE),
+                "deleted",
+                {"phase": Phase(outcome.phase).name, "reconciled": True},
+            )
+        else:
+            return self.cancel
+        return None
+
+    async def cancelled(self, *, timed_out: bool = False, reconciled: bool = False) -> None:
+        """Journal that the external job is cancelled."""
         deadline = self.record.deadline
         if timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
             phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
         else:
             phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
         record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
+        detail: dict[str, Any] = {"phase": phase.name}
+        if reconciled:
+            detail["reconciled"] = True
         await self.commit_record(
-            dataclasses.replace(record, delete_state=DeleteState.DONE),
-            "deleted",
-            {"phase": phase.name},
+            dataclasses.replace(record, delete_state=DeleteState.DONE), "deleted", detail
         )
-        return None
 
     # -- the parts of the steps ------------------------------------------------------------
 
@@ -440,7 +493,7 @@ class _Actor:
             finally:
                 metrics.in_flight.dec()
 
-    async def fetch(self, *, due: float) -> Observation | Exception:
+    async def fetch(self, *, due: float | None) -> Observation | Exception:
         """Poll the external service once: what it reported, or the error it raised."""
         metrics = self.ctx.metrics
         try:

@@ -145,6 +145,7 @@ class Supervisor(StatelessAnswers):
         kwargs: Mapping[str, str] | None,
         resumed: bool,
         request: pb.CreateTaskRequest | None = None,
+        new_intent: bool = False,
     ) -> JobHandle:
         if self._nursery is None:
             raise Unavailable("the supervisor is not running")
@@ -153,7 +154,9 @@ class Supervisor(StatelessAnswers):
         self._jobs[record.job_id] = handle
         if record.resource_meta is not None:
             self._by_meta[_meta_key(record)] = handle
-        self._nursery.start_soon(self._supervise, connector, handle, kwargs, resumed, request)
+        self._nursery.start_soon(
+            self._supervise, connector, handle, kwargs, resumed, request, new_intent
+        )
         return handle
 
     async def _supervise(
@@ -163,6 +166,7 @@ class Supervisor(StatelessAnswers):
         kwargs: Mapping[str, str] | None,
         resumed: bool,
         request: pb.CreateTaskRequest | None,
+        new_intent: bool,
     ) -> None:
         """Run an actor; restart it (from its journalled state) if it dies of a bug."""
         ctx = self._context(connector)
@@ -170,12 +174,19 @@ class Supervisor(StatelessAnswers):
         try:
             while True:
                 try:
-                    await run_actor(handle, ctx, kwargs=kwargs, resumed=resumed, request=request)
+                    await run_actor(
+                        handle,
+                        ctx,
+                        kwargs=kwargs,
+                        resumed=resumed,
+                        request=request,
+                        new_intent=new_intent,
+                    )
                     return
                 except Exception:
                     _log.exception("job %s: actor failed; restarting it", handle.job_id)
                     handle.inbox = Inbox()
-                    resumed, request = True, None
+                    resumed, request, new_intent = True, None, False
                     await trio.sleep(ACTOR_RESTART_DELAY)
         finally:
             self._forget(handle)
@@ -368,7 +379,11 @@ class Supervisor(StatelessAnswers):
                 extra=job_fields(job_id, connector.name),
             )
             return self._start(
-                connector, record, kwargs=connection_kwargs(connection) or None, resumed=True
+                connector,
+                record,
+                kwargs=connection_kwargs(connection) or None,
+                resumed=True,
+                new_intent=delete,
             )
 
     # -- DeleteTask ------------------------------------------------------------------------
