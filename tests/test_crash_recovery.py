@@ -503,6 +503,30 @@ def test_server_with_an_empty_journal_adopts_a_job_another_server_created(lab: L
     assert kinds.count("deleted") == 1
 
 
+def test_a_delete_storm_of_a_job_the_journal_never_saw_cancels_it_once(lab: Lab) -> None:
+    job = lab.job("adopt-storm")  # never released: only the cancel ends it
+    first = lab.server(lab.journal("journal-a")).start()
+    with connect(first) as rpc:
+        meta = rpc.create(job.request(CRASH_PROCESS))
+    pid = job_pid(meta)
+    first.kill()
+
+    second = lab.server(lab.journal("journal-b")).start()
+    request = pb.DeleteTaskRequest(
+        task_category=pb.TaskCategory(name=CRASH_PROCESS, version=0), resource_meta=meta
+    )
+    with connect(second) as rpc:
+        storm = [rpc.stub.DeleteTask.future(request, timeout=CALL_TIMEOUT) for _ in range(1000)]
+        assert all(future.result() == pb.DeleteTaskResponse() for future in storm)
+        rpc.wait_phase(CRASH_PROCESS, meta, ABORTED)
+        rpc.delete(CRASH_PROCESS, meta)  # after the actor ended: not adopted again
+    assert not group_alive(pid)
+    assert delete_calls(meta) == 1
+    second.kill()
+    kinds = journal_events(second.journal_url, meta)
+    assert (kinds.count("adopted"), kinds.count("deleted")) == (1, 1)
+
+
 # 5. No secrets at rest ---------------------------------------------------------------------
 
 

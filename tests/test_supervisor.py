@@ -468,6 +468,27 @@ async def test_get_task_adopts_a_job_it_never_saw(autojump_clock: Any) -> None:
     assert "adopted" in world.journal.kinds(next(iter(world.journal.jobs)))
 
 
+async def test_a_delete_storm_of_a_never_seen_job_adopts_it_once_and_cancels_once(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    job = await world.service.create("elsewhere", {})
+    world.service.set_state(job.job_id, "RUNNING")
+    meta = meta_of(job.job_id)
+    async with world.supervisor() as sup:
+        async with trio.open_nursery() as nursery:
+            for _ in range(1000):
+                nursery.start_soon(sup.delete_task, delete_request(meta))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        await sup.delete_task(delete_request(meta))  # after the actor ended: no re-adoption
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.ABORTED
+    assert world.service.calls["delete"] == 1
+    assert world.service.jobs[job.job_id].cancels == 1
+    kinds = world.journal.kinds(next(iter(world.journal.jobs)))
+    assert kinds == ["adopted", "deleted"]
+
+
 async def test_garbage_resource_meta_is_invalid_argument(autojump_clock: Any) -> None:
     world = World()
     async with world.supervisor() as sup:

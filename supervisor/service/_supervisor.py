@@ -8,7 +8,8 @@ A ``resource_meta`` we have never seen is decoded and its job adopted. On start,
 unfinished job in the journal gets its actor back.
 
 Lookups of one job are serialised by a per-job lock, so two concurrent CreateTasks (or
-adoptions) of the same job start one actor.
+adoptions) of the same job start one actor; an adoption is one conditional insert, like a
+create, so a job is adopted once however its lookups race.
 """
 
 from __future__ import annotations
@@ -300,6 +301,8 @@ class Supervisor(StatelessAnswers):
                 return answer_for(found)
             if found is None:
                 found = await self._adopt(connector, key, request.connection, delete=False)
+                if isinstance(found, JobRecord):
+                    return answer_for(found)
                 with trio.move_on_after(ADOPTION_FIRST_POLL_WAIT):
                     await found.polled.wait()
             handle = found
@@ -346,8 +349,13 @@ class Supervisor(StatelessAnswers):
         connection: Connection | None,
         *,
         delete: bool,
-    ) -> JobHandle:
-        """Journal and start a job we did not create (another replica's, or from before)."""
+    ) -> JobHandle | JobRecord:
+        """Journal and start a job we did not create (another replica's, or from before).
+
+        One conditional step, like a create: a job adopted already (by a lookup that raced
+        this one, whose actor may have ended since) is never adopted again; its record is
+        returned instead (or, for a delete of a job not settled, its actor started).
+        """
         name, version, meta = key
         job_id = adopted_job_id(name, version, meta)
         async with self._job_lock(job_id):
@@ -371,7 +379,13 @@ class Supervisor(StatelessAnswers):
                 message="adopted: waiting for the first poll",
                 create_request=bytes(stripped),
             )
-            await self._journal.write(Put(record, "adopted", json.dumps({"delete": delete})))
+            adopted = Put(record, "adopted", json.dumps({"delete": delete}))
+            existing = await self._journal.write_if_absent(adopted)
+            if existing is not None:
+                if delete and not _settled(existing):
+                    kwargs = connection_kwargs(connection) or None
+                    return self._start(connector, existing, kwargs=kwargs, resumed=True)
+                return existing
             _log.info(
                 "job %s: adopted a %s job we did not create",
                 job_id,
@@ -386,6 +400,21 @@ class Supervisor(StatelessAnswers):
                 new_intent=delete,
             )
 
+    async def _revive(
+        self, connector: AsyncConnector[Any], record: JobRecord, kwargs: Mapping[str, str]
+    ) -> JobHandle | JobRecord:
+        """Start the actor of a journalled job that has none, unless one started meanwhile
+        (an adoption that committed while ``record`` was read) or the job has settled since
+        (its record is returned)."""
+        async with self._job_lock(record.job_id):
+            handle = self._jobs.get(record.job_id)
+            if handle is not None:
+                return handle
+            current = await self._journal.get(record.job_id)
+            if current is None or _settled(current):
+                return current or record
+            return self._start(connector, current, kwargs=kwargs or None, resumed=True)
+
     # -- DeleteTask ------------------------------------------------------------------------
 
     async def delete_task(self, request: pb.DeleteTaskRequest) -> pb.DeleteTaskResponse:
@@ -398,12 +427,13 @@ class Supervisor(StatelessAnswers):
         if handle is None:
             found = await self._find(connector, key)
             if found is None:
-                await self._adopt(connector, key, request.connection, delete=True)
-                return pb.DeleteTaskResponse()
+                found = await self._adopt(connector, key, request.connection, delete=True)
             if isinstance(found, JobRecord):
                 if _settled(found):
                     return pb.DeleteTaskResponse()
-                found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
+                found = await self._revive(connector, found, kwargs)
+                if isinstance(found, JobRecord):
+                    return pb.DeleteTaskResponse()  # settled meanwhile
             handle = found
         if _settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
             return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
