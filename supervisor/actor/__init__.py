@@ -1,8 +1,8 @@
 """One actor per external job: its lifecycle, its inbox, and the answer it keeps ready.
 
 Modules: ``_actor`` (the lifecycle as steps), ``_backoff`` (retry delays), ``_credentials``
-(the wait for secrets after a restart), ``_messages`` (the inbox), ``_job`` (poll memo,
-record changes, answer encoding).
+(the wait for secrets after a restart), ``_outage`` (journal faults waited out),
+``_messages`` (the inbox), ``_job`` (poll memo, record changes, answer encoding).
 
 Sits on ``wire`` (conversions), ``observe`` (metrics, logs) and ``journal``; the
 ``service`` layer starts actors and talks to them only through the names below.
@@ -21,3 +21,5 @@ from ._job import with_observation as with_observation
 from ._messages import Cancel as Cancel
 from ._messages import Credentials as Credentials
 from ._messages import Inbox as Inbox
+from ._outage import JournalFaults as JournalFaults
+from ._outage import journal_unavailable as journal_unavailable

@@ -48,7 +48,7 @@ from connectors import (
 from flyteproto.flyteidl2 import connector as pb
 
 from .._errors import ConnectorFailed, ServiceError, Unavailable, connector_failed
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..journal import CreateState, DeleteState, JobRecord, JournalError, JournalLike, Put
 from ..observe import ConnectorMetrics, Metrics
 from ..wire import native_inputs, resource_to_proto
 from ._backoff import NO_FAILURES
@@ -61,7 +61,8 @@ from ._job import (
     with_observation,
     with_phase,
 )
-from ._messages import Cancel, Credentials, Inbox
+from ._messages import Cancel, Credentials, Inbox, Reply
+from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
 
 __all__ = ["JobContext", "JobHandle", "run_actor"]
 
@@ -83,6 +84,7 @@ class JobContext:
     wall_clock: Callable[[], float]
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     metrics: ConnectorMetrics = dataclasses.field(default_factory=_unmeasured)
+    faults: JournalFaults = dataclasses.field(default_factory=JournalFaults)
 
 
 class JobHandle:
@@ -213,19 +215,80 @@ class _Actor:
         return self.handle.record
 
     async def commit(
-        self, kind: str, detail: Mapping[str, Any] | None = None, **changes: Any
+        self,
+        kind: str,
+        detail: Mapping[str, Any] | None = None,
+        *,
+        reply: Reply | None = None,
+        **changes: Any,
     ) -> None:
         """Journal ``changes`` to the current record, then publish it."""
         record = dataclasses.replace(self.record, updated_at=self.ctx.wall_clock(), **changes)
-        await self.commit_record(record, kind, detail or {})
+        await self.commit_record(record, kind, detail or {}, reply=reply)
 
-    async def commit_record(self, record: JobRecord, kind: str, detail: Mapping[str, Any]) -> None:
-        # Shielded: an interrupted write would leave the journal and our view disagreeing.
-        with trio.CancelScope(shield=True):
-            await self.ctx.journal.write(
-                Put(record, kind, json.dumps(dict(detail), sort_keys=True))
+    async def commit_record(
+        self,
+        record: JobRecord,
+        kind: str,
+        detail: Mapping[str, Any],
+        *,
+        reply: Reply | None = None,
+    ) -> None:
+        """Journal ``record``, then publish it. A journal fault is waited out (``_outage``):
+        the write is retried with backoff, holding ``record``, until it commits; meanwhile
+        a CreateTask waiting for this job and ``reply`` (a DeleteTask's) get UNAVAILABLE.
+
+        Cancellation: between two tries (the supervisor stopping); the write itself is
+        shielded, since an interrupted write would leave the journal and our view
+        disagreeing.
+        """
+        put = Put(record, kind, json.dumps(dict(detail), sort_keys=True))
+        faults = self.ctx.faults
+        backoff = NO_FAILURES
+        try:
+            while True:
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self.ctx.journal.write(put)
+                    break
+                except JournalError as exc:
+                    faults.failed(exc)
+                    if not backoff.failures:
+                        faults.hold()
+                        self.answer_unavailable(faults.last_error, reply)
+                    backoff = backoff.failed(exc)
+                    _log.warning(
+                        "job %s: journal write %r failed (%d), retrying: %s",
+                        self.handle.job_id,
+                        kind,
+                        backoff.failures,
+                        faults.last_error,
+                    )
+                    delay = backoff.delay(
+                        JOURNAL_RETRY_INTERVAL, self.ctx.rng, cap=JOURNAL_RETRY_MAX
+                    )
+                    await trio.sleep(delay)
+        finally:
+            if backoff.failures:
+                faults.release()
+        if backoff.failures:
+            _log.info(
+                "job %s: journal write %r committed after %d failure(s)",
+                self.handle.job_id,
+                kind,
+                backoff.failures,
             )
+            if isinstance(self.handle.create_error, Unavailable):
+                self.handle.create_error = None
         self.publish(record)
+
+    def answer_unavailable(self, message: str, reply: Reply | None) -> None:
+        """Answer who waits on this actor UNAVAILABLE while it waits for the journal."""
+        if reply is not None:
+            reply.set(Unavailable(message))
+        if not self.handle.created.is_set():
+            self.handle.create_error = Unavailable(message)
+            self.handle.created.set()
 
     def publish(self, record: JobRecord) -> None:
         self.handle.record = record  # also drops the encoded answer of the previous record
@@ -247,7 +310,9 @@ class _Actor:
             if self.record.delete_state == DeleteState.NONE and not is_terminal(
                 Phase(self.record.phase)
             ):
-                await self.commit("delete_intent", delete_state=DeleteState.REQUESTED)
+                await self.commit(
+                    "delete_intent", delete_state=DeleteState.REQUESTED, reply=message.reply
+                )
         except BaseException as exc:
             message.reply.set(exc)
             raise

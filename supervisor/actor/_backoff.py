@@ -30,11 +30,12 @@ class Backoff:
         """The value after one more failure, raising ``exc``."""
         return Backoff(self.failures + 1, retry_after(exc))
 
-    def delay(self, interval: float, rng: random.Random) -> float:
-        """Seconds until the next call, for a call made every ``interval`` when it succeeds."""
+    def delay(self, interval: float, rng: random.Random, *, cap: float = BACKOFF_MAX) -> float:
+        """Seconds until the next call, for a call made every ``interval`` when it succeeds
+        (at most ``cap`` before jitter, unless the service asked for longer)."""
         if not self.failures:
             return interval
-        backoff = min(BACKOFF_MAX, interval * 2.0**self.failures)
+        backoff = min(cap, interval * 2.0**self.failures)
         jittered = backoff * (1 - BACKOFF_JITTER * rng.random())
         return max(jittered, self.retry_after)
 

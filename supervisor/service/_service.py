@@ -60,6 +60,10 @@ class ConnectorService(Protocol):
 
     async def delete_task(self, request: pb.DeleteTaskRequest) -> pb.DeleteTaskResponse: ...
 
+    def journal_fault(self) -> str | None:
+        """Why the service cannot keep its state now (health NOT_SERVING); None when it can."""
+        ...
+
     async def get_task_metrics(
         self, request: pb.GetTaskMetricsRequest
     ) -> pb.GetTaskMetricsResponse: ...
@@ -99,6 +103,9 @@ class StatelessAnswers:
 
     def __init__(self, registry: ConnectorRegistry) -> None:
         self.registry = registry
+
+    def journal_fault(self) -> str | None:
+        return None  # no journal (the Supervisor overrides this)
 
     def list_connectors(self) -> pb.ListConnectorsResponse:
         return pb.ListConnectorsResponse(connectors=self.registry.list_metadata())

@@ -18,9 +18,9 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 
@@ -29,8 +29,18 @@ from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import Connection
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
-from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..actor import (
+    Cancel,
+    Credentials,
+    Inbox,
+    JobContext,
+    JobHandle,
+    JournalFaults,
+    answer_for,
+    journal_unavailable,
+    run_actor,
+)
+from ..journal import CreateState, DeleteState, JobRecord, JournalError, JournalLike, Put
 from ..observe import Metrics, bind_job, job_fields
 from ..wire import (
     adopted_job_id,
@@ -54,6 +64,23 @@ ADOPTION_FIRST_POLL_WAIT = 5.0
 ACTOR_RESTART_DELAY = 5.0
 
 _MetaKey = tuple[str, int, bytes]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _journal_faults_unavailable(
+    method: Callable[Concatenate[Supervisor, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[Supervisor, _P], Coroutine[Any, Any, _R]]:
+    """An RPC that meets a journal fault answers UNAVAILABLE (retryable), not INTERNAL."""
+
+    async def rpc(self: Supervisor, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(self, *args, **kwargs)
+        except JournalError as exc:
+            self._faults.failed(exc)
+            raise Unavailable(journal_unavailable(exc)) from exc
+
+    return rpc
 
 
 class Supervisor(StatelessAnswers):
@@ -78,6 +105,7 @@ class Supervisor(StatelessAnswers):
         self._locks: dict[str, trio.Lock] = {}
         self._contexts: dict[int, JobContext] = {}
         self._nursery: trio.Nursery | None = None
+        self._faults = JournalFaults(self._metrics.journal_errors, self._metrics.journal_waiting)
         self.resumed = 0
 
     # -- running ---------------------------------------------------------------------------
@@ -134,6 +162,7 @@ class Supervisor(StatelessAnswers):
                 wall_clock=self._wall_clock,
                 rng=self._rng,
                 metrics=self._metrics.connector(connector.name),
+                faults=self._faults,
             )
             self._contexts[id(connector)] = ctx
         return ctx
@@ -217,8 +246,14 @@ class Supervisor(StatelessAnswers):
     def statistics(self) -> dict[str, int]:
         return {"live_jobs": len(self._jobs), "resumed": self.resumed}
 
+    def journal_fault(self) -> str | None:
+        """Why the journal fails while actors wait to write their results; None when none
+        does (health is NOT_SERVING meanwhile)."""
+        return self._faults.fault()
+
     # -- CreateTask ------------------------------------------------------------------------
 
+    @_journal_faults_unavailable
     async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
         template = request.template
         if template is None or not template.type:
@@ -289,6 +324,7 @@ class Supervisor(StatelessAnswers):
 
     # -- GetTask ---------------------------------------------------------------------------
 
+    @_journal_faults_unavailable
     async def get_task(self, request: pb.GetTaskRequest) -> pb.GetTaskResponse:
         category = request.task_category
         connector = connector_for_category(self.registry, category)
@@ -417,6 +453,7 @@ class Supervisor(StatelessAnswers):
 
     # -- DeleteTask ------------------------------------------------------------------------
 
+    @_journal_faults_unavailable
     async def delete_task(self, request: pb.DeleteTaskRequest) -> pb.DeleteTaskResponse:
         category = request.task_category
         connector = connector_for_category(self.registry, category)
