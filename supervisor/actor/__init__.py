@@ -11,6 +11,9 @@ Sits on ``wire`` (conversions), ``observe`` (metrics, logs) and ``journal``; the
 from ._actor import JobContext as JobContext
 from ._actor import JobHandle as JobHandle
 from ._actor import run_actor as run_actor
+from ._backoff import BACKOFF_MAX as BACKOFF_MAX
+from ._backoff import NO_FAILURES as NO_FAILURES
+from ._backoff import Backoff as Backoff
 from ._job import Observer as Observer
 from ._job import answer_for as answer_for
 from ._job import encode_answer as encode_answer
