@@ -158,9 +158,13 @@ async def test_a_poll_result_is_held_until_the_journal_takes_it(autojump_clock: 
         polls = world.service.calls["get"]
         await trio.sleep(30)
         assert world.service.calls["get"] == polls  # the actor holds its result, polls no more
+        delete = pb.DeleteTaskRequest(resource_meta=meta, task_category=CATEGORY)
+        with trio.fail_after(0.1), pytest.raises(Unavailable, match="journal is unavailable"):
+            await sup.delete_task(delete)  # answered at once, not when the journal is back
         world.journal.heal()
         await wait_for(lambda: world.record().phase == Phase.RUNNING)
         assert await phase_of(sup, meta) == Phase.RUNNING
+    assert world.service.calls["delete"] == 0  # the refused delete was not carried out
 
 
 async def test_a_delete_during_an_outage_is_unavailable_and_the_cancel_happens_once(
@@ -176,6 +180,7 @@ async def test_a_delete_during_an_outage_is_unavailable_and_the_cancel_happens_o
         await trio.sleep(20)
         assert world.service.calls["delete"] == 0  # the intent is not journalled yet
         world.journal.heal()
+        await wait_for(lambda: world.record().delete_state != DeleteState.NONE)  # held intent
         await sup.delete_task(delete)  # the caller's retry
         await wait_for(lambda: not sup.statistics()["live_jobs"])
         assert await phase_of(sup, meta) == Phase.ABORTED

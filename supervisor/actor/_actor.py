@@ -267,7 +267,7 @@ class _Actor:
                     delay = backoff.delay(
                         JOURNAL_RETRY_INTERVAL, self.ctx.rng, cap=JOURNAL_RETRY_MAX
                     )
-                    await trio.sleep(delay)
+                    await self.sleep_refusing_cancels(delay, faults.last_error)
         finally:
             if backoff.failures:
                 faults.release()
@@ -281,6 +281,17 @@ class _Actor:
             if isinstance(self.handle.create_error, Unavailable):
                 self.handle.create_error = None
         self.publish(record)
+
+    async def sleep_refusing_cancels(self, seconds: float, message: str) -> None:
+        """Sleep ``seconds``; a DeleteTask meanwhile is answered UNAVAILABLE at once (its
+        intent cannot be journalled now; the caller retries)."""
+        inbox = self.handle.inbox
+        deadline = trio.current_time() + seconds
+        while trio.current_time() < deadline:
+            inbox.refuse_cancels(Unavailable(message))
+            with inbox.waking(on_credentials=False, until=deadline):
+                await trio.sleep_forever()
+        inbox.refuse_cancels(Unavailable(message))
 
     def answer_unavailable(self, message: str, reply: Reply | None) -> None:
         """Answer who waits on this actor UNAVAILABLE while it waits for the journal."""
