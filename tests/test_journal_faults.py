@@ -122,7 +122,7 @@ async def test_a_created_write_that_fails_is_retried_and_the_job_is_not_abandone
         assert world.sample("supervisor_journal_writes_waiting") == 0
         assert world.sample("supervisor_journal_errors_total") >= 3
         response = await sup.create_task(create_request())
-        assert response.resource_meta == FakeMeta(job_id="job-1").encode()
+        assert response.resource_meta == world.record().resource_meta
         world.service.set_state("job-1", "DONE")
         await wait_for(lambda: not sup.statistics()["live_jobs"])
         assert await phase_of(sup, response.resource_meta) == Phase.SUCCEEDED

@@ -48,9 +48,17 @@ from connectors import (
 from flyteproto.flyteidl2 import connector as pb
 
 from .._errors import ConnectorFailed, ServiceError, Unavailable, connector_failed
-from ..journal import CreateState, DeleteState, JobRecord, JournalError, JournalLike, Put
+from ..journal import (
+    CreateState,
+    DeleteState,
+    JobRecord,
+    JournalError,
+    JournalLike,
+    JournalLost,
+    Put,
+)
 from ..observe import ConnectorMetrics, Metrics
-from ..wire import native_inputs, resource_to_proto
+from ..wire import native_inputs, payload_of, resource_to_proto
 from ._backoff import NO_FAILURES
 from ._credentials import CredentialsWait
 from ._job import (
@@ -74,6 +82,10 @@ def _unmeasured() -> ConnectorMetrics:
     return Metrics().connector("")
 
 
+def _unsealed(_task_type: str, _version: int, meta: bytes) -> bytes:
+    return meta
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What every actor of one connector shares (all of it read-only or thread-safe)."""
@@ -85,6 +97,8 @@ class JobContext:
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     metrics: ConnectorMetrics = dataclasses.field(default_factory=_unmeasured)
     faults: JournalFaults = dataclasses.field(default_factory=JournalFaults)
+    #: (task type, version, the connector's bytes) -> the resource_meta we hand out (MAC'd).
+    seal: Callable[[str, int, bytes], bytes] = _unsealed
 
 
 class JobHandle:
@@ -257,13 +271,17 @@ class _Actor:
                         faults.hold()
                         self.answer_unavailable(faults.last_error, reply)
                     backoff = backoff.failed(exc)
-                    _log.warning(
+                    # One line per job and outage; the edge logs the outage as a whole.
+                    _log.log(
+                        logging.WARNING if backoff.failures == 1 else logging.DEBUG,
                         "job %s: journal write %r failed (%d), retrying: %s",
                         self.handle.job_id,
                         kind,
                         backoff.failures,
                         faults.last_error,
                     )
+                    if isinstance(exc, JournalLost):  # never comes back: wait for the stop
+                        await self.sleep_refusing_cancels(math.inf, faults.last_error)
                     delay = backoff.delay(
                         JOURNAL_RETRY_INTERVAL, self.ctx.rng, cap=JOURNAL_RETRY_MAX
                     )
@@ -394,7 +412,9 @@ class _Actor:
             "created",
             {"reconciled": self.resumed},
             create_state=CreateState.CREATED,
-            resource_meta=meta.encode(),
+            resource_meta=self.ctx.seal(
+                self.record.task_type, self.record.task_type_version, meta.encode()
+            ),
             message="",
         )
         return self.created
@@ -412,7 +432,7 @@ class _Actor:
         """The external job exists: decode its meta and schedule the first poll."""
         self.handle.created.set()
         assert self.record.resource_meta is not None
-        self.meta = self.connector.metadata_type.decode(self.record.resource_meta)
+        self.meta = self.connector.metadata_type.decode(payload_of(self.record.resource_meta))
         self.next_poll = trio.current_time() + (
             0.0 if self.resumed else self.connector.poll_interval
         )

@@ -13,7 +13,7 @@ import trio_asyncio
 
 from connectors import ConnectorRegistry
 
-from ..journal import Journal, JournalError, safe_url
+from ..journal import Journal, JournalError, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import Supervisor
 from ._health import check_health
@@ -39,7 +39,9 @@ def build_registry(settings: Settings) -> ConnectorRegistry:
     return registry
 
 
-async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metrics) -> None:
+async def _serve(
+    settings: Settings, registry: ConnectorRegistry, metrics: Metrics, meta_key: bytes | None
+) -> None:
     # Imported here: the journal and health commands need none of the gRPC server.
     from ..edge import Listening, serve_grpc
 
@@ -47,16 +49,27 @@ async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metri
     # the process: out of the collector's sight, full collections stop walking it. Measured
     # on a GetTask-only load: p99 116 ms -> 47 ms.
     gc.freeze()
+    path = sqlite_path(settings.journal)
+    if path is not None and not path.exists():
+        # First start (or a journal lost and not restored): say so, never silently.
+        print(f"journal {path} does not exist: creating a new, empty journal", flush=True)
     # One asyncio loop (trio-asyncio) for the whole process: the gRPC edge runs on it, and so
     # do asyncio-native connectors (flyte-sdk plugins).
     async with (
         trio_asyncio.open_loop(),
         Journal.open(settings.journal, on_commit=metrics.journal_committed) as journal,
-        Supervisor(registry, journal, metrics=metrics).running() as supervisor,
+        Supervisor(
+            registry,
+            journal,
+            metrics=metrics,
+            meta_key=meta_key,
+            adopt_unsigned=settings.adopt_unsigned,
+        ).running() as supervisor,
         trio.open_nursery() as nursery,
     ):
         metrics.watch(supervisor, journal)
         print(f"journal {safe_url(settings.journal)}: resumed {supervisor.resumed} job(s)")
+        print(f"resource_meta MACs: {_key_origin(settings)}", flush=True)
         listening: Listening = await nursery.start(
             lambda task_status: serve_grpc(
                 supervisor,
@@ -64,11 +77,25 @@ async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metri
                 port=settings.port,
                 grace=settings.grace,
                 metrics=metrics,
+                halt=journal.wait_lost,
                 task_status=task_status,
             )
         )
         # One parseable line for people and for tests that start us with --port 0.
         print(f"serving on {listening.host}:{listening.port}", flush=True)
+
+
+def _key_origin(settings: Settings) -> str:
+    """Where the resource_meta key comes from (never the key)."""
+    if settings.meta_key_file:
+        origin = f"key from {settings.meta_key_file}"
+    elif settings.meta_key:
+        origin = "key from --meta-key / SUPERVISOR_META_KEY"
+    else:
+        origin = "key kept in the journal"
+    return origin + (
+        ", unsigned metas adopted (--adopt-unsigned)" if settings.adopt_unsigned else ""
+    )
 
 
 def _print_connectors(registry: ConnectorRegistry) -> None:
@@ -90,6 +117,11 @@ def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
+        meta_key = settings.resource_meta_key()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         registry = build_registry(settings)
     except Exception as exc:
         print(f"error: cannot load connectors: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -104,7 +136,7 @@ def serve(settings: Settings) -> int:
         )
         return 2
     try:
-        trio.run(_serve, settings, registry, metrics)
+        trio.run(_serve, settings, registry, metrics, meta_key)
     except JournalError as exc:
         print(f"error: journal {safe_url(settings.journal)}: {exc}", file=sys.stderr)
         return 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -46,12 +47,17 @@ async def serve_grpc(
     port: int,
     grace: float,
     metrics: Metrics | None = None,
+    halt: Callable[[], Awaitable[str]] | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT or cancellation; then drain and return.
 
     Must run inside ``trio_asyncio.open_loop()`` (the caller opens it, so that asyncio-native
     connectors can share the loop).
+
+    ``halt``, awaited beside serving, returns a reason when the service cannot go on (its
+    journal is lost): from then on health is NOT_SERVING and every call is UNAVAILABLE
+    with that reason, until the signal.
 
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
@@ -66,7 +72,10 @@ async def serve_grpc(
     task_status.started(listening)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_journal, service, ready)
+            watching = trio.CancelScope()  # the journal-fault watch, until a halt
+            nursery.start_soon(_watch_journal, service, ready, watching)
+            if halt is not None:
+                nursery.start_soon(_halt_when, halt, edge, ready, watching)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     _log.info("received %s: shutting down", signal.Signals(signum).name)
@@ -77,21 +86,37 @@ async def serve_grpc(
             await _drain(server, edge, ready, grace)
 
 
-async def _watch_journal(service: ConnectorService, ready: ServiceStatus) -> None:
+async def _watch_journal(
+    service: ConnectorService, ready: ServiceStatus, watching: trio.CancelScope
+) -> None:
     """Health NOT_SERVING while the service waits out a journal fault, SERVING again after.
 
     Looks every ``_HEALTH_CHECK_INTERVAL`` (a probe asks every few seconds at most)."""
     fault: str | None = None
-    while True:
-        await trio.sleep(_HEALTH_CHECK_INTERVAL)
-        now = service.journal_fault()
-        if (now is None) != (fault is None):
-            if now is not None:
-                _log.error("health NOT_SERVING: %s", now)
-            else:
-                _log.info("health SERVING: the journal takes writes again")
-            ready.set(now is None)
-        fault = now
+    with watching:
+        while True:
+            await trio.sleep(_HEALTH_CHECK_INTERVAL)
+            now = service.journal_fault()
+            if (now is None) != (fault is None):
+                if now is not None:
+                    _log.error("health NOT_SERVING: %s", now)
+                else:
+                    _log.info("health SERVING: the journal takes writes again")
+                ready.set(now is None)
+            fault = now
+
+
+async def _halt_when(
+    halt: Callable[[], Awaitable[str]],
+    edge: Edge,
+    ready: ServiceStatus,
+    watching: trio.CancelScope,
+) -> None:
+    reason = await halt()
+    watching.cancel()  # a lost journal does not come back: health stays NOT_SERVING
+    ready.set(False)
+    edge.drain(f"not serving: {reason}")
+    _log.error("stopped serving: %s (health NOT_SERVING, every call UNAVAILABLE)", reason)
 
 
 async def _drain(server: Server, edge: Edge, ready: ServiceStatus, grace: float) -> None:

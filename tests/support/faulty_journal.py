@@ -40,6 +40,10 @@ class FaultyJournal:
         self._check()
         return await self.inner.write_if_absent(put)
 
+    async def setting(self, name: str, default: str) -> str:
+        self._check()
+        return await self.inner.setting(name, default)
+
     async def get(self, job_id: str) -> JobRecord | None:
         self._check()
         return await self.inner.get(job_id)
