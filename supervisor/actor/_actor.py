@@ -43,12 +43,12 @@ from connectors import (
     PermanentError,
     Phase,
     ResourceMeta,
-    is_terminal,
 )
 from flyteproto.flyteidl2 import connector as pb
 
 from .._errors import ConnectorFailed, ServiceError, Unavailable, connector_failed
 from ..journal import (
+    TERMINAL_PHASES,
     CreateState,
     DeleteState,
     JobRecord,
@@ -56,20 +56,16 @@ from ..journal import (
     JournalLike,
     JournalLost,
     Put,
+    phase_is_final,
 )
 from ..observe import ConnectorMetrics, Metrics
 from ..wire import native_inputs, payload_of, resource_to_proto
+from ._answer import encode_answer
 from ._backoff import NO_FAILURES
+from ._changes import with_observation, with_phase
 from ._credentials import CredentialsWait
-from ._job import (
-    Observation,
-    Observer,
-    encode_answer,
-    observation_of,
-    with_observation,
-    with_phase,
-)
 from ._messages import Cancel, Credentials, Inbox, Reply
+from ._observer import Observation, Observer, observation_of
 from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
 
 __all__ = ["JobContext", "JobHandle", "run_actor"]
@@ -182,9 +178,7 @@ async def run_actor(
 
 def _close_inbox(handle: JobHandle) -> None:
     """Answer what is still queued, then close: later senders see the actor is gone."""
-    settled = handle.record.delete_state == DeleteState.DONE or is_terminal(
-        Phase(handle.record.phase)
-    )
+    settled = handle.record.delete_state == DeleteState.DONE or phase_is_final(handle.record)
     for message in handle.inbox.close():
         if isinstance(message, Cancel):
             message.reply.set(None if settled else Unavailable("the job's actor stopped; retry"))
@@ -215,6 +209,7 @@ class _Actor:
         self.request = request
         self.resumed = resumed
         self.new_intent = new_intent
+        self.cancel_reason = ""  # why the supervisor itself cancels, if it does
         self.credentials = CredentialsWait(kwargs)
         self.backoff = NO_FAILURES  # of polls
         self.next_poll = 0.0
@@ -336,12 +331,20 @@ class _Actor:
         if message.kwargs and self.credentials.kwargs is None:
             self.credentials.offer(message.kwargs)
         try:
-            if self.record.delete_state == DeleteState.NONE and not is_terminal(
-                Phase(self.record.phase)
-            ):
-                await self.commit(
-                    "delete_intent", delete_state=DeleteState.REQUESTED, reply=message.reply
-                )
+            if self.record.delete_state == DeleteState.NONE and not phase_is_final(self.record):
+                if message.reason:  # the supervisor's own cancel (a superseded attempt)
+                    self.cancel_reason = message.reason
+                    await self.commit(
+                        "delete_intent",
+                        {"reason": message.reason},
+                        delete_state=DeleteState.REQUESTED,
+                        message=message.reason,
+                        reply=message.reply,
+                    )
+                else:
+                    await self.commit(
+                        "delete_intent", delete_state=DeleteState.REQUESTED, reply=message.reply
+                    )
         except BaseException as exc:
             message.reply.set(exc)
             raise
@@ -531,7 +534,7 @@ class _Actor:
             await trio.sleep(backoff.delay(self.connector.poll_interval, self.ctx.rng))
         if outcome.phase == Phase.ABORTED:
             await self.cancelled(reconciled=True)
-        elif is_terminal(Phase(outcome.phase)):
+        elif outcome.phase in TERMINAL_PHASES:
             record = with_observation(self.record, outcome, now=self.ctx.wall_clock())
             await self.commit_record(
                 dataclasses.replace(record, delete_state=DeleteState.DONE),
@@ -547,6 +550,8 @@ class _Actor:
         deadline = self.record.deadline
         if timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
             phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
+        elif self.cancel_reason:
+            phase, message = Phase.ABORTED, f"{self.cancel_reason}: the external job was cancelled"
         else:
             phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
         record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
@@ -560,10 +565,7 @@ class _Actor:
     # -- the parts of the steps ------------------------------------------------------------
 
     def finished(self) -> bool:
-        return (
-            is_terminal(Phase(self.record.phase))
-            and self.record.delete_state != DeleteState.REQUESTED
-        )
+        return phase_is_final(self.record) and self.record.delete_state != DeleteState.REQUESTED
 
     def deadline(self) -> float:
         if self.record.deadline is None:

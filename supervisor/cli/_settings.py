@@ -70,6 +70,7 @@ class Settings:
     meta_key: str | None = dataclasses.field(default=None, repr=False)  # a secret
     meta_key_file: str | None = None
     adopt_unsigned: bool = False
+    stop_after: float | None = None  # seconds; then stop as on SIGTERM (c0 --timeout)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -323,6 +324,7 @@ def add_health_arguments(
 
 
 def parse_serve(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings ``serve`` would run with for ``argv`` and ``environ``."""
     parser = argparse.ArgumentParser(prog="supervisor serve")
     add_serve_arguments(parser, environ)
     return Settings.from_args(parser.parse_args(argv))

@@ -11,7 +11,6 @@ from sqlalchemy.engine import URL
 from ._errors import JournalError
 
 __all__ = [
-    "DEFAULT_URL",
     "READ_CONCURRENCY",
     "create_engine",
     "create_read_only_engine",
@@ -19,9 +18,6 @@ __all__ = [
     "safe_url",
     "sqlite_path",
 ]
-
-DEFAULT_URL = "sqlite:///.supervisor/journal.db"
-"""A SQLite file under ``.supervisor/`` in the working directory (created when missing)."""
 
 READ_CONCURRENCY = 8
 """Journal reads running at once, each on its own connection; the writer has one more."""

@@ -32,7 +32,7 @@ import trio
 
 from . import _engine, _migrate
 from ._errors import JournalError, JournalLost
-from ._records import EventRecord, JobRecord, Put
+from ._records import EventRecord, JobQuery, JobRecord, Put
 from ._store import IfAbsent, Store
 
 __all__ = ["CLOSE_TIMEOUT", "WATCH_INTERVAL", "Journal", "JournalStatistics"]
@@ -282,8 +282,9 @@ class Journal:
         """Jobs the supervisor still owes work, oldest first: resume these after a restart.
 
         A job is unfinished while its create is PENDING, or its delete is REQUESTED, or its
-        phase is not terminal (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED). The rule reads
-        only ``create_state``, ``delete_state`` and ``phase``; ``finished_at`` is informative.
+        phase is not terminal (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED); see
+        ``is_unfinished``. The rule reads only ``create_state``, ``delete_state`` and
+        ``phase``; ``finished_at`` is informative.
         """
         return await self._read(self._store.unfinished)
 
@@ -291,32 +292,9 @@ class Journal:
         """The job's history, oldest first."""
         return await self._read(self._store.events, job_id)
 
-    async def list_jobs(
-        self,
-        *,
-        phase: int | None = None,
-        task_type: str | None = None,
-        connector: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        older_than: float | None = None,
-        unfinished: bool = False,
-    ) -> list[JobRecord]:
-        """Jobs matching every filter given, newest first; ``older_than`` bounds ``created_at``;
-        ``unfinished`` keeps the jobs the supervisor still owes work."""
-
-        def query() -> list[JobRecord]:
-            return self._store.list_jobs(
-                phase=phase,
-                task_type=task_type,
-                connector=connector,
-                older_than=older_than,
-                unfinished=unfinished,
-                limit=limit,
-                offset=offset,
-            )
-
-        return await self._read(query)
+    async def list_jobs(self, query: JobQuery | None = None) -> list[JobRecord]:
+        """Jobs matching every filter of ``query`` (default: the newest 100), newest first."""
+        return await self._read(self._store.list_jobs, query or JobQuery())
 
     def statistics(self) -> JournalStatistics:
         """A snapshot of the writer's counters."""
