@@ -21,6 +21,7 @@ MENTIONS = [
     ROOT / "README.md",
     ROOT / "docs" / "operations.md",
     ROOT / "docs" / "switching-flyte2.md",
+    ROOT / "docs" / "recovery-testing.md",
     ROOT / "Dockerfile",
     ROOT / "deploy" / "kubernetes.yaml",
 ]
@@ -44,6 +45,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--meta-key": ("a-key-of-sixteen-bytes", "a-key-of-sixteen-bytes"),
     "--meta-key-file": ("/run/secrets/meta-key", "/run/secrets/meta-key"),
     "--adopt-unsigned": ("yes", True),
+    "--standby": ("yes", True),
 }
 
 

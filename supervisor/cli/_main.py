@@ -1,4 +1,4 @@
-"""Command line: ``python -m supervisor serve|journal|run|health ...``."""
+"""Command line: ``python -m supervisor serve|journal|run|health|verify-recovery ...``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import trio_asyncio
 
 from connectors import ConnectorRegistry, load_connectors
 
-from ..journal import Journal, JournalError, safe_url, sqlite_path
+from ..journal import Journal, JournalError, Owner, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import Supervisor
 from ._c0 import C0_COMMAND, add_c0_arguments, run_c0
@@ -22,6 +22,7 @@ from ._health import check_health
 from ._journal import add_journal_commands, journal_command
 from ._run import add_run_arguments, run_command
 from ._settings import Settings, add_health_arguments, add_serve_arguments
+from ._verify import add_verify_arguments, verify_command
 
 __all__ = ["build_parser", "build_registry", "main"]
 
@@ -54,7 +55,11 @@ async def _serve(
     # do asyncio-native connectors (flyte-sdk plugins).
     async with (
         trio_asyncio.open_loop(),
-        Journal.open(settings.journal, on_commit=metrics.journal_committed) as journal,
+        Journal.open(
+            settings.journal,
+            on_commit=metrics.journal_committed,
+            standby=_standing_by if settings.standby else None,
+        ) as journal,
         Supervisor(
             registry,
             journal,
@@ -92,6 +97,19 @@ async def _serve(
 async def _serve_within(scope: trio.CancelScope, serving: Awaitable[None]) -> None:
     with scope:
         await serving
+
+
+def _journal_error(exc: BaseException) -> JournalError | None:
+    """The journal error behind ``exc``, also from inside Trio's exception groups."""
+    if isinstance(exc, JournalError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _journal_error(exc.exceptions[0])
+    return None
+
+
+def _standing_by(owner: Owner) -> None:
+    print(f"standby: the journal is in use by {owner.describe()}; waiting to take over", flush=True)
 
 
 def _key_origin(settings: Settings) -> str:
@@ -146,8 +164,11 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         trio.run(_serve, settings, registry, metrics, meta_key)
-    except JournalError as exc:
-        print(f"error: journal {safe_url(settings.journal)}: {exc}", file=sys.stderr)
+    except (JournalError, BaseExceptionGroup) as exc:
+        error = _journal_error(exc)
+        if error is None:
+            raise
+        print(f"error: journal {safe_url(settings.journal)}: {error}", file=sys.stderr)
         return 3
     finally:
         if metrics_server is not None:
@@ -192,6 +213,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         description=_C0,
     )
     add_c0_arguments(c0_parser)
+    verify_parser = commands.add_parser(
+        "verify-recovery",
+        help="prove restart recovery: drive a server through crashes and check every job",
+        description=_VERIFY,
+    )
+    add_verify_arguments(verify_parser)
     return parser
 
 
@@ -206,10 +233,22 @@ _HEALTH = (
     "Ask a server's grpc.health.v1.Health service for its status; exit 0 only when it is "
     "SERVING (1 otherwise). For container health checks and probes."
 )
+_VERIFY = (
+    "Drive a server as Flyte's executor does (CreateTask re-sent after errors, GetTask on a "
+    "cadence, DeleteTask on a share of jobs) while killing and restarting it on a seeded "
+    "schedule; follow every job to its end and report lost jobs, duplicated creates and "
+    "cancels, resource_meta changes and recovery times. Flags it does not know go to the "
+    "server it starts (--serve). Exit 1 on any violation. See docs/recovery-testing.md."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "verify-recovery":
+        return verify_command(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return serve(Settings.from_args(args))
     if args.command == "run":
