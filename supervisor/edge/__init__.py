@@ -1,10 +1,15 @@
 """The gRPC edge: grpclib on asyncio (inside trio-asyncio), handlers, error mapping, serving.
 
 The only package that runs asyncio code for requests. Sits on ``service`` (it calls a
-``ConnectorService``) and ``observe``.
+``ConnectorService``), ``wire`` and ``observe``. Every use of grpclib's private parts is in
+``_grpclib``.
 """
 
+from ._edge import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
 from ._edge import Codec as Codec
 from ._edge import Edge as Edge
+from ._grpclib import BatchingTransport as BatchingTransport
+from ._messages import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
+from ._messages import bounded as bounded
 from ._server import Listening as Listening
 from ._server import serve_grpc as serve_grpc
