@@ -37,6 +37,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--modules": ("a.b, c", ("a.b", "c")),
     "--entry-points": ("no", False),
     "--grace": ("2.5", 2.5),
+    "--max-message-bytes": ("65536", 65536),
     "--metrics-port": ("off", None),
     "--log-level": ("debug", "DEBUG"),
     "--log-format": ("json", "json"),

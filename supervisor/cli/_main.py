@@ -64,6 +64,7 @@ async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metri
                 port=settings.port,
                 grace=settings.grace,
                 metrics=metrics,
+                max_message_bytes=settings.max_message_bytes,
                 task_status=task_status,
             )
         )

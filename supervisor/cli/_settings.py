@@ -44,6 +44,7 @@ ENVIRONMENT: dict[str, str] = {
     "--modules": "SUPERVISOR_MODULES",
     "--entry-points": "SUPERVISOR_ENTRY_POINTS",
     "--grace": "SUPERVISOR_GRACE",
+    "--max-message-bytes": "SUPERVISOR_MAX_MESSAGE_BYTES",
     "--metrics-port": "SUPERVISOR_METRICS_PORT",
     "--log-level": "SUPERVISOR_LOG_LEVEL",
     "--log-format": "SUPERVISOR_LOG_FORMAT",
@@ -61,6 +62,7 @@ class Settings:
     log_format: str = "text"
     journal: str = DEFAULT_JOURNAL
     metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
+    max_message_bytes: int = 4 * 1024 * 1024  # gRPC's default (edge.DEFAULT_MAX_MESSAGE_BYTES)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -74,6 +76,7 @@ class Settings:
             log_format=args.log_format,
             journal=args.journal,
             metrics_port=args.metrics_port,
+            max_message_bytes=args.max_message_bytes,
         )
 
 
@@ -114,6 +117,16 @@ def _bool(value: str) -> bool:
     if folded in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return number
 
 
 def metrics_port(value: str) -> int | None:
@@ -203,6 +216,16 @@ def add_serve_arguments(
         "on SIGTERM, how long calls under way may take to finish",
         type=float,
         metavar="SECONDS",
+    )
+    _add(
+        parser,
+        "--max-message-bytes",
+        str(d.max_message_bytes),
+        env,
+        "largest request message accepted; a larger one is refused RESOURCE_EXHAUSTED "
+        "before it is read",
+        type=_positive_int,
+        metavar="BYTES",
     )
     _add(
         parser,

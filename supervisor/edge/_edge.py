@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio_asyncio
 from flyteidl2.connector import connector_pb2 as official
+from google.protobuf.unknown_fields import UnknownFieldSet
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
@@ -97,13 +98,45 @@ class Codec(CodecBase):
         try:
             strict = _strict_parser(message_type)
             if strict is not None:
-                strict.FromString(data)
+                check_wire_types(strict.FromString(data))
             return message_type.FromString(data)
+        except GRPCError:
+            raise
         except Exception as exc:
             raise GRPCError(
                 Status.INVALID_ARGUMENT,
                 f"malformed {message_type.__name__}: {type(exc).__name__}: {exc}",
             ) from None
+
+
+def check_wire_types(message: Any) -> None:
+    """Refuse a known field sent with the wrong wire type (INVALID_ARGUMENT, naming it).
+
+    The official parser keeps such a field as an unknown one; betterproto2 would store the
+    value under the field (an int in a message field) and fail later, far from the cause.
+    Walks every message set in ``message`` (an official one).
+    """
+    descriptor = message.DESCRIPTOR
+    for unknown in UnknownFieldSet(message):
+        field = descriptor.fields_by_number.get(unknown.field_number)
+        if field is not None:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"malformed {descriptor.full_name}: field {field.name} "
+                f"(number {field.number}) has the wrong wire type",
+            )
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].message_type is not None:
+                for item in value.values():
+                    check_wire_types(item)
+        elif field.is_repeated:
+            for item in value:
+                check_wire_types(item)
+        else:
+            check_wire_types(value)
 
 
 @functools.cache
@@ -206,6 +239,7 @@ class Edge:
                 connection_kwargs(request.connection),
             )
             if answer is None:
+                check_wire_types(request)
                 full = pb.GetTaskRequest.parse(request.SerializeToString())
                 answer = await trio_asyncio.trio_as_aio(self._service.get_task)(full)
         await stream.send_message(answer)
