@@ -38,6 +38,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--entry-points": ("no", False),
     "--grace": ("2.5", 2.5),
     "--max-message-bytes": ("65536", 65536),
+    "--idle-timeout": ("off", None),
     "--metrics-port": ("off", None),
     "--log-level": ("debug", "DEBUG"),
     "--log-format": ("json", "json"),

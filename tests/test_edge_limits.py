@@ -25,7 +25,14 @@ from flyteidl2.core import tasks_pb2
 from supervisor.edge import MAX_MESSAGE_CHARS
 from tests.support.server import ServerProcess
 
-SAMPLE_ARGS = ["--entry-points", "false", "--modules", "tests.support.sample_connectors"]
+SAMPLE_ARGS = [
+    "--entry-points",
+    "false",
+    "--modules",
+    "tests.support.sample_connectors",
+    "--idle-timeout",
+    "1",
+]
 #: Deadlines generous enough to trip only on a server frozen for a long time.
 CALL_TIMEOUT = 60.0
 CREATE = "/flyteidl2.connector.AsyncConnectorService/CreateTask"
@@ -179,3 +186,20 @@ def test_http2_framing_mistakes_get_a_precise_status(
     answer = h2_call(server.address, frames)
     assert answer.get("grpc-status") == status, answer
     assert message in answer.get("grpc-message", "").replace("%20", " "), answer
+
+
+def test_an_idle_connection_is_closed_and_a_busy_one_is_not(
+    server: ServerProcess, channel: grpc.Channel
+) -> None:
+    host, port = server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=CALL_TIMEOUT) as sock:
+        conn = h2.connection.H2Connection()
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        while True:  # the server's settings, then nothing until it closes (--idle-timeout 1)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            conn.receive_data(chunk)
+            sock.sendall(conn.data_to_send())
+    assert_still_answers(channel)  # the shared channel reconnects or was never idle

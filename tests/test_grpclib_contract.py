@@ -22,7 +22,18 @@ def test_server_builds_each_connection_with_an_overridable_protocol_factory() ->
     assert list(factory.parameters) == ["self"]
     protocol = inspect.signature(grpclib.protocol.H2Protocol.__init__)
     assert list(protocol.parameters) == ["self", "handler", "config", "h2_config"]
-    assert "connection_made" in vars(grpclib.protocol.H2Protocol)
+    for hook in ("connection_made", "data_received", "connection_lost"):
+        assert hook in vars(grpclib.protocol.H2Protocol)
+    # The calls open on a connection, read by the idle check.
+    assert "self.processor = EventsProcessor(" in inspect.getsource(
+        grpclib.protocol.H2Protocol.connection_made
+    )
+    assert "self._connection = connection" in inspect.getsource(
+        grpclib.protocol.Connection.__init__
+    )
+    assert "self.streams: _Streams = {}" in inspect.getsource(
+        grpclib.protocol.EventsProcessor.__init__
+    )
 
 
 def test_server_start_takes_a_socket_and_keeps_its_asyncio_server() -> None:

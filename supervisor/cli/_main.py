@@ -65,6 +65,7 @@ async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metri
                 grace=settings.grace,
                 metrics=metrics,
                 max_message_bytes=settings.max_message_bytes,
+                idle_timeout=settings.idle_timeout,
                 task_status=task_status,
             )
         )

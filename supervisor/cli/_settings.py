@@ -45,6 +45,7 @@ ENVIRONMENT: dict[str, str] = {
     "--entry-points": "SUPERVISOR_ENTRY_POINTS",
     "--grace": "SUPERVISOR_GRACE",
     "--max-message-bytes": "SUPERVISOR_MAX_MESSAGE_BYTES",
+    "--idle-timeout": "SUPERVISOR_IDLE_TIMEOUT",
     "--metrics-port": "SUPERVISOR_METRICS_PORT",
     "--log-level": "SUPERVISOR_LOG_LEVEL",
     "--log-format": "SUPERVISOR_LOG_FORMAT",
@@ -63,6 +64,7 @@ class Settings:
     journal: str = DEFAULT_JOURNAL
     metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
     max_message_bytes: int = 4 * 1024 * 1024  # gRPC's default (edge.DEFAULT_MAX_MESSAGE_BYTES)
+    idle_timeout: float | None = 300.0  # None: idle connections stay open
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -77,6 +79,7 @@ class Settings:
             journal=args.journal,
             metrics_port=args.metrics_port,
             max_message_bytes=args.max_message_bytes,
+            idle_timeout=args.idle_timeout,
         )
 
 
@@ -127,6 +130,18 @@ def _positive_int(value: str) -> int:
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
     return number
+
+
+def _idle_timeout(value: str) -> float | None:
+    if value.strip().lower() == "off":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds or off: {value!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return seconds
 
 
 def metrics_port(value: str) -> int | None:
@@ -226,6 +241,16 @@ def add_serve_arguments(
         "before it is read",
         type=_positive_int,
         metavar="BYTES",
+    )
+    _add(
+        parser,
+        "--idle-timeout",
+        str(d.idle_timeout),
+        env,
+        "close a gRPC connection with no call open and nothing received for so long; off "
+        "keeps idle connections open",
+        type=_idle_timeout,
+        metavar="SECONDS|off",
     )
     _add(
         parser,

@@ -3,6 +3,8 @@
 grpclib has public hooks for most of what we need (``Server.start(sock=...)``: we bind the
 listening socket, so the port is ours to know); for the rest there are none:
 - ``Server._protocol_factory``: overridden so that each connection's writes are batched;
+- ``H2Protocol.processor.streams``, ``connection._connection``: the calls open on a
+  connection and its h2 state (an idle connection is sent GOAWAY and closed);
 - ``Server._server``: the asyncio server, closed to stop accepting before a drain;
 - ``Stream._stream``, ``_codec``, ``_recv_type``: read by ``recv_message``, which frames the
   request itself so that sizes are bounded before the bytes are buffered and framing
@@ -15,6 +17,7 @@ an upgrade that changes them fails loudly there, not quietly in production.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 from typing import Any
@@ -26,6 +29,7 @@ from grpclib.server import Server, Stream
 
 __all__ = ["BatchingServer", "bind", "recv_message", "stop_accepting"]
 
+_log = logging.getLogger(__name__)
 _PREFIX = struct.Struct(">?I")  # gRPC message prefix: compressed flag, length
 
 
@@ -92,17 +96,60 @@ class BatchingServer(Server):
     Hot path: grpclib writes a unary response in three pieces (headers, message, trailers),
     each a send(2) of its own: about a fifth of the CPU of a GetTask. Under load, many
     responses are ready in one iteration of the loop; their bytes go out in one send.
+
+    Also closes connections idle (no call open, nothing received) for ``idle_timeout``
+    seconds (None: never).
     """
+
+    idle_timeout: float | None = None
 
     def _protocol_factory(self) -> H2Protocol:
         protocol = super()._protocol_factory()
-        return _BatchingProtocol(protocol.handler, protocol.config, protocol.h2_config)
+        return _BatchingProtocol(
+            protocol.handler, protocol.config, protocol.h2_config, idle_timeout=self.idle_timeout
+        )
 
 
 class _BatchingProtocol(H2Protocol):
+    def __init__(self, *args: Any, idle_timeout: float | None) -> None:
+        super().__init__(*args)
+        self._idle_timeout = idle_timeout
+        self._last_active = 0.0
+        self._idle_check: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         super().connection_made(BatchingTransport(transport))
+        if self._idle_timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._last_active = loop.time()
+            self._idle_check = loop.call_later(self._idle_timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle_check is not None:
+            self._last_active = asyncio.get_running_loop().time()
+        super().data_received(data)
+
+    def _check_idle(self) -> None:
+        assert self._idle_timeout is not None
+        loop = asyncio.get_running_loop()
+        if self.processor.streams:
+            self._last_active = loop.time()  # a call is open: not idle
+        idle_for = loop.time() - self._last_active
+        if idle_for >= self._idle_timeout:
+            _log.info("closing a connection idle for %.0fs", idle_for)
+            self._idle_check = None
+            self.connection._connection.close_connection()  # GOAWAY: clients go elsewhere
+            self.connection.flush()
+            self.processor.close("Idle timeout")
+            return
+        self._idle_check = loop.call_later(self._idle_timeout - idle_for, self._check_idle)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
+        super().connection_lost(exc)
 
 
 class BatchingTransport(asyncio.Transport):

@@ -45,6 +45,7 @@ async def serve_grpc(
     grace: float,
     metrics: Metrics | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    idle_timeout: float | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT or cancellation; then drain and return.
@@ -58,6 +59,7 @@ async def serve_grpc(
     edge = Edge(service, metrics, max_message_bytes=max_message_bytes)
     ready = ServiceStatus()
     server = BatchingServer(build_handlers(edge, ready), codec=Codec())
+    server.idle_timeout = idle_timeout
     sock = bind(host, port)
     listening = Listening(host, int(sock.getsockname()[1]))
     await trio_asyncio.aio_as_trio(server.start)(sock=sock)
