@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +23,22 @@ from flyteproto.flyteidl2.core import TaskTemplate
 from ._connector import AsyncConnector
 from ._errors import JobNotFound
 from ._phase import Phase, StateMap
+from ._registry import ConnectorRegistry, swap_default
 from ._resource import Resource, ResourceMeta, TaskLog
 
-__all__ = ["FakeConnector", "FakeJob", "FakeMeta", "FakeService"]
+__all__ = ["FakeConnector", "FakeJob", "FakeMeta", "FakeService", "isolated_default_registry"]
+
+
+@contextmanager
+def isolated_default_registry() -> Iterator[ConnectorRegistry]:
+    """Within: a fresh, empty default registry (what ``ConnectorRegistry.register`` fills);
+    the previous one is back afterwards. For tests of modules that register on import."""
+    previous = swap_default(ConnectorRegistry())
+    try:
+        yield ConnectorRegistry.default()
+    finally:
+        swap_default(previous)
+
 
 STATES = StateMap(
     {

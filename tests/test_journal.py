@@ -15,6 +15,7 @@ import trio.testing
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+import connectors
 import supervisor.journal
 from supervisor.journal import (
     TERMINAL_PHASES,
@@ -23,15 +24,18 @@ from supervisor.journal import (
     DeleteState,
     IfAbsent,
     InMemoryJournal,
+    JobQuery,
     JobRecord,
     Journal,
     JournalError,
+    JournalLost,
     Put,
     Store,
     create_engine,
     current_revision,
     downgrade,
     head_revision,
+    is_settled,
     is_unfinished,
     metadata,
     normalize_url,
@@ -69,14 +73,15 @@ async def journal(journal_url: str) -> AsyncIterator[Journal]:
 def test_public_surface() -> None:
     assert sorted(supervisor.journal.__all__) == sorted(
         [
-            "DEFAULT_URL",
             "CreateState",
             "DeleteState",
             "EventRecord",
             "InMemoryJournal",
+            "JobQuery",
             "JobRecord",
             "Journal",
             "JournalError",
+            "JournalLost",
             "JournalLike",
             "JournalReader",
             "JournalStatistics",
@@ -89,13 +94,17 @@ def test_public_surface() -> None:
             "upgrade",
             "IfAbsent",
             "Store",
+            "NO_EXTERNAL_JOB",
             "TERMINAL_PHASES",
             "UNFINISHED",
             "create_engine",
+            "is_settled",
             "is_unfinished",
             "metadata",
             "normalize_url",
+            "phase_is_final",
             "safe_url",
+            "sqlite_path",
         ]
     )
     for name in supervisor.journal.__all__:
@@ -505,7 +514,7 @@ async def test_closing_commits_what_was_submitted_even_when_cancelled(journal_ur
 
     assert len(written) == 50
     async with Journal.open(journal_url) as reopened:
-        assert len(await reopened.list_jobs(limit=1000)) == 50
+        assert len(await reopened.list_jobs(JobQuery(limit=1000))) == 50
 
 
 async def test_write_after_close_is_refused(journal_url: str) -> None:
@@ -516,7 +525,7 @@ async def test_write_after_close_is_refused(journal_url: str) -> None:
 
 
 async def test_open_without_upgrade_refuses_an_unmigrated_database(journal_url: str) -> None:
-    with pytest.raises(JournalError, match="expected 0001"):
+    with pytest.raises(JournalError, match="expected 0002"):
         async with Journal.open(journal_url, upgrade=False):
             pass
 
@@ -531,7 +540,8 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
     await journal.write(*(Put(r, "phase") for r in records))
 
     async def ids(**filters: object) -> list[str]:
-        return [r.job_id for r in await journal.list_jobs(**filters)]  # type: ignore[arg-type]
+        query = JobQuery(**filters)  # type: ignore[arg-type]
+        return [r.job_id for r in await journal.list_jobs(query)]
 
     assert await ids() == ["newest-fail", "new-run", "mid-run", "old-ok"]
     assert await ids(phase=RUNNING) == ["new-run", "mid-run"]
@@ -546,8 +556,8 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
 def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: str) -> None:
     assert current_revision(journal_url) is None
     upgrade(journal_url)
-    assert current_revision(journal_url) == head_revision() == "0001"
-    assert _tables(journal_url) >= {"jobs", "events"}
+    assert current_revision(journal_url) == head_revision() == "0002"
+    assert _tables(journal_url) >= {"jobs", "events", "settings"}
 
     downgrade(journal_url)
     assert current_revision(journal_url) is None
@@ -582,6 +592,42 @@ def test_sqlite_unfinished_index_predicate_is_the_query_predicate(tmp_path: Path
     assert "ix_jobs_unfinished" in str(plan)  # the migration's index serves the query
 
 
+def test_the_stored_final_phases_are_the_sdks_terminal_phases() -> None:
+    assert tuple(sorted(int(phase) for phase in connectors.TERMINAL_PHASES)) == TERMINAL_PHASES
+    assert (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED) == (
+        connectors.Phase.SUCCEEDED,
+        connectors.Phase.ABORTED,
+        connectors.Phase.FAILED,
+        connectors.Phase.RETRYABLE_FAILED,
+    )
+    assert "phase NOT IN (3, 4, 5, 8)" in UNFINISHED
+
+
+def test_the_migrated_unfinished_index_has_the_rules_predicate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            sql = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_unfinished'"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    # A change to the rule needs a migration that rebuilds the index with it.
+    assert sql.endswith(f"WHERE {UNFINISHED}")
+
+
+def test_settled_jobs_are_those_with_nothing_left_to_cancel() -> None:
+    grid = itertools.product(CreateState, DeleteState, [0, RUNNING, *TERMINAL_PHASES])
+    for create, delete, phase in grid:
+        record = job("a", create_state=create, delete_state=delete, phase=phase)
+        final = phase in TERMINAL_PHASES
+        no_job = create in (CreateState.FAILED, CreateState.ABANDONED)
+        expected = delete == DeleteState.DONE or (delete == DeleteState.NONE and (final or no_job))
+        assert is_settled(record) == expected, record
+
+
 def test_urls_are_normalized_to_supported_drivers(tmp_path: Path) -> None:
     for url in ("postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg://u@h/db"):
         assert normalize_url(url).drivername == "postgresql+psycopg"
@@ -609,3 +655,25 @@ def _tables(url: str) -> set[str]:
         return set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+async def test_a_setting_is_stored_once_and_the_first_value_wins(journal: Journal) -> None:
+    assert await journal.setting("meta_key", "first") == "first"
+    assert await journal.setting("meta_key", "second") == "first"
+
+
+async def test_a_deleted_sqlite_file_is_lost_at_the_next_write_and_stays_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.db"
+    async with Journal.open(f"sqlite:///{path}") as journal:
+        await journal.write(Put(job("before"), "created"))
+        for suffix in ("", "-wal", "-shm"):
+            await trio.Path(f"{path}{suffix}").unlink(missing_ok=True)
+        with pytest.raises(JournalLost, match="was deleted"):
+            await journal.write(Put(job("after"), "created"))
+        assert journal.lost is not None
+        assert "was deleted" in await journal.wait_lost()
+        with pytest.raises(JournalLost):
+            await journal.get("before")
+    assert not await trio.Path(path).exists()  # never recreated

@@ -21,18 +21,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from connectors import Phase, is_terminal
+from connectors import Phase
 
 from ..journal import (
     CreateState,
     DeleteState,
     EventRecord,
+    JobQuery,
     JobRecord,
     JournalError,
     JournalReader,
     JournalSummary,
     current_revision,
     head_revision,
+    is_unfinished,
+    phase_is_final,
     safe_url,
     upgrade,
 )
@@ -197,7 +200,7 @@ def journal_command(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     now = time.time()
     with JournalReader.open(args.journal) as reader:
-        records = reader.list_jobs(
+        query = JobQuery(
             phase=args.phase,
             task_type=args.task_type,
             connector=args.connector,
@@ -206,6 +209,7 @@ def _ls(args: argparse.Namespace) -> int:
             limit=args.limit,
             offset=args.offset,
         )
+        records = reader.list_jobs(query)
     if args.json:
         _print_json([job_json(record) for record in records])
         return 0
@@ -339,11 +343,7 @@ def state_of(record: JobRecord) -> str:
         return "create failed"
     if record.create_state == CreateState.ABANDONED:
         return "abandoned"
-    return "done" if is_terminal(Phase(record.phase)) else "live"
-
-
-def _is_live(record: JobRecord) -> bool:
-    return state_of(record) in ("creating", "cancelling", "live")
+    return "done" if phase_is_final(record) else "live"
 
 
 def job_json(record: JobRecord) -> dict[str, Any]:
@@ -356,7 +356,7 @@ def job_json(record: JobRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "phase": _phase(record.phase),
         "state": state_of(record),
-        "live": _is_live(record),
+        "live": is_unfinished(record),
         "create_state": record.create_state.value,
         "delete_state": record.delete_state.value,
         "message": record.message,

@@ -6,16 +6,18 @@ import argparse
 import gc
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 import trio
 import trio_asyncio
 
-from connectors import ConnectorRegistry
+from connectors import ConnectorRegistry, load_connectors
 
-from ..journal import Journal, JournalError, safe_url
+from ..journal import Journal, JournalError, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import Supervisor
+from ._c0 import C0_COMMAND, add_c0_arguments, run_c0
+from ._c0 import DESCRIPTION as _C0
 from ._health import check_health
 from ._journal import add_journal_commands, journal_command
 from ._run import add_run_arguments, run_command
@@ -27,50 +29,84 @@ _log = logging.getLogger("supervisor")
 
 
 def build_registry(settings: Settings) -> ConnectorRegistry:
-    """Connectors from entry points (unless disabled) and ``--modules``.
+    """The default registry, filled from entry points (unless disabled) and ``--modules``.
 
     Errors: ImportError, DuplicateConnector, TypeError from discovery.
     """
-    registry = ConnectorRegistry()
-    if settings.entry_points:
-        registry.load_entry_points()
-    for module in settings.modules:
-        registry.load_module(module)
-    return registry
+    return load_connectors(settings.entry_points, settings.modules)
 
 
-async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metrics) -> None:
+async def _serve(
+    settings: Settings, registry: ConnectorRegistry, metrics: Metrics, meta_key: bytes | None
+) -> None:
     # Imported here: the journal and health commands need none of the gRPC server.
     from ..edge import Listening, serve_grpc
 
-    # What start-up made (modules, classes, descriptors: ~100,000 objects) lives as long as
-    # the process: out of the collector's sight, full collections stop walking it. Measured
-    # on a GetTask-only load: p99 116 ms -> 47 ms.
+    # What start-up made (modules, classes, descriptors) lives as long as the process: out
+    # of the collector's sight, full collections stop walking it, and so stop adding to the
+    # tail latency of every RPC (see BENCHMARKS.md).
     gc.freeze()
+    path = sqlite_path(settings.journal)
+    if path is not None and not path.exists():
+        # First start (or a journal lost and not restored): say so, never silently.
+        print(f"journal {path} does not exist: creating a new, empty journal", flush=True)
     # One asyncio loop (trio-asyncio) for the whole process: the gRPC edge runs on it, and so
     # do asyncio-native connectors (flyte-sdk plugins).
     async with (
         trio_asyncio.open_loop(),
         Journal.open(settings.journal, on_commit=metrics.journal_committed) as journal,
-        Supervisor(registry, journal, metrics=metrics).running() as supervisor,
+        Supervisor(
+            registry,
+            journal,
+            metrics=metrics,
+            meta_key=meta_key,
+            adopt_unsigned=settings.adopt_unsigned,
+        ).running() as supervisor,
         trio.open_nursery() as nursery,
     ):
         metrics.watch(supervisor, journal)
         print(f"journal {safe_url(settings.journal)}: resumed {supervisor.resumed} job(s)")
+        print(f"resource_meta MACs: {_key_origin(settings)}", flush=True)
+        # A cancel ends serve_grpc the way SIGTERM does (drain, then return): c0 --timeout.
+        serving = trio.CancelScope()
         listening: Listening = await nursery.start(
-            lambda task_status: serve_grpc(
-                supervisor,
-                host=settings.host,
-                port=settings.port,
-                grace=settings.grace,
-                metrics=metrics,
-                max_message_bytes=settings.max_message_bytes,
-                idle_timeout=settings.idle_timeout,
-                task_status=task_status,
+            lambda task_status: _serve_within(
+                serving,
+                serve_grpc(
+                    supervisor,
+                    host=settings.host,
+                    port=settings.port,
+                    grace=settings.grace,
+                    metrics=metrics,
+                    max_message_bytes=settings.max_message_bytes,
+                    idle_timeout=settings.idle_timeout,
+                    halt=journal.wait_lost,
+                    task_status=task_status,
+                ),
             )
         )
+        if settings.stop_after is not None:
+            serving.deadline = trio.current_time() + settings.stop_after
         # One parseable line for people and for tests that start us with --port 0.
         print(f"serving on {listening.host}:{listening.port}", flush=True)
+
+
+async def _serve_within(scope: trio.CancelScope, serving: Awaitable[None]) -> None:
+    with scope:
+        await serving
+
+
+def _key_origin(settings: Settings) -> str:
+    """Where the resource_meta key comes from (never the key)."""
+    if settings.meta_key_file:
+        origin = f"key from {settings.meta_key_file}"
+    elif settings.meta_key:
+        origin = "key from --meta-key / SUPERVISOR_META_KEY"
+    else:
+        origin = "key kept in the journal"
+    return origin + (
+        ", unsigned metas adopted (--adopt-unsigned)" if settings.adopt_unsigned else ""
+    )
 
 
 def _print_connectors(registry: ConnectorRegistry) -> None:
@@ -92,6 +128,11 @@ def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
+        meta_key = settings.resource_meta_key()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         registry = build_registry(settings)
     except Exception as exc:
         print(f"error: cannot load connectors: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -106,7 +147,7 @@ def serve(settings: Settings) -> int:
         )
         return 2
     try:
-        trio.run(_serve, settings, registry, metrics)
+        trio.run(_serve, settings, registry, metrics, meta_key)
     except JournalError as exc:
         print(f"error: journal {safe_url(settings.journal)}: {exc}", file=sys.stderr)
         return 3
@@ -147,6 +188,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "health", help="check a server's gRPC health service", description=_HEALTH
     )
     add_health_arguments(health_parser, environ)
+    c0_parser = commands.add_parser(
+        C0_COMMAND,
+        help="serve, with flyte-sdk's c0 command line (Flyte's Helm chart)",
+        description=_C0,
+    )
+    add_c0_arguments(c0_parser)
     return parser
 
 
@@ -171,4 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     if args.command == "health":
         return health(args)
+    if args.command == C0_COMMAND:
+        return run_c0(args)
     return journal_command(args)

@@ -1,8 +1,9 @@
 """The gRPC edge: grpclib on asyncio (inside trio-asyncio), handlers, error mapping, serving.
 
-The only package that runs asyncio code for requests. Sits on ``service`` (it calls a
-``ConnectorService``), ``wire`` and ``observe``. Every use of grpclib's private parts is in
-``_grpclib``.
+The service's requests run on asyncio here and nowhere else (``edge._server`` starts the
+loop's server; the health probe in ``cli`` and the flyte-sdk adapter in ``connectors``
+use asyncio of their own). Sits on ``service`` (it calls a ``ConnectorService``),
+``wire`` and ``observe``. Every use of grpclib's private parts is in ``_grpclib``.
 """
 
 from ._edge import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
@@ -13,3 +14,10 @@ from ._messages import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
 from ._messages import bounded as bounded
 from ._server import Listening as Listening
 from ._server import serve_grpc as serve_grpc
+
+__all__ = [
+    "Codec",
+    "Edge",
+    "Listening",
+    "serve_grpc",
+]

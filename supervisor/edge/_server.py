@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -46,12 +47,17 @@ async def serve_grpc(
     metrics: Metrics | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     idle_timeout: float | None = None,
+    halt: Callable[[], Awaitable[str]] | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT or cancellation; then drain and return.
 
     Must run inside ``trio_asyncio.open_loop()`` (the caller opens it, so that asyncio-native
     connectors can share the loop).
+
+    ``halt``, awaited beside serving, returns a reason when the service cannot go on (its
+    journal is lost): from then on health is NOT_SERVING and every call is UNAVAILABLE
+    with that reason, until the signal.
 
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
@@ -67,13 +73,24 @@ async def serve_grpc(
     _log.info("listening on %s:%d", listening.host, listening.port)
     task_status.started(listening)
     try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                _log.info("received %s: shutting down", signal.Signals(signum).name)
-                break
+        async with trio.open_nursery() as nursery:
+            if halt is not None:
+                nursery.start_soon(_halt_when, halt, edge, ready)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    _log.info("received %s: shutting down", signal.Signals(signum).name)
+                    break
+            nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await _drain(server, edge, ready, grace)
+
+
+async def _halt_when(halt: Callable[[], Awaitable[str]], edge: Edge, ready: ServiceStatus) -> None:
+    reason = await halt()
+    ready.set(False)
+    edge.drain(f"not serving: {reason}")
+    _log.error("stopped serving: %s (health NOT_SERVING, every call UNAVAILABLE)", reason)
 
 
 async def _drain(server: Server, edge: Edge, ready: ServiceStatus, grace: float) -> None:

@@ -11,16 +11,13 @@ from sqlalchemy.engine import URL
 from ._errors import JournalError
 
 __all__ = [
-    "DEFAULT_URL",
     "READ_CONCURRENCY",
     "create_engine",
     "create_read_only_engine",
     "normalize_url",
     "safe_url",
+    "sqlite_path",
 ]
-
-DEFAULT_URL = "sqlite:///.supervisor/journal.db"
-"""A SQLite file under ``.supervisor/`` in the working directory (created when missing)."""
 
 READ_CONCURRENCY = 8
 """Journal reads running at once, each on its own connection; the writer has one more."""
@@ -55,8 +52,9 @@ def normalize_url(url: str | URL) -> URL:
 def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) -> sa.Engine:
     """A sync engine for ``url`` holding at most ``connections`` connections.
 
-    SQLite files get WAL, ``synchronous=FULL`` and a busy timeout; the parent directory of a
-    SQLite file is created when missing.
+    SQLite files get WAL, ``synchronous=FULL`` and a busy timeout. A missing SQLite file
+    (and its parent directory) is created here, once: the engine's connections open it
+    with ``mode=rw``, so a file deleted later is an error, never a new empty journal.
     """
     parsed = normalize_url(url)
     pool: dict[str, Any] = {"pool_size": connections, "max_overflow": 0}
@@ -64,7 +62,12 @@ def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) ->
         return sa.create_engine(parsed, pool_pre_ping=True, **pool)
     database = parsed.database or ""
     if not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)  # an empty file is an empty SQLite database
+        parsed = parsed.set(database=f"file:{path}").update_query_dict(
+            {"mode": "rw", "uri": "true"}
+        )
     engine = sa.create_engine(parsed, **pool)
     sa.event.listen(engine, "connect", _sqlite_connect)
     sa.event.listen(engine, "begin", _sqlite_begin)
@@ -103,6 +106,15 @@ def create_read_only_engine(url: str | URL) -> sa.Engine:
     sa.event.listen(engine, "connect", _sqlite_connect_read_only)
     sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of a SQLite journal URL (as ``create_engine`` made it); None for others."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    database = parsed.database.removeprefix("file:").split("?", 1)[0]
+    return Path(database).absolute()
 
 
 def safe_url(url: str | URL) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["JournalError"]
+__all__ = ["JournalError", "JournalLost"]
 
 
 class JournalError(Exception):
@@ -10,3 +10,9 @@ class JournalError(Exception):
 
     A failed write means none of its puts were committed: the caller may retry them.
     """
+
+
+class JournalLost(JournalError):
+    """The journal is no longer the database that was opened: its SQLite file was deleted
+    or replaced, or its tables are gone. Nothing can be committed any more; it never comes
+    back (a new, empty journal must not be created under a running server)."""

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import trio
 
-from ._records import CreateState, DeleteState, EventRecord, JobRecord, Put
+from ._records import EventRecord, JobRecord, Put
+from ._rules import is_unfinished
 
 __all__ = ["InMemoryJournal"]
-
-_TERMINAL = frozenset({3, 4, 5, 8})
 
 
 @dataclass
@@ -29,6 +28,7 @@ class InMemoryJournal:
         self.history: list[EventRecord] = []
         self.counts = _Counts()
         self._fail_next: list[BaseException] = []
+        self.settings: dict[str, str] = {}
 
     def fail_next(self, error: BaseException) -> None:
         """Make the next ``write`` raise ``error`` without committing anything."""
@@ -67,6 +67,10 @@ class InMemoryJournal:
                 )
             )
 
+    async def setting(self, name: str, default: str) -> str:
+        await trio.lowlevel.checkpoint()
+        return self.settings.setdefault(name, default)
+
     async def get(self, job_id: str) -> JobRecord | None:
         await trio.lowlevel.checkpoint()
         return self.jobs.get(job_id)
@@ -95,14 +99,3 @@ class InMemoryJournal:
     def kinds(self, job_id: str) -> list[str]:
         """The event kinds of one job, in order (a test convenience)."""
         return [e.kind for e in self.history if e.job_id == job_id]
-
-
-def is_unfinished(record: JobRecord) -> bool:
-    """Work is left: a create in flight, a cancel not done, or a phase not yet final."""
-    if record.create_state == CreateState.PENDING:
-        return True
-    if record.delete_state == DeleteState.REQUESTED:
-        return True
-    if record.create_state in (CreateState.FAILED, CreateState.ABANDONED):
-        return False
-    return record.phase not in _TERMINAL

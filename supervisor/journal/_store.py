@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from ._memory import is_unfinished
-from ._records import CreateState, EventRecord, JobRecord, Put
+from ._engine import sqlite_path
+from ._errors import JournalLost
+from ._records import EventRecord, JobQuery, JobRecord, Put
 from ._rows import (
     RECORD_FIELDS,
     UPDATED_AT,
@@ -32,12 +35,12 @@ from ._rows import (
     record_of,
     stable_columns,
 )
-from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs
+from ._rules import NO_EXTERNAL_JOB, TERMINAL_PHASES, UNFINISHED, is_unfinished
+from ._schema import events, jobs, settings
 
 __all__ = ["IfAbsent", "Store", "meta_key"]
 
 _ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
-_NO_PHASE = frozenset({CreateState.FAILED, CreateState.ABANDONED})  # see is_unfinished
 _REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
 
@@ -51,6 +54,50 @@ class Store:
         # changes none of the stable columns of such a row is an UPDATE of the others.
         self._committed: dict[str, JobRecord] = {}
         self._fail_next: Exception | None = None
+        # A SQLite journal is the file that was opened: (st_dev, st_ino) of its path.
+        self._path = sqlite_path(engine.url)
+        self._identity: tuple[int, int] | None = None
+        if self._path is not None and self._path.exists():
+            stat = os.stat(self._path)
+            self._identity = (stat.st_dev, stat.st_ino)
+
+    def check_identity(self) -> None:
+        """Errors: JournalLost when the SQLite file opened is no longer at its path."""
+        if self._path is None or self._identity is None:
+            return
+        try:
+            stat = os.stat(self._path)
+        except FileNotFoundError:
+            raise JournalLost(f"the journal file {self._path} was deleted") from None
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise JournalLost(f"the journal file {self._path} was replaced by another file")
+
+    def probe(self) -> None:
+        """Check that the journal is still the one opened (file, tables).
+
+        Errors: JournalLost; SQLAlchemy's errors for anything else.
+        """
+        self.check_identity()
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.select(jobs.c.job_id).limit(1)).all()
+        except sa.exc.SQLAlchemyError as exc:
+            reason = self.lost_reason(exc)
+            if reason is not None:
+                raise JournalLost(reason) from exc
+            raise
+
+    def lost_reason(self, exc: BaseException) -> str | None:
+        """Why ``exc`` means the journal is gone (missing tables, a deleted or replaced
+        file); None for any other failure (an outage, a constraint)."""
+        try:
+            self.check_identity()
+        except JournalLost as lost:
+            return str(lost)
+        orig = getattr(exc, "orig", None)
+        if getattr(orig, "sqlstate", None) == "42P01" or "no such table" in str(orig):
+            return f"the journal's tables are gone from the database ({orig})"
+        return None
 
     def fail_next(self, error: Exception | None = None) -> None:
         """Test hook: the next ``commit`` writes its puts, then rolls back and raises ``error``.
@@ -77,6 +124,7 @@ class Store:
                 error, self._fail_next = self._fail_next, None
                 if error is not None:
                     raise error
+            self.check_identity()  # committed into a file nobody will open again?
         except BaseException:
             for job_id in batch.job_ids():  # the outcome may be unknown: forget these rows
                 self._committed.pop(job_id, None)
@@ -151,9 +199,33 @@ class Store:
         known.update(batch.rows)
         for job_id, record in batch.rows.items():
             # Most rows have a live phase, and then the job is unfinished: skip the full rule.
-            maybe_finished = record.phase in TERMINAL_PHASES or record.create_state in _NO_PHASE
+            maybe_finished = (
+                record.phase in TERMINAL_PHASES or record.create_state in NO_EXTERNAL_JOB
+            )
             if maybe_finished and not is_unfinished(record):
                 del known[job_id]
+
+    def setting(self, name: str, default: str) -> str:
+        """The stored value of setting ``name``; ``default`` is stored first when none is.
+
+        One conditional insert and a read in one transaction: concurrent callers (replicas
+        starting together) all get the value that was stored first.
+        """
+        insert = (
+            postgresql.insert(settings)
+            if self.engine.dialect.name == "postgresql"
+            else sqlite.insert(settings)
+        )
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert.values(name=name, value=default).on_conflict_do_nothing(
+                    index_elements=["name"]
+                )
+            )
+            value = connection.execute(
+                sa.select(settings.c.value).where(settings.c.name == name)
+            ).scalar_one()
+        return str(value)
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's row, or ``None``."""
@@ -187,34 +259,21 @@ class Store:
         with self.engine.connect() as connection:
             return [EventRecord(**row._asdict()) for row in connection.execute(query)]
 
-    def list_jobs(
-        self,
-        *,
-        phase: int | None = None,
-        task_type: str | None = None,
-        connector: str | None = None,
-        older_than: float | None = None,
-        unfinished: bool = False,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[JobRecord]:
-        """Jobs matching every filter given, newest (by ``created_at``) first.
-
-        ``unfinished``: only jobs the supervisor still owes work (see ``Journal.unfinished``).
-        """
+    def list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        """Jobs matching every filter of ``query``, newest (by ``created_at``) first."""
         criteria: list[sa.ColumnElement[bool] | sa.TextClause] = []
-        if phase is not None:
-            criteria.append(jobs.c.phase == phase)
-        if task_type is not None:
-            criteria.append(jobs.c.task_type == task_type)
-        if connector is not None:
-            criteria.append(jobs.c.connector == connector)
-        if older_than is not None:
-            criteria.append(jobs.c.created_at < older_than)
-        if unfinished:
+        if query.phase is not None:
+            criteria.append(jobs.c.phase == query.phase)
+        if query.task_type is not None:
+            criteria.append(jobs.c.task_type == query.task_type)
+        if query.connector is not None:
+            criteria.append(jobs.c.connector == query.connector)
+        if query.older_than is not None:
+            criteria.append(jobs.c.created_at < query.older_than)
+        if query.unfinished:
             criteria.append(sa.text(UNFINISHED))
         newest_first = (jobs.c.created_at.desc(), jobs.c.job_id.desc())
-        return self._jobs(*criteria, order_by=newest_first, limit=limit, offset=offset)
+        return self._jobs(*criteria, order_by=newest_first, limit=query.limit, offset=query.offset)
 
     def _jobs(
         self,

@@ -4,8 +4,9 @@ CreateTask finds or starts the job's actor (by the identity derived from the tas
 execution id) and answers once the create has settled; GetTask answers from the actor's
 published state, or from the journal for a finished job, and never calls the external
 service; DeleteTask goes through the actor, which journals the intent before answering.
-A ``resource_meta`` we have never seen is decoded and its job adopted. On start, every
-unfinished job in the journal gets its actor back.
+A ``resource_meta`` we have never seen is adopted only if its MAC verifies (``MetaSeal``:
+the metas we hand out are sealed; a known job is found by its journalled bytes, sealed or
+from before sealing). On start, every unfinished job in the journal gets its actor back.
 
 Lookups of one job are serialised by a per-job lock, so two concurrent CreateTasks (or
 adoptions) of the same job start one actor.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -23,15 +25,17 @@ from typing import Any
 
 import trio
 
-from connectors import AsyncConnector, ConnectorRegistry, Phase, is_terminal
+from connectors import AsyncConnector, ConnectorRegistry, Phase, ResourceMeta
 from flyteproto.flyteidl2 import connector as pb
-from flyteproto.flyteidl2.core import Connection
+from flyteproto.flyteidl2.connector import TaskExecutionMetadata
+from flyteproto.flyteidl2.core import Connection, TaskTemplate
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put, is_settled
 from ..observe import Metrics, bind_job, job_fields
 from ..wire import (
+    MetaSeal,
     adopted_job_id,
     connection_kwargs,
     connector_for_category,
@@ -39,9 +43,12 @@ from ..wire import (
     decode_meta,
     job_id_for,
     native_inputs,
+    payload_of,
+    require_connection,
     retry_attempt,
 )
-from ._service import StatelessAnswers
+from ._stateless import StatelessAnswers
+from ._superseded import earlier_attempts, superseded_reason
 
 __all__ = ["Supervisor"]
 
@@ -51,8 +58,11 @@ _log = logging.getLogger(__name__)
 ADOPTION_FIRST_POLL_WAIT = 5.0
 #: After an actor dies of an unexpected error, wait this long before restarting it.
 ACTOR_RESTART_DELAY = 5.0
+#: The journal setting that holds the generated resource_meta key (when none is configured).
+META_KEY_SETTING = "resource_meta_key"
 
 _MetaKey = tuple[str, int, bytes]
+Kwargs = Mapping[str, str]
 
 
 class Supervisor(StatelessAnswers):
@@ -66,8 +76,16 @@ class Supervisor(StatelessAnswers):
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        meta_key: bytes | None = None,
+        adopt_unsigned: bool = False,
     ) -> None:
+        """``meta_key`` MACs the resource_metas we hand out (shared by replicas); without one,
+        a key generated into the journal is used. ``adopt_unsigned`` adopts metas without a
+        MAC (a migration window); see ``MetaSeal``."""
         super().__init__(registry)
+        self._meta_key = meta_key
+        self._adopt_unsigned = adopt_unsigned
+        self._seal: MetaSeal | None = None
         self._journal = journal
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
@@ -76,6 +94,7 @@ class Supervisor(StatelessAnswers):
         self._by_meta: dict[_MetaKey, JobHandle] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._contexts: dict[int, JobContext] = {}
+        self._seen: set[str] = set()  # live jobs a GetTask has named (_superseded)
         self._nursery: trio.Nursery | None = None
         self.resumed = 0
 
@@ -91,11 +110,24 @@ class Supervisor(StatelessAnswers):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
+                await self._open_seal()
                 await self.resume()
                 yield self
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
+
+    async def _open_seal(self) -> None:
+        key = self._meta_key
+        if key is None:
+            key = (await self._journal.setting(META_KEY_SETTING, secrets.token_hex(32))).encode()
+        self._seal = MetaSeal(key, adopt_unsigned=self._adopt_unsigned)
+
+    def _open(self, key: _MetaKey) -> bytes:
+        """The connector's bytes of a meta we do not know. Errors: InvalidArgument."""
+        if self._seal is None:
+            raise Unavailable("the supervisor is not running")
+        return self._seal.open(*key)
 
     async def resume(self) -> int:
         """Start an actor for every unfinished job in the journal. Returns how many."""
@@ -126,6 +158,7 @@ class Supervisor(StatelessAnswers):
     def _context(self, connector: AsyncConnector[Any]) -> JobContext:
         ctx = self._contexts.get(id(connector))
         if ctx is None:
+            assert self._seal is not None  # set by running() before any actor starts
             ctx = JobContext(
                 connector=connector,
                 journal=self._journal,
@@ -133,6 +166,7 @@ class Supervisor(StatelessAnswers):
                 wall_clock=self._wall_clock,
                 rng=self._rng,
                 metrics=self._metrics.connector(connector.name),
+                seal=self._seal.seal,
             )
             self._contexts[id(connector)] = ctx
         return ctx
@@ -183,6 +217,7 @@ class Supervisor(StatelessAnswers):
     def _forget(self, handle: JobHandle) -> None:
         if self._jobs.get(handle.job_id) is handle:
             del self._jobs[handle.job_id]
+            self._seen.discard(handle.job_id)
         if handle.record.resource_meta is not None:
             key = _meta_key(handle.record)
             if self._by_meta.get(key) is handle:
@@ -216,6 +251,7 @@ class Supervisor(StatelessAnswers):
         metadata = request.task_execution_metadata
         job_id = job_id_for(template.type, template.task_type_version, metadata)
         kwargs = connection_kwargs(request.connection)
+        require_connection(connector, kwargs)
         async with self._job_lock(job_id):
             handle = self._jobs.get(job_id)
             if handle is not None and handle.record.create_state == CreateState.FAILED:
@@ -231,6 +267,7 @@ class Supervisor(StatelessAnswers):
                     handle = self._start(
                         connector, record, kwargs=kwargs, resumed=False, request=request
                     )
+                    self._supersede_earlier_attempts(template, metadata, kwargs)
                 elif existing.create_state == CreateState.CREATED:
                     assert existing.resource_meta is not None
                     return pb.CreateTaskResponse(resource_meta=existing.resource_meta)
@@ -251,6 +288,29 @@ class Supervisor(StatelessAnswers):
             raise Unavailable("the job's create did not finish; retry")
         self._by_meta.setdefault(_meta_key(handle.record), handle)
         return pb.CreateTaskResponse(resource_meta=meta)
+
+    def _supersede_earlier_attempts(
+        self, template: TaskTemplate, metadata: TaskExecutionMetadata | None, kwargs: Kwargs
+    ) -> None:
+        """Cancel the live, never-seen jobs of this task execution's earlier attempts
+        (``_superseded``): through their actors, once (a journalled intent is not repeated)."""
+        attempt = retry_attempt(metadata)
+        for _, job_id in earlier_attempts(template.type, template.task_type_version, metadata):
+            earlier = self._jobs.get(job_id)
+            if earlier is None or job_id in self._seen or is_settled(earlier.record):
+                continue
+            if earlier.record.delete_state == DeleteState.REQUESTED:
+                continue
+            _log.info(
+                "job %s: superseded by attempt %d of its task execution: cancelling it",
+                job_id,
+                attempt,
+                extra=job_fields(job_id, earlier.record.connector),
+            )
+            try:
+                earlier.inbox.put(Cancel(kwargs, reason=superseded_reason(attempt)))
+            except trio.ClosedResourceError:
+                continue  # its actor has ended: nothing runs on
 
     def _new_record(
         self, connector: AsyncConnector[Any], job_id: str, request: pb.CreateTaskRequest
@@ -292,6 +352,7 @@ class Supervisor(StatelessAnswers):
                 with trio.move_on_after(ADOPTION_FIRST_POLL_WAIT):
                     await found.polled.wait()
             handle = found
+        self._seen.add(handle.job_id)
         self._offer_credentials(handle, connection_kwargs(request.connection))
         return answer_for(handle.record)
 
@@ -308,6 +369,7 @@ class Supervisor(StatelessAnswers):
         handle = self._by_meta.get((task_type, version, resource_meta))
         if handle is None:
             return None
+        self._seen.add(handle.job_id)
         self._offer_credentials(handle, credentials)
         return handle.answer
 
@@ -320,7 +382,7 @@ class Supervisor(StatelessAnswers):
         """
         record = await self._journal.find_by_meta(*key)
         if record is None:
-            decode_meta(connector, key[2])
+            decode_meta(connector, self._open(key))  # a meta we never saw: its MAC must verify
             return None
         handle = self._jobs.get(record.job_id)
         if handle is None:
@@ -371,6 +433,18 @@ class Supervisor(StatelessAnswers):
                 connector, record, kwargs=connection_kwargs(connection) or None, resumed=True
             )
 
+    # -- GetTaskLogs, GetTaskMetrics -------------------------------------------------------
+
+    async def meta_to_act_on(
+        self, connector: AsyncConnector[Any], category: pb.TaskCategory | None, data: bytes
+    ) -> ResourceMeta:
+        """A known job's meta, or an unknown one whose MAC verifies. Errors: InvalidArgument."""
+        assert category is not None  # connector_for_category checked it
+        key = (category.name, category.version, data)
+        if key in self._by_meta or await self._journal.find_by_meta(*key) is not None:
+            return decode_meta(connector, payload_of(data))
+        return decode_meta(connector, self._open(key))
+
     # -- DeleteTask ------------------------------------------------------------------------
 
     async def delete_task(self, request: pb.DeleteTaskRequest) -> pb.DeleteTaskResponse:
@@ -386,11 +460,14 @@ class Supervisor(StatelessAnswers):
                 await self._adopt(connector, key, request.connection, delete=True)
                 return pb.DeleteTaskResponse()
             if isinstance(found, JobRecord):
-                if _settled(found):
+                if is_settled(found):
                     return pb.DeleteTaskResponse()
                 found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
             handle = found
-        if _settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
+        # Every DeleteTask brings the connection again: a resumed job waiting for it to carry
+        # out a journalled cancel (or holding stale secrets) gets it even when we answer at once.
+        self._offer_credentials(handle, kwargs)
+        if is_settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
             return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
         message = Cancel(kwargs)
         try:
@@ -413,18 +490,6 @@ class Supervisor(StatelessAnswers):
 def _meta_key(record: JobRecord) -> _MetaKey:
     assert record.resource_meta is not None
     return (record.task_type, record.task_type_version, record.resource_meta)
-
-
-def _settled(record: JobRecord) -> bool:
-    """Nothing left to cancel: finished, deleted, or never created."""
-    if record.delete_state == DeleteState.DONE:
-        return True
-    if record.delete_state == DeleteState.REQUESTED:
-        return False
-    return is_terminal(Phase(record.phase)) or record.create_state in (
-        CreateState.FAILED,
-        CreateState.ABANDONED,
-    )
 
 
 def _without_secrets(request: pb.CreateTaskRequest) -> pb.CreateTaskRequest:
