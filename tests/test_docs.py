@@ -21,6 +21,7 @@ MENTIONS = [
     ROOT / "README.md",
     ROOT / "docs" / "operations.md",
     ROOT / "docs" / "switching-flyte2.md",
+    ROOT / "docs" / "recovery-testing.md",
     ROOT / "Dockerfile",
     ROOT / "deploy" / "kubernetes.yaml",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m supervisor serve|journal|run|health ...``."""
+"""Command line: ``python -m supervisor serve|journal|run|health|verify-recovery ...``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ._health import check_health
 from ._journal import add_journal_commands, journal_command
 from ._run import add_run_arguments, run_command
 from ._settings import Settings, add_health_arguments, add_serve_arguments
+from ._verify import add_verify_arguments, verify_command
 
 __all__ = ["build_parser", "build_registry", "main"]
 
@@ -194,6 +195,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         description=_C0,
     )
     add_c0_arguments(c0_parser)
+    verify_parser = commands.add_parser(
+        "verify-recovery",
+        help="prove restart recovery: drive a server through crashes and check every job",
+        description=_VERIFY,
+    )
+    add_verify_arguments(verify_parser)
     return parser
 
 
@@ -208,10 +215,22 @@ _HEALTH = (
     "Ask a server's grpc.health.v1.Health service for its status; exit 0 only when it is "
     "SERVING (1 otherwise). For container health checks and probes."
 )
+_VERIFY = (
+    "Drive a server as Flyte's executor does (CreateTask re-sent after errors, GetTask on a "
+    "cadence, DeleteTask on a share of jobs) while killing and restarting it on a seeded "
+    "schedule; follow every job to its end and report lost jobs, duplicated creates and "
+    "cancels, resource_meta changes and recovery times. Flags it does not know go to the "
+    "server it starts (--serve). Exit 1 on any violation. See docs/recovery-testing.md."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "verify-recovery":
+        return verify_command(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return serve(Settings.from_args(args))
     if args.command == "run":

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from connectors.process import DEFAULT_ROOT, ROOT_ENV_VAR
+from connectors.verify import DIR_ENV_VAR as VERIFY_DIR_ENV_VAR
 
 from . import build_parser
 from ._c0 import C0_COMMAND
@@ -33,6 +34,12 @@ OTHER_ENVIRONMENT = (
         DEFAULT_ROOT,
         "directory of the process connector's job directories (one per job; keep it on the "
         "same volume as a SQLite journal)",
+    ),
+    (
+        VERIFY_DIR_ENV_VAR,
+        "none",
+        "directory of the verify connector's jobs and call records (`--modules "
+        "connectors.verify`; `verify-recovery --serve` sets it)",
     ),
 )
 
