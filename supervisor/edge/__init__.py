@@ -16,8 +16,12 @@ from ._server import Listening as Listening
 from ._server import serve_grpc as serve_grpc
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "MAX_MESSAGE_CHARS",
+    "BatchingTransport",
     "Codec",
     "Edge",
     "Listening",
+    "bounded",
     "serve_grpc",
 ]
