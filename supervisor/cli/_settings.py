@@ -49,6 +49,9 @@ ENVIRONMENT: dict[str, str] = {
     "--grace": "SUPERVISOR_GRACE",
     "--max-message-bytes": "SUPERVISOR_MAX_MESSAGE_BYTES",
     "--idle-timeout": "SUPERVISOR_IDLE_TIMEOUT",
+    "--tls-cert": "SUPERVISOR_TLS_CERT",
+    "--tls-key": "SUPERVISOR_TLS_KEY",
+    "--tls-client-ca": "SUPERVISOR_TLS_CLIENT_CA",
     "--metrics-port": "SUPERVISOR_METRICS_PORT",
     "--log-level": "SUPERVISOR_LOG_LEVEL",
     "--log-format": "SUPERVISOR_LOG_FORMAT",
@@ -71,6 +74,9 @@ class Settings:
     metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
     max_message_bytes: int = 4 * 1024 * 1024  # gRPC's default (edge.DEFAULT_MAX_MESSAGE_BYTES)
     idle_timeout: float | None = 300.0  # None: idle connections stay open
+    tls_cert: str | None = None  # PEM files; with tls_key, the gRPC port speaks TLS
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # clients must present a certificate it signed
     meta_key: str | None = dataclasses.field(default=None, repr=False)  # a secret
     meta_key_file: str | None = None
     adopt_unsigned: bool = False
@@ -90,6 +96,9 @@ class Settings:
             metrics_port=args.metrics_port,
             max_message_bytes=args.max_message_bytes,
             idle_timeout=args.idle_timeout,
+            tls_cert=args.tls_cert or None,
+            tls_key=args.tls_key or None,
+            tls_client_ca=args.tls_client_ca or None,
             meta_key=args.meta_key or None,
             meta_key_file=args.meta_key_file or None,
             adopt_unsigned=args.adopt_unsigned,
@@ -290,6 +299,23 @@ def add_serve_arguments(
         "keeps idle connections open",
         type=_idle_timeout,
         metavar="SECONDS|off",
+    )
+    _add(
+        parser,
+        "--tls-cert",
+        "",
+        env,
+        "serve gRPC over TLS with this certificate chain (PEM; needs --tls-key)",
+        metavar="PATH",
+    )
+    _add(parser, "--tls-key", "", env, "the private key of --tls-cert (PEM)", metavar="PATH")
+    _add(
+        parser,
+        "--tls-client-ca",
+        "",
+        env,
+        "mutual TLS: clients must present a certificate signed by this CA (PEM)",
+        metavar="PATH",
     )
     _add(
         parser,

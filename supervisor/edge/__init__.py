@@ -14,6 +14,7 @@ from ._messages import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
 from ._messages import bounded as bounded
 from ._server import Listening as Listening
 from ._server import serve_grpc as serve_grpc
+from ._tls import server_tls as server_tls
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -24,4 +25,5 @@ __all__ = [
     "Listening",
     "bounded",
     "serve_grpc",
+    "server_tls",
 ]

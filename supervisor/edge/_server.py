@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ async def serve_grpc(
     metrics: Metrics | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     idle_timeout: float | None = None,
+    tls: ssl.SSLContext | None = None,
     halt: Callable[[], Awaitable[str]] | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -68,7 +70,7 @@ async def serve_grpc(
     server.idle_timeout = idle_timeout
     sock = bind(host, port)
     listening = Listening(host, int(sock.getsockname()[1]))
-    await trio_asyncio.aio_as_trio(server.start)(sock=sock)
+    await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)
     ready.set(True)
     _log.info("listening on %s:%d", listening.host, listening.port)
     task_status.started(listening)
