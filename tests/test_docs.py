@@ -50,6 +50,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--meta-key": ("a-key-of-sixteen-bytes", "a-key-of-sixteen-bytes"),
     "--meta-key-file": ("/run/secrets/meta-key", "/run/secrets/meta-key"),
     "--adopt-unsigned": ("yes", True),
+    "--standby": ("yes", True),
 }
 
 

@@ -14,7 +14,7 @@ import trio_asyncio
 
 from connectors import ConnectorRegistry, load_connectors
 
-from ..journal import Journal, JournalError, safe_url, sqlite_path
+from ..journal import Journal, JournalError, Owner, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import Supervisor
 from ._c0 import C0_COMMAND, add_c0_arguments, run_c0
@@ -60,7 +60,11 @@ async def _serve(
     # do asyncio-native connectors (flyte-sdk plugins).
     async with (
         trio_asyncio.open_loop(),
-        Journal.open(settings.journal, on_commit=metrics.journal_committed) as journal,
+        Journal.open(
+            settings.journal,
+            on_commit=metrics.journal_committed,
+            standby=_standing_by if settings.standby else None,
+        ) as journal,
         Supervisor(
             registry,
             journal,
@@ -101,6 +105,19 @@ async def _serve(
 async def _serve_within(scope: trio.CancelScope, serving: Awaitable[None]) -> None:
     with scope:
         await serving
+
+
+def _journal_error(exc: BaseException) -> JournalError | None:
+    """The journal error behind ``exc``, also from inside Trio's exception groups."""
+    if isinstance(exc, JournalError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _journal_error(exc.exceptions[0])
+    return None
+
+
+def _standing_by(owner: Owner) -> None:
+    print(f"standby: the journal is in use by {owner.describe()}; waiting to take over", flush=True)
 
 
 def _key_origin(settings: Settings) -> str:
@@ -173,8 +190,11 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         trio.run(_serve, settings, registry, metrics, meta_key, tls)
-    except JournalError as exc:
-        print(f"error: journal {safe_url(settings.journal)}: {exc}", file=sys.stderr)
+    except (JournalError, BaseExceptionGroup) as exc:
+        error = _journal_error(exc)
+        if error is None:
+            raise
+        print(f"error: journal {safe_url(settings.journal)}: {error}", file=sys.stderr)
         return 3
     finally:
         if metrics_server is not None:

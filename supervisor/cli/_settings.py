@@ -58,6 +58,7 @@ ENVIRONMENT: dict[str, str] = {
     "--meta-key": "SUPERVISOR_META_KEY",
     "--meta-key-file": "SUPERVISOR_META_KEY_FILE",
     "--adopt-unsigned": "SUPERVISOR_ADOPT_UNSIGNED",
+    "--standby": "SUPERVISOR_STANDBY",
 }
 
 
@@ -81,6 +82,7 @@ class Settings:
     meta_key_file: str | None = None
     adopt_unsigned: bool = False
     stop_after: float | None = None  # seconds; then stop as on SIGTERM (c0 --timeout)
+    standby: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -102,6 +104,7 @@ class Settings:
             meta_key=args.meta_key or None,
             meta_key_file=args.meta_key_file or None,
             adopt_unsigned=args.adopt_unsigned,
+            standby=args.standby,
         )
 
     def resource_meta_key(self) -> bytes | None:
@@ -371,6 +374,16 @@ def add_serve_arguments(
         "adopt resource_metas that carry no MAC (from Flyte's own connector service, or "
         "from a version before MACs): for a migration window only, since any client can "
         "then make this service poll or cancel any external job",
+        type=_bool,
+        metavar="BOOL",
+    )
+    _add(
+        parser,
+        "--standby",
+        "false",
+        env,
+        "with a SQLite journal another server owns: wait, and take over when it stops "
+        "(a hot standby), instead of refusing to start",
         type=_bool,
         metavar="BOOL",
     )

@@ -19,6 +19,8 @@ from ._migrate import current_revision as current_revision
 from ._migrate import downgrade as downgrade
 from ._migrate import head_revision as head_revision
 from ._migrate import upgrade as upgrade
+from ._owner import JournalBusy as JournalBusy
+from ._owner import Owner as Owner
 from ._protocol import JournalLike as JournalLike
 from ._reader import JournalReader as JournalReader
 from ._reader import JournalSummary as JournalSummary
@@ -51,12 +53,14 @@ __all__ = [
     "JobQuery",
     "JobRecord",
     "Journal",
+    "JournalBusy",
     "JournalError",
     "JournalLike",
     "JournalLost",
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",
+    "Owner",
     "PhaseCount",
     "Put",
     "Store",

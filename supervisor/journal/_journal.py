@@ -32,6 +32,7 @@ import trio
 
 from . import _engine, _migrate
 from ._errors import JournalError, JournalLost
+from ._owner import Owner, OwnerLock
 from ._records import EventRecord, JobQuery, JobRecord, Put
 from ._store import IfAbsent, Store
 
@@ -121,8 +122,14 @@ class Journal:
         upgrade: bool = True,
         max_batch: int = 2000,
         on_commit: CommitHook | None = None,
+        standby: Callable[[Owner], None] | None = None,
     ) -> AsyncIterator[Journal]:
         """Open the journal at ``url`` (SQLite file or PostgreSQL), migrating it if ``upgrade``.
+
+        A SQLite journal has one owner process (``OwnerLock``) while it is open: another
+        process's journal on the same file makes this raise ``JournalBusy``, or, with
+        ``standby``, wait until that process is gone (``standby(owner)`` is called once, as
+        the wait starts).
 
         On exit, every put already submitted is committed (shielded, for at most
         ``CLOSE_TIMEOUT`` seconds plus one commit) before the engine is disposed.
@@ -132,7 +139,13 @@ class Journal:
         unsupported URL.
         """
         engine = await trio.to_thread.run_sync(_engine.create_engine, url)
+        path = _engine.sqlite_path(url)
+        lock = OwnerLock(path) if path is not None and path.name != ":memory:" else None
         try:
+            if lock is not None and standby is not None:
+                await lock.acquire_waiting(standby)
+            elif lock is not None:
+                lock.acquire()
             await trio.to_thread.run_sync(_prepare_schema, engine, upgrade)
             async with cls.open_store(
                 Store(engine), max_batch=max_batch, on_commit=on_commit
@@ -141,6 +154,8 @@ class Journal:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(engine.dispose)
+            if lock is not None:
+                lock.release()
 
     @classmethod
     @asynccontextmanager
