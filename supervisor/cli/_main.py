@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import ssl
 import sys
 from collections.abc import Awaitable, Mapping, Sequence
 
@@ -38,7 +39,11 @@ def build_registry(settings: Settings) -> ConnectorRegistry:
 
 
 async def _serve(
-    settings: Settings, registry: ConnectorRegistry, metrics: Metrics, meta_key: bytes | None
+    settings: Settings,
+    registry: ConnectorRegistry,
+    metrics: Metrics,
+    meta_key: bytes | None,
+    tls: ssl.SSLContext | None,
 ) -> None:
     # Imported here: the journal and health commands need none of the gRPC server.
     from ..edge import Listening, serve_grpc
@@ -83,6 +88,9 @@ async def _serve(
                     port=settings.port,
                     grace=settings.grace,
                     metrics=metrics,
+                    max_message_bytes=settings.max_message_bytes,
+                    idle_timeout=settings.idle_timeout,
+                    tls=tls,
                     halt=journal.wait_lost,
                     task_status=task_status,
                 ),
@@ -141,12 +149,30 @@ def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None
     return server
 
 
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    """The gRPC port's TLS context, or None. Errors: ValueError, OSError (one line each)."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ValueError("give both --tls-cert and --tls-key")
+    from ..edge import server_tls
+
+    return server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+
+
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         meta_key = settings.resource_meta_key()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        tls = _tls(settings)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        print(f"error: TLS: {exc}", file=sys.stderr)
         return 2
     try:
         registry = build_registry(settings)
@@ -163,7 +189,7 @@ def serve(settings: Settings) -> int:
         )
         return 2
     try:
-        trio.run(_serve, settings, registry, metrics, meta_key)
+        trio.run(_serve, settings, registry, metrics, meta_key, tls)
     except (JournalError, BaseExceptionGroup) as exc:
         error = _journal_error(exc)
         if error is None:

@@ -2,7 +2,8 @@
 
 Shape: (inside a trio-asyncio loop that the caller opened) start grpclib on it, mark
 health SERVING, wait for
-SIGTERM/SIGINT (or ``stop``), then drain: mark NOT_SERVING, refuse new calls, stop
+SIGTERM/SIGINT (or ``stop``; health is NOT_SERVING meanwhile while the service waits out a
+journal fault), then drain: mark NOT_SERVING, refuse new calls, stop
 listening, wait up to ``grace`` seconds for calls under way, close grpclib. Our shutdown
 never touches external jobs.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -21,7 +23,8 @@ from grpclib.server import Server
 
 from ..observe import Metrics
 from ..service import ConnectorService
-from ._edge import BatchingServer, Codec, Edge, build_handlers
+from ._edge import DEFAULT_MAX_MESSAGE_BYTES, Codec, Edge, build_handlers
+from ._grpclib import BatchingServer, bind, stop_accepting
 
 __all__ = ["Listening", "serve_grpc"]
 
@@ -29,6 +32,8 @@ _log = logging.getLogger(__name__)
 
 #: How often the drain checks whether calls under way have finished.
 _DRAIN_CHECK_INTERVAL = 0.05
+#: How often health looks whether the service waits out a journal fault.
+_HEALTH_CHECK_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ async def serve_grpc(
     port: int,
     grace: float,
     metrics: Metrics | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    idle_timeout: float | None = None,
+    tls: ssl.SSLContext | None = None,
     halt: Callable[[], Awaitable[str]] | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -59,18 +67,22 @@ async def serve_grpc(
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
     """
-    edge = Edge(service, metrics)
+    edge = Edge(service, metrics, max_message_bytes=max_message_bytes)
     ready = ServiceStatus()
     server = BatchingServer(build_handlers(edge, ready), codec=Codec())
-    await trio_asyncio.aio_as_trio(server.start)(host, port)
-    listening = Listening(host, _bound_port(server, port))
+    server.idle_timeout = idle_timeout
+    sock = bind(host, port)
+    listening = Listening(host, int(sock.getsockname()[1]))
+    await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)
     ready.set(True)
     _log.info("listening on %s:%d", listening.host, listening.port)
     task_status.started(listening)
     try:
         async with trio.open_nursery() as nursery:
+            watching = trio.CancelScope()  # the journal-fault watch, until a halt
+            nursery.start_soon(_watch_journal, service, ready, watching)
             if halt is not None:
-                nursery.start_soon(_halt_when, halt, edge, ready)
+                nursery.start_soon(_halt_when, halt, edge, ready, watching)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     _log.info("received %s: shutting down", signal.Signals(signum).name)
@@ -81,8 +93,34 @@ async def serve_grpc(
             await _drain(server, edge, ready, grace)
 
 
-async def _halt_when(halt: Callable[[], Awaitable[str]], edge: Edge, ready: ServiceStatus) -> None:
+async def _watch_journal(
+    service: ConnectorService, ready: ServiceStatus, watching: trio.CancelScope
+) -> None:
+    """Health NOT_SERVING while the service waits out a journal fault, SERVING again after.
+
+    Looks every ``_HEALTH_CHECK_INTERVAL`` (a probe asks every few seconds at most)."""
+    fault: str | None = None
+    with watching:
+        while True:
+            await trio.sleep(_HEALTH_CHECK_INTERVAL)
+            now = service.journal_fault()
+            if (now is None) != (fault is None):
+                if now is not None:
+                    _log.error("health NOT_SERVING: %s", now)
+                else:
+                    _log.info("health SERVING: the journal takes writes again")
+                ready.set(now is None)
+            fault = now
+
+
+async def _halt_when(
+    halt: Callable[[], Awaitable[str]],
+    edge: Edge,
+    ready: ServiceStatus,
+    watching: trio.CancelScope,
+) -> None:
     reason = await halt()
+    watching.cancel()  # a lost journal does not come back: health stays NOT_SERVING
     ready.set(False)
     edge.drain(f"not serving: {reason}")
     _log.error("stopped serving: %s (health NOT_SERVING, every call UNAVAILABLE)", reason)
@@ -91,9 +129,7 @@ async def _halt_when(halt: Callable[[], Awaitable[str]], edge: Edge, ready: Serv
 async def _drain(server: Server, edge: Edge, ready: ServiceStatus, grace: float) -> None:
     ready.set(False)
     edge.drain()
-    listener = server._server  # grpclib has no public "stop accepting" short of close()
-    if listener is not None:
-        listener.close()
+    stop_accepting(server)
     with trio.move_on_after(grace) as scope:
         # The count lives on the asyncio side of the bridge: look, don't wait on it.
         while edge.in_flight:  # noqa: ASYNC110
@@ -104,10 +140,3 @@ async def _drain(server: Server, edge: Edge, ready: ServiceStatus, grace: float)
         )
     server.close()
     await trio_asyncio.aio_as_trio(server.wait_closed)()
-
-
-def _bound_port(server: Server, requested: int) -> int:
-    sockets = getattr(server._server, "sockets", None)
-    if not sockets:
-        return requested
-    return int(sockets[0].getsockname()[1])

@@ -236,6 +236,19 @@ class Metrics:
             buckets=COMMIT_BUCKETS,
             registry=r,
         )
+        #: Journal operations that failed: each write retried by its actor, or the request
+        #: answered UNAVAILABLE.
+        self.journal_errors = Counter(
+            "supervisor_journal_errors_total",
+            "Journal reads and writes that failed (retried, or answered UNAVAILABLE)",
+            registry=r,
+        )
+        #: Actors holding a result while they wait out a journal fault (0 when healthy).
+        self.journal_waiting = Gauge(
+            "supervisor_journal_writes_waiting",
+            "Actors retrying a failed journal write while they hold its result",
+            registry=r,
+        )
         self._rpc: dict[tuple[str, str], _RpcChildren] = {}
         self._failures: dict[tuple[str, str, Status], Counter] = {}
         self._inputs: dict[str, Summary] = {}
