@@ -10,6 +10,7 @@ from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
 from ._engine import sqlite_path as sqlite_path
+from ._errors import FencedOut as FencedOut
 from ._errors import JournalError as JournalError
 from ._errors import JournalLost as JournalLost
 from ._journal import Journal as Journal
@@ -38,7 +39,9 @@ from ._rules import is_settled as is_settled
 from ._rules import is_unfinished as is_unfinished
 from ._rules import phase_is_final as phase_is_final
 from ._schema import metadata as metadata
+from ._schema import replicas as replicas
 from ._store import IfAbsent as IfAbsent
+from ._store import Outcome as Outcome
 from ._store import Store as Store
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "CreateState",
     "DeleteState",
     "EventRecord",
+    "FencedOut",
     "IfAbsent",
     "InMemoryJournal",
     "JobQuery",
@@ -60,6 +64,7 @@ __all__ = [
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",
+    "Outcome",
     "Owner",
     "PhaseCount",
     "Put",
@@ -73,6 +78,7 @@ __all__ = [
     "metadata",
     "normalize_url",
     "phase_is_final",
+    "replicas",
     "safe_url",
     "sqlite_path",
     "upgrade",

@@ -1,8 +1,8 @@
-"""The journal's one error type."""
+"""The journal's errors: a failed operation, and a write fenced out by a new owner."""
 
 from __future__ import annotations
 
-__all__ = ["JournalError", "JournalLost"]
+__all__ = ["FencedOut", "JournalError", "JournalLost"]
 
 
 class JournalError(Exception):
@@ -10,6 +10,20 @@ class JournalError(Exception):
 
     A failed write means none of its puts were committed: the caller may retry them.
     """
+
+
+class FencedOut(Exception):
+    """A write was refused: its job's row no longer has the writer's owner and epoch.
+
+    Another replica adopted the job (or this one released it). Not a ``JournalError``: it
+    is never retried; the actor that made the write must stop at once, without touching
+    its external job. ``job_ids``: the jobs whose puts were refused (nothing of theirs was
+    written; the request's other puts were).
+    """
+
+    def __init__(self, job_ids: tuple[str, ...]) -> None:
+        super().__init__(f"fenced out: job(s) {', '.join(job_ids)} now belong to another owner")
+        self.job_ids = job_ids
 
 
 class JournalLost(JournalError):
