@@ -13,6 +13,7 @@ decoding errors, draining and deadlines are ours to handle. Every call passes th
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -41,7 +42,7 @@ from .._errors import (
 from ..observe import Metrics, RpcCall
 from ..service import ConnectorService
 from ..wire import connection_kwargs
-from ._grpclib import recv_message
+from ._grpclib import CLIENT_GONE, recv_message
 from ._messages import bounded
 
 if TYPE_CHECKING:
@@ -206,6 +207,11 @@ class Edge:
             if exc.message is not None:
                 raise GRPCError(status, bounded(exc.message), exc.details) from None
             raise
+        except CLIENT_GONE:
+            # The client reset the stream while we sent (its cancel or deadline), and the
+            # cancel grpclib sent us was lost in a step that could not take it: end as a
+            # cancelled task does, which is what grpclib expects of a reset stream.
+            raise asyncio.CancelledError() from None
         except Exception:
             status = Status.INTERNAL
             _log.exception("unexpected error in %s", method)
@@ -213,6 +219,8 @@ class Edge:
         finally:
             self._in_flight -= 1
             call.finished(status)
+            if status is Status.CANCELLED:
+                _log.debug("%s: the client went away (cancelled, deadline or reset)", method)
 
     async def _unary(
         self, stream: Stream[Any, Any], method: str, fn: Callable[[Any], Awaitable[Any]]

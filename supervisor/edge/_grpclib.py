@@ -8,7 +8,9 @@ listening socket, so the port is ours to know); for the rest there are none:
 - ``Server._server``: the asyncio server, closed to stop accepting before a drain;
 - ``Stream._stream``, ``_codec``, ``_recv_type``: read by ``recv_message``, which frames the
   request itself so that sizes are bounded before the bytes are buffered and framing
-  mistakes get a precise status instead of an assertion.
+  mistakes get a precise status instead of an assertion;
+- what a reset stream raises (``CLIENT_GONE``) and the lines grpclib's server logs for a
+  client that went away (``quiet_client_gone``: the edge logs one debug line of its own).
 
 ``tests/test_grpclib_contract.py`` checks each of these against the installed grpclib, so
 an upgrade that changes them fails loudly there, not quietly in production.
@@ -23,13 +25,38 @@ import struct
 from typing import Any
 
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
+from h2.exceptions import StreamClosedError
 
-__all__ = ["BatchingServer", "bind", "recv_message", "stop_accepting"]
+__all__ = [
+    "CLIENT_GONE",
+    "BatchingServer",
+    "bind",
+    "quiet_client_gone",
+    "recv_message",
+    "stop_accepting",
+]
 
 _log = logging.getLogger(__name__)
+
+#: What a send on a stream the client reset raises (h2's closed stream, grpclib's own).
+CLIENT_GONE = (StreamClosedError, StreamTerminatedError)
+
+#: How grpclib's server logs a call whose client went away (info): not our server's news.
+_CLIENT_GONE_LINES = ("Request was cancelled", "Deadline exceeded")
+
+
+def _not_client_gone(record: logging.LogRecord) -> bool:
+    return not (record.levelno == logging.INFO and str(record.msg).startswith(_CLIENT_GONE_LINES))
+
+
+def quiet_client_gone() -> None:
+    """Drop grpclib's info lines for calls whose client went away (idempotent)."""
+    logging.getLogger("grpclib.server").addFilter(_not_client_gone)
+
+
 _PREFIX = struct.Struct(">?I")  # gRPC message prefix: compressed flag, length
 
 

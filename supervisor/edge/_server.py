@@ -24,7 +24,7 @@ from grpclib.server import Server
 from ..observe import Metrics
 from ..service import ConnectorService
 from ._edge import DEFAULT_MAX_MESSAGE_BYTES, Codec, Edge, build_handlers
-from ._grpclib import BatchingServer, bind, stop_accepting
+from ._grpclib import BatchingServer, bind, quiet_client_gone, stop_accepting
 
 __all__ = ["Listening", "serve_grpc"]
 
@@ -67,6 +67,7 @@ async def serve_grpc(
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
     """
+    quiet_client_gone()
     edge = Edge(service, metrics, max_message_bytes=max_message_bytes)
     ready = ServiceStatus()
     server = BatchingServer(build_handlers(edge, ready), codec=Codec())
