@@ -6,7 +6,8 @@ hold up its writes. Tables for people, ``--json`` for scripts. Nothing secret is
 the journal holds none, and of the journalled request only names are shown (secret and
 config keys, environment variable names), never values.
 
-Exit codes: 0 done, 1 no such job, 2 bad arguments, 3 journal error.
+Exit codes: 0 done, 1 no such job, 2 bad arguments or journal URL, 3 journal error. A
+closed pipe (``journal ls | head``) ends the output quietly (``cli._main``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from ..journal import (
     safe_url,
     upgrade,
 )
-from ._settings import add_journal_argument
+from ._errors import EXIT_NOT_FOUND, EXIT_USAGE, report
+from ._settings import add_debug_argument, add_journal_argument
 
 __all__ = ["add_journal_commands", "journal_command", "parse_age", "parse_phase"]
 
@@ -44,8 +46,6 @@ __all__ = ["add_journal_commands", "journal_command", "parse_age", "parse_phase"
 MESSAGE_WIDTH = 60
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_NO_JOB = 1
-_JOURNAL_ERROR = 3
 
 
 # -- arguments -----------------------------------------------------------------------------
@@ -89,6 +89,11 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _add_journal(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None) -> None:
+    add_journal_argument(parser, environ)
+    add_debug_argument(parser, environ)
+
+
 def add_journal_commands(
     journal_parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
@@ -97,7 +102,7 @@ def add_journal_commands(
         dest="journal_command", required=True, metavar="COMMAND"
     )
     ls = commands.add_parser("ls", help="list jobs, newest first", description=_LS)
-    add_journal_argument(ls, environ)
+    _add_journal(ls, environ)
     ls.add_argument(
         "--phase", type=parse_phase, help="only jobs in this phase (RUNNING, FAILED, ...)"
     )
@@ -131,7 +136,7 @@ def add_journal_commands(
     _add_json(ls)
 
     show = commands.add_parser("show", help="one job and its whole history", description=_SHOW)
-    add_journal_argument(show, environ)
+    _add_journal(show, environ)
     show.add_argument("job", nargs="?", metavar="JOB", help="job id, or a unique prefix of one")
     show.add_argument(
         "--resource-meta",
@@ -155,7 +160,7 @@ def add_journal_commands(
         description="Count jobs by connector and phase; show the oldest live job, the "
         "creates and deletes under way, and when the journal was last written. Read-only.",
     )
-    add_journal_argument(stats, environ)
+    _add_journal(stats, environ)
     _add_json(stats)
 
     for name, text in (
@@ -163,7 +168,7 @@ def add_journal_commands(
         ("revision", "print the journal's schema revision and the latest one"),
     ):
         description = text[0].upper() + text[1:] + "."
-        add_journal_argument(commands.add_parser(name, help=text, description=description), environ)
+        _add_journal(commands.add_parser(name, help=text, description=description), environ)
 
 
 _LS = (
@@ -184,14 +189,14 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def journal_command(args: argparse.Namespace) -> int:
+    """Run one journal command; a user's mistake is one line (``_errors``)."""
     try:
         return _COMMANDS[args.journal_command](args)
     except JournalError as exc:
-        print(f"error: journal {safe_url(args.journal)}: {exc}", file=sys.stderr)
-        return _JOURNAL_ERROR
-    except ValueError as exc:  # an unsupported URL
-        print(f"error: journal {safe_url(args.journal)}: {exc}", file=sys.stderr)
-        return _JOURNAL_ERROR
+        code = report(exc, debug=args.log_level == "DEBUG", journal=args.journal)
+        if code is None:  # pragma: no cover - every JournalError is explained
+            raise
+        return code
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -232,10 +237,10 @@ def _ls(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     if (args.job is None) == (args.resource_meta is None):
         print("error: name the job by JOB or by --resource-meta", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.resource_meta is not None and not args.task_type:
         print("error: --resource-meta needs --task-type", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     with JournalReader.open(args.journal) as reader:
         if args.job is not None:
             record = reader.resolve(args.job)
@@ -245,7 +250,7 @@ def _show(args: argparse.Namespace) -> int:
             what = f"{args.task_type} v{args.task_type_version} job with that resource_meta"
         if record is None:
             print(f"error: no {what} in the journal", file=sys.stderr)
-            return _NO_JOB
+            return EXIT_NOT_FOUND
         history = reader.events(record.job_id)
     if args.json:
         _print_json(

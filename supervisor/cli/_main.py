@@ -1,10 +1,17 @@
-"""Command line: ``python -m supervisor serve|journal|run|health ...``."""
+"""Command line: ``python -m supervisor serve|journal|run|health ...``.
+
+``serve`` starts in an order that changes nothing before it can serve: bind the metrics
+and gRPC ports, open (and migrate) the journal, resume unfinished jobs, then accept calls.
+A mistake at any step is one line on stderr and an exit code (``_errors``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import logging
+import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -13,9 +20,10 @@ import trio_asyncio
 
 from connectors import ConnectorRegistry
 
-from ..journal import Journal, JournalError, safe_url
+from ..journal import Journal, safe_url
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import Supervisor
+from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message, report
 from ._health import check_health
 from ._journal import add_journal_commands, journal_command
 from ._run import add_run_arguments, run_command
@@ -24,6 +32,9 @@ from ._settings import Settings, add_health_arguments, add_serve_arguments
 __all__ = ["build_parser", "build_registry", "main"]
 
 _log = logging.getLogger("supervisor")
+
+#: Connections the kernel queues for the gRPC socket before grpclib accepts them.
+_BACKLOG = 100
 
 
 def build_registry(settings: Settings) -> ConnectorRegistry:
@@ -39,7 +50,9 @@ def build_registry(settings: Settings) -> ConnectorRegistry:
     return registry
 
 
-async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metrics) -> None:
+async def _serve(
+    settings: Settings, registry: ConnectorRegistry, metrics: Metrics, sock: socket.socket
+) -> None:
     # Imported here: the journal and health commands need none of the gRPC server.
     from ..edge import Listening, serve_grpc
 
@@ -64,6 +77,7 @@ async def _serve(settings: Settings, registry: ConnectorRegistry, metrics: Metri
                 port=settings.port,
                 grace=settings.grace,
                 metrics=metrics,
+                sock=sock,
                 task_status=task_status,
             )
         )
@@ -79,40 +93,68 @@ def _print_connectors(registry: ConnectorRegistry) -> None:
 
 
 def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None:
-    """Serve /metrics (``--metrics-port``) from its own thread. Errors: OSError."""
+    """Serve /metrics (``--metrics-port``) from its own thread. Errors: UserError."""
     if settings.metrics_port is None:
         return None
-    server = MetricsServer.start(metrics, settings.host, settings.metrics_port)
+    try:
+        server = MetricsServer.start(metrics, settings.host, settings.metrics_port)
+    except OSError as exc:
+        message = port_message("metrics", settings.host, settings.metrics_port, exc)
+        raise UserError(message, EXIT_PORT) from exc
     print(f"metrics on {settings.host}:{server.port}", flush=True)
     return server
 
 
 def serve(settings: Settings) -> int:
+    """Run the service until SIGTERM/SIGINT; a user's mistake is one line and an exit code."""
     configure_logging(settings.log_level, settings.log_format)
+    debug = settings.log_level.upper() == "DEBUG"
     try:
         registry = build_registry(settings)
     except Exception as exc:
+        if debug:
+            _log.exception("cannot load connectors")
         print(f"error: cannot load connectors: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     _print_connectors(registry)
     metrics = Metrics()
     try:
         metrics_server = _start_metrics(settings, metrics)
-    except OSError as exc:
-        print(
-            f"error: cannot serve metrics on port {settings.metrics_port}: {exc}", file=sys.stderr
-        )
-        return 2
+        sock = _bind(settings.host, settings.port)
+    except UserError as exc:
+        return report(exc, debug=debug) or EXIT_USAGE
     try:
-        trio.run(_serve, settings, registry, metrics)
-    except JournalError as exc:
-        print(f"error: journal {safe_url(settings.journal)}: {exc}", file=sys.stderr)
-        return 3
+        trio.run(_serve, settings, registry, metrics, sock)
+    except Exception as exc:
+        code = report(exc, debug=debug, journal=settings.journal)
+        if code is None:
+            raise
+        return code
     finally:
+        sock.close()
         if metrics_server is not None:
             metrics_server.stop()
     print("stopped", flush=True)
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The gRPC listening socket, bound before anything else starts. Errors: UserError."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UserError(f"cannot serve gRPC on {host}:{port}: {exc}", EXIT_PORT) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise UserError(port_message("gRPC", host, port, exc), EXIT_PORT) from exc
+    return sock
 
 
 def health(args: argparse.Namespace) -> int:
@@ -122,10 +164,12 @@ def health(args: argparse.Namespace) -> int:
     return 0 if serving else 1
 
 
-def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    environ: Mapping[str, str] | None = None, *, prog: str = "python -m supervisor"
+) -> argparse.ArgumentParser:
     """Every command and flag; defaults from ``environ`` (the process environment)."""
     parser = argparse.ArgumentParser(
-        prog="python -m supervisor",
+        prog=prog,
         description="A durable connector service for Flyte.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -162,11 +206,37 @@ _HEALTH = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog=_program_name()).parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # The reader went away (``journal ls | head``): what it wanted, it has.
+        _silence_stdout()
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(Settings.from_args(args))
     if args.command == "run":
         return run_command(args)
     if args.command == "health":
         return health(args)
-    return journal_command(args)
+    code = journal_command(args)
+    sys.stdout.flush()
+    return code
+
+
+def _program_name() -> str:
+    """``python -m supervisor``, or the name of the script that started us."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m supervisor" if name in ("", "__main__.py", "-c") else name
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

@@ -161,6 +161,21 @@ def add_journal_argument(
     )
 
 
+def add_debug_argument(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    """``--log-level`` for the commands that only print (``journal ...``)."""
+    _add(
+        parser,
+        "--log-level",
+        Settings.log_level,
+        _env(environ),
+        "DEBUG adds the traceback to an error's one line",
+        type=_log_level,
+        metavar="LEVEL",
+    )
+
+
 def add_connector_arguments(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:

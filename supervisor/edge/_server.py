@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import trio
@@ -43,6 +44,7 @@ async def serve_grpc(
     port: int,
     grace: float,
     metrics: Metrics | None = None,
+    sock: socket.socket | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT or cancellation; then drain and return.
@@ -50,13 +52,19 @@ async def serve_grpc(
     Must run inside ``trio_asyncio.open_loop()`` (the caller opens it, so that asyncio-native
     connectors can share the loop).
 
+    ``sock``: a socket the caller bound (and listens on) already, so that a port in use is
+    known before anything else starts; ``host`` and ``port`` then only name it in logs.
+
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
     """
     edge = Edge(service, metrics)
     ready = ServiceStatus()
     server = BatchingServer(build_handlers(edge, ready), codec=Codec())
-    await trio_asyncio.aio_as_trio(server.start)(host, port)
+    if sock is not None:
+        await trio_asyncio.aio_as_trio(server.start)(sock=sock)
+    else:
+        await trio_asyncio.aio_as_trio(server.start)(host, port)
     listening = Listening(host, _bound_port(server, port))
     ready.set(True)
     _log.info("listening on %s:%d", listening.host, listening.port)

@@ -7,7 +7,9 @@ from ._engine import DEFAULT_URL as DEFAULT_URL
 from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
+from ._engine import sqlite_path as sqlite_path
 from ._errors import JournalError as JournalError
+from ._errors import JournalURLError as JournalURLError
 from ._journal import Journal as Journal
 from ._journal import JournalStatistics as JournalStatistics
 from ._memory import InMemoryJournal as InMemoryJournal
@@ -47,6 +49,7 @@ __all__ = [
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",
+    "JournalURLError",
     "PhaseCount",
     "Put",
     "Store",
@@ -58,5 +61,6 @@ __all__ = [
     "metadata",
     "normalize_url",
     "safe_url",
+    "sqlite_path",
     "upgrade",
 ]

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from ._errors import JournalError
+from ._errors import JournalError, JournalURLError
 
 __all__ = [
     "DEFAULT_URL",
     "READ_CONCURRENCY",
     "create_engine",
     "create_read_only_engine",
+    "is_writable_dir",
     "normalize_url",
     "safe_url",
+    "sqlite_path",
 ]
 
 DEFAULT_URL = "sqlite:///.supervisor/journal.db"
-"""A SQLite file under ``.supervisor/`` in the working directory (created when missing)."""
+"""A SQLite file under ``.supervisor/`` in the working directory (created when missing).
+
+Only this directory is created: the directory of any other SQLite path must exist (a
+typo makes an error, not a new tree of directories)."""
+
+_USAGE = "use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB"
 
 READ_CONCURRENCY = 8
 """Journal reads running at once, each on its own connection; the writer has one more."""
@@ -38,25 +46,43 @@ _POSTGRES_ALIASES = frozenset({"postgres", "postgresql", "postgres+psycopg"})
 def normalize_url(url: str | URL) -> URL:
     """Parse ``url``; PostgreSQL URLs of any spelling get the psycopg (3) driver.
 
-    Errors: ``ValueError`` for in-memory SQLite (each pooled connection would see its own
-    empty database: use a file) and for databases other than SQLite and PostgreSQL.
+    Errors: ``JournalURLError`` (a ``ValueError``) for text that is not a URL, for in-memory
+    SQLite (each pooled connection would see its own empty database: use a file) and for
+    databases other than SQLite and PostgreSQL.
     """
-    parsed = sa.make_url(url)
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise JournalURLError(f"not a journal URL: {str(url)!r}: {_USAGE}") from None
     if parsed.drivername in _POSTGRES_ALIASES:
         parsed = parsed.set(drivername=_POSTGRES_DRIVER)
     backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ValueError("in-memory SQLite is not supported as a journal: use a file")
+        raise JournalURLError("in-memory SQLite is not supported as a journal: use a file")
     if backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"unsupported journal database {backend!r}: use SQLite or PostgreSQL")
+        raise JournalURLError(f"unsupported journal database {backend!r}: {_USAGE}")
     return parsed
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of a SQLite journal URL (absolute); None for other databases."""
+    try:
+        parsed = normalize_url(url)
+    except JournalURLError:
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = (parsed.database or "").removeprefix("file:").split("?")[0]
+    return Path(database).resolve()
 
 
 def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) -> sa.Engine:
     """A sync engine for ``url`` holding at most ``connections`` connections.
 
-    SQLite files get WAL, ``synchronous=FULL`` and a busy timeout; the parent directory of a
-    SQLite file is created when missing.
+    SQLite files get WAL, ``synchronous=FULL`` and a busy timeout; the directory of the
+    default file (``DEFAULT_URL``) is created when missing, no other.
+
+    Errors: ``JournalError`` when the directory of a SQLite file does not exist.
     """
     parsed = normalize_url(url)
     pool: dict[str, Any] = {"pool_size": connections, "max_overflow": 0}
@@ -64,7 +90,14 @@ def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) ->
         return sa.create_engine(parsed, pool_pre_ping=True, **pool)
     database = parsed.database or ""
     if not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(database).parent
+        if parsed == sa.make_url(DEFAULT_URL):
+            directory.mkdir(exist_ok=True)
+        elif not directory.is_dir():
+            raise JournalError(
+                f"no directory {directory.resolve()} for the journal file: create it, "
+                "or pick another --journal path"
+            )
     engine = sa.create_engine(parsed, **pool)
     sa.event.listen(engine, "connect", _sqlite_connect)
     sa.event.listen(engine, "begin", _sqlite_begin)
@@ -75,7 +108,8 @@ def create_read_only_engine(url: str | URL) -> sa.Engine:
     """An engine that can only read the journal at ``url``: for operators' tools.
 
     SQLite opens the file with ``mode=ro`` (never created, never switched to WAL: in WAL
-    mode, which the server sets, readers never block its writes); PostgreSQL sessions are
+    mode, which the server sets, readers never block its writes), and ``immutable=1`` when
+    its directory cannot be written (``is_writable_dir``); PostgreSQL sessions are
     ``default_transaction_read_only`` with a statement timeout.
 
     Errors: ``JournalError`` when a SQLite file does not exist; ``ValueError`` as
@@ -93,16 +127,33 @@ def create_read_only_engine(url: str | URL) -> sa.Engine:
             connect_args={"options": options, "application_name": "supervisor-journal-cli"},
         )
     database = parsed.database or ""
+    query = {"mode": "ro", "uri": "true"}
     if not database.startswith("file:"):
         path = Path(database).resolve()
         if not path.is_file():
             raise JournalError(f"no journal at {path}")
         database = f"file:{path}"
-    ro = parsed.set(database=database).update_query_dict({"mode": "ro", "uri": "true"})
+        if not is_writable_dir(path.parent):
+            # WAL readers need a -shm file they can create: where nothing can be written
+            # (a backup, a read-only volume) no server writes either, so the file cannot
+            # change while we read it.
+            query["immutable"] = "1"
+    ro = parsed.set(database=database).update_query_dict(query)
     engine = sa.create_engine(ro, poolclass=sa.NullPool)
     sa.event.listen(engine, "connect", _sqlite_connect_read_only)
     sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def is_writable_dir(directory: Path) -> bool:
+    """Whether files can be made in ``directory``: not on a read-only filesystem, and
+    writable for this user (root passes any mode bits; a read-only mount stops it too)."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return False
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK)
 
 
 def safe_url(url: str | URL) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["JournalError"]
+__all__ = ["JournalError", "JournalURLError"]
 
 
 class JournalError(Exception):
@@ -10,3 +10,7 @@ class JournalError(Exception):
 
     A failed write means none of its puts were committed: the caller may retry them.
     """
+
+
+class JournalURLError(JournalError, ValueError):
+    """``--journal`` is not a URL of a journal we can use; the message says what to write."""
