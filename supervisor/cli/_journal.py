@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from betterproto2 import Casing
+
 from connectors import Phase, is_terminal
 
 from ..journal import (
@@ -370,7 +372,7 @@ def job_json(record: JobRecord) -> dict[str, Any]:
         "finished_at": record.finished_at,
         "deadline": record.deadline,
         "resource_meta": meta_text(record.resource_meta),
-        "log_links": json.loads(record.log_links),
+        "log_links": [_snake_keys(link) for link in json.loads(record.log_links)],
         "custom_info": json.loads(record.custom_info) if record.custom_info else None,
         "outputs": _output_names(record.outputs),
     }
@@ -417,7 +419,9 @@ def request_summary(create_request: bytes | None) -> dict[str, Any] | None:
     return {
         "output_prefix": request.output_prefix,
         "inputs": sorted(lit.name for lit in request.inputs.literals) if request.inputs else [],
-        "task_execution_id": execution.to_dict() if execution is not None else None,
+        "task_execution_id": (
+            execution.to_dict(casing=Casing.SNAKE) if execution is not None else None
+        ),
         "namespace": metadata.namespace if metadata is not None else "",
         "environment_variables": sorted(metadata.environment_variables) if metadata else [],
         "secrets": sorted(connection.secrets) if connection is not None else [],
@@ -440,6 +444,18 @@ def _output_names(outputs: bytes | None) -> list[str] | None:
     from flyteproto.flyteidl2.task import Outputs
 
     return [literal.name for literal in Outputs.parse(outputs).literals]
+
+
+def _snake_keys(value: Any) -> Any:
+    """Protobuf JSON (``showWhilePending``) with the snake_case keys of the rest of our JSON."""
+    if isinstance(value, dict):
+        return {_SNAKE.sub(r"_\1", k).lower(): _snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_keys(item) for item in value]
+    return value
+
+
+_SNAKE = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 def _loads(text: str) -> Any:

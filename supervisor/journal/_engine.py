@@ -133,10 +133,11 @@ def create_read_only_engine(url: str | URL) -> sa.Engine:
         if not path.is_file():
             raise JournalError(f"no journal at {path}")
         database = f"file:{path}"
-        if not is_writable_dir(path.parent):
-            # WAL readers need a -shm file they can create: where nothing can be written
-            # (a backup, a read-only volume) no server writes either, so the file cannot
-            # change while we read it.
+        if not is_writable_dir(path.parent) and not path.with_name(path.name + "-shm").exists():
+            # A WAL reader needs a -shm file, and cannot create one here: where nothing can
+            # be written (a backup, a read-only volume) no server writes either, so the
+            # file cannot change while we read it. (With -wal and -shm present, mode=ro
+            # reads them, uncheckpointed writes included.)
             query["immutable"] = "1"
     ro = parsed.set(database=database).update_query_dict(query)
     engine = sa.create_engine(ro, poolclass=sa.NullPool)
