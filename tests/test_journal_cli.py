@@ -152,6 +152,7 @@ def test_ls_lists_newest_first(capsys: pytest.CaptureFixture[str], url: str) -> 
         (["--phase", "running"], ["aaaa1111", "dddd4444"]),
         (["--phase", "3"], ["bbbb2222"]),
         (["--connector", PROCESS], ["cccc3333", "eeee5555"]),
+        (["--connector", PROCESS.upper()], ["cccc3333", "eeee5555"]),  # any case
         (["--task-type", "process"], ["cccc3333", "eeee5555"]),
         (["--older-than", "30m"], ["aaaa1111", "dddd4444"]),
         (["--live"], ["cccc3333", "aaaa1111", "dddd4444"]),

@@ -108,7 +108,9 @@ def add_journal_commands(
     ls.add_argument(
         "--phase", type=parse_phase, help="only jobs in this phase (RUNNING, FAILED, ...)"
     )
-    ls.add_argument("--connector", metavar="NAME", help="only jobs of this connector (its name)")
+    ls.add_argument(
+        "--connector", metavar="NAME", help="only jobs of this connector (its name, in any case)"
+    )
     ls.add_argument("--task-type", metavar="TYPE", help="only jobs of this task type")
     ls.add_argument(
         "--older-than",

@@ -201,14 +201,15 @@ class Store:
         """Jobs matching every filter given, newest (by ``created_at``) first.
 
         ``unfinished``: only jobs the supervisor still owes work (see ``Journal.unfinished``).
+        ``connector`` matches the name regardless of case.
         """
         criteria: list[sa.ColumnElement[bool] | sa.TextClause] = []
         if phase is not None:
             criteria.append(jobs.c.phase == phase)
         if task_type is not None:
             criteria.append(jobs.c.task_type == task_type)
-        if connector is not None:
-            criteria.append(jobs.c.connector == connector)
+        if connector is not None:  # names are for people: "BigQuery connector" finds it too
+            criteria.append(sa.func.lower(jobs.c.connector) == connector.lower())
         if older_than is not None:
             criteria.append(jobs.c.created_at < older_than)
         if unfinished:
