@@ -12,7 +12,8 @@ Flyte's connector service (flyte-sdk ``flyte.connectors``) exports, and dashboar
 with ``operation`` one of ``create``, ``get``, ``delete`` (and here ``get_metrics``,
 ``get_logs`` too). The supervisor adds ``supervisor_*`` metrics: live actors by connector
 and phase, polls and poll errors, poll lag behind schedule, external calls in flight,
-journal batch size, commit latency and backlog, and jobs resumed at start.
+external calls by operation, adoptions, journal batch size, commit latency and backlog,
+and jobs resumed at start.
 
 Where they are measured: the gRPC edge's one call wrapper (``RpcCall``), the actor's
 ``external()`` and poll (``ConnectorMetrics``, one per connector), the journal writer's
@@ -51,6 +52,7 @@ from connectors import Phase
 from ..journal import JobRecord, JournalStatistics
 
 __all__ = [
+    "EXTERNAL_OPERATIONS",
     "HTTP_CODES",
     "OPERATIONS",
     "ConnectorMetrics",
@@ -107,6 +109,12 @@ class ConnectorMetrics:
     poll_errors: Counter
     poll_lag: Histogram
     in_flight: Gauge
+    adoptions: Counter
+    calls: dict[str, Counter]  # by operation: create, get, delete
+
+    def call(self, operation: str) -> Counter:
+        """The counter of calls to the external service for ``operation``."""
+        return self.calls[operation]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +173,10 @@ class RpcCall:
             self._metrics.rpc_failure(self._task_type, operation, status).inc()
 
 
+#: The operations an actor calls the external service for (``supervisor_external_calls_total``).
+EXTERNAL_OPERATIONS = ("create", "get", "delete")
+
+
 class Metrics:
     """Every metric of one server, in its own registry."""
 
@@ -221,6 +233,18 @@ class Metrics:
         self._in_flight = Gauge(
             "supervisor_external_calls_in_flight",
             "Calls to the external service under way (create, get, delete)",
+            ["connector"],
+            registry=r,
+        )
+        self._external_calls = Counter(
+            "supervisor_external_calls_total",
+            "Calls to the external service (operation: create, get, delete)",
+            ["connector", "operation"],
+            registry=r,
+        )
+        self._adoptions = Counter(
+            "supervisor_adoptions_total",
+            "Jobs adopted from a resource_meta the journal did not know",
             ["connector"],
             registry=r,
         )
@@ -286,6 +310,11 @@ class Metrics:
                 poll_errors=self._poll_errors.labels(connector=name),
                 poll_lag=self._poll_lag.labels(connector=name),
                 in_flight=self._in_flight.labels(connector=name),
+                adoptions=self._adoptions.labels(connector=name),
+                calls={
+                    operation: self._external_calls.labels(connector=name, operation=operation)
+                    for operation in EXTERNAL_OPERATIONS
+                },
             )
             self._connectors[name] = found
         return found

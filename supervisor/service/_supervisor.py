@@ -361,6 +361,7 @@ class Supervisor(StatelessAnswers):
                 create_request=bytes(stripped),
             )
             await self._journal.write(Put(record, "adopted", json.dumps({"delete": delete})))
+            self._metrics.connector(connector.name).adoptions.inc()
             _log.info(
                 "job %s: adopted a %s job we did not create",
                 job_id,
