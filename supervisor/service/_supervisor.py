@@ -41,6 +41,7 @@ from ..wire import (
     native_inputs,
     retry_attempt,
 )
+from ._lifecycle import journal_resumed, lifecycle_detail
 from ._service import StatelessAnswers
 
 __all__ = ["Supervisor"]
@@ -98,8 +99,11 @@ class Supervisor(StatelessAnswers):
                 nursery.cancel_scope.cancel()
 
     async def resume(self) -> int:
-        """Start an actor for every unfinished job in the journal. Returns how many."""
-        count = 0
+        """Start an actor for every unfinished job in the journal. Returns how many.
+
+        Each gets a ``resumed`` event first (``_lifecycle``), written in batches.
+        """
+        found: list[tuple[AsyncConnector[Any], JobRecord]] = []
         for record in await self._journal.unfinished():
             if record.job_id in self._jobs:
                 continue
@@ -116,8 +120,14 @@ class Supervisor(StatelessAnswers):
                     extra=job_fields(record.job_id, record.connector),
                 )
                 continue
-            self._start(connector, record, kwargs=None, resumed=True)
-            count += 1
+            found.append((connector, record))
+        stamped = await journal_resumed(
+            self._journal, [record for _, record in found], self._wall_clock()
+        )
+        for (connector, _), record in zip(found, stamped, strict=True):
+            if record.job_id not in self._jobs:
+                self._start(connector, record, kwargs=None, resumed=True)
+        count = len(found)
         self.resumed = count
         if count:
             _log.info("resumed %d unfinished job(s)", count)
@@ -360,7 +370,7 @@ class Supervisor(StatelessAnswers):
                 message="adopted: waiting for the first poll",
                 create_request=bytes(stripped),
             )
-            await self._journal.write(Put(record, "adopted", json.dumps({"delete": delete})))
+            await self._journal.write(Put(record, "adopted", lifecycle_detail(delete=delete)))
             self._metrics.connector(connector.name).adoptions.inc()
             _log.info(
                 "job %s: adopted a %s job we did not create",
