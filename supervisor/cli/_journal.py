@@ -39,7 +39,7 @@ from ..journal import (
     safe_url,
     upgrade,
 )
-from ._errors import EXIT_NOT_FOUND, EXIT_USAGE, report
+from ._errors import EXIT_NOT_FOUND, EXIT_USAGE, UserError, report
 from ._settings import add_debug_argument, add_journal_argument
 
 __all__ = ["add_journal_commands", "journal_command", "parse_age", "parse_phase"]
@@ -167,6 +167,23 @@ def add_journal_commands(
     _add_journal(stats, environ)
     _add_json(stats)
 
+    web = commands.add_parser(
+        "web",
+        help="browse the journal in a web browser (read-only)",
+        description="Serve a read-only view of the journal over HTTP: the job list with the "
+        "filters of `ls`, each job's history, log links and outputs, live counts. Safe "
+        "against a running server.",
+    )
+    _add_journal(web, environ)
+    web.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
+    web.add_argument(
+        "--port",
+        type=_count(0),
+        default=8080,
+        metavar="PORT",
+        help="port; 0 picks a free one (default %(default)s)",
+    )
+
     for name, text in (
         ("upgrade", "create or upgrade the journal schema to the latest revision"),
         ("revision", "print the journal's schema revision and the latest one"),
@@ -196,7 +213,7 @@ def journal_command(args: argparse.Namespace) -> int:
     """Run one journal command; a user's mistake is one line (``_errors``)."""
     try:
         return _COMMANDS[args.journal_command](args)
-    except JournalError as exc:
+    except (JournalError, UserError) as exc:
         code = report(exc, debug=args.log_level == "DEBUG", journal=args.journal)
         if code is None:  # pragma: no cover - every JournalError is explained
             raise
@@ -324,10 +341,17 @@ def _revision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    from ._web import serve_web  # the HTTP server only for this command
+
+    return serve_web(args)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ls": _ls,
     "show": _show,
     "stats": _stats,
+    "web": _web,
     "upgrade": _upgrade,
     "revision": _revision,
 }

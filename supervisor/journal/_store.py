@@ -213,7 +213,7 @@ class Store:
         if older_than is not None:
             criteria.append(jobs.c.created_at < older_than)
         if unfinished:
-            criteria.append(sa.text(UNFINISHED))
+            criteria.append(sa.text(f"({UNFINISHED})"))  # its ORs must not bind to the ANDs
         newest_first = (jobs.c.created_at.desc(), jobs.c.job_id.desc())
         return self._jobs(*criteria, order_by=newest_first, limit=limit, offset=offset)
 
