@@ -1,6 +1,6 @@
 """``journal web`` in a real headless Chromium (Debian's ``chromium``; ``.ci/ensure-monitoring``
 installs it): the pages render the jobs of a real journal, the filters work, what a job
-carries is escaped, and nothing writes. ``SUPERVISOR_SCREENSHOTS=docs/img`` saves the
+carries is escaped, and nothing writes. ``WEB_SCREENSHOTS_DIR=docs/img`` saves the
 screenshots the docs show (they go to the test's temporary directory otherwise).
 """
 
@@ -107,7 +107,7 @@ def job_links(page: str) -> list[str]:
 
 
 def screenshot(tmp_path: Path, url: str, name: str) -> Path:
-    folder = Path(os.environ.get("SUPERVISOR_SCREENSHOTS") or tmp_path)
+    folder = Path(os.environ.get("WEB_SCREENSHOTS_DIR") or tmp_path)
     path = (folder if folder.is_absolute() else REPO_ROOT / folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     chromium(tmp_path, f"--screenshot={path}", "--window-size=1280,760", url)
