@@ -77,10 +77,13 @@ def test_grpc_port_in_use_is_one_line_and_the_journal_is_not_touched(
 
 
 def test_metrics_port_in_use_is_one_line(busy_port: int, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.db"
     args = ["--entry-points", "false", "--host", "127.0.0.1", "--port", "0"]
-    result = run(command("serve", *args, "--metrics-port", str(busy_port)), tmp_path)
+    args += ["--journal", f"sqlite:///{journal}", "--metrics-port", str(busy_port)]
+    result = run(command("serve", *args), tmp_path)
     assert result.returncode == EXIT_PORT
     assert "cannot serve metrics" in one_line(result)
+    assert not journal.exists()
 
 
 @pytest.mark.parametrize(
