@@ -40,6 +40,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--metrics-port": ("off", None),
     "--log-level": ("debug", "DEBUG"),
     "--log-format": ("json", "json"),
+    "--ui": ("yes", True),
 }
 
 

@@ -19,11 +19,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import trio
 
 from supervisor.journal import Journal, Put
-from tests.support.server import REPO_ROOT, wait_for
+from tests.support.operators import CALL_TIMEOUT, SAMPLE_ARGS, create_request, stub
+from tests.support.server import REPO_ROOT, ServerProcess, wait_for
 from tests.test_journal_cli import population, record
 
 pytestmark = pytest.mark.slow
@@ -171,3 +173,21 @@ def _status(url: str) -> int:
     except urllib.error.HTTPError as exc:
         exc.close()
         return exc.code
+
+
+def test_serve_ui_serves_the_pages_on_the_metrics_port(tmp_path: Path) -> None:
+    with ServerProcess([*SAMPLE_ARGS, "--ui", "true"], log_dir=tmp_path) as server:
+        server.start()
+        with grpc.insecure_channel(server.address) as channel:
+            stub(channel).CreateTask(create_request("plain", job_id="ui"), timeout=CALL_TIMEOUT)
+        base = server.metrics_url.removesuffix("/metrics")
+        page = dom(tmp_path, base + "/?live=1")
+        metrics = _text(server.metrics_url)
+    assert len(job_links(page)) == 1
+    assert "Plain connector" in page
+    assert "flyte_connector_requests_success_total" in metrics
+
+
+def _text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return str(answer.read().decode())

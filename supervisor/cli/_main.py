@@ -96,12 +96,19 @@ def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None
     """Serve /metrics (``--metrics-port``) from its own thread. Errors: UserError."""
     if settings.metrics_port is None:
         return None
+    pages = None
+    if settings.ui:
+        from ._web import pages_for
+
+        pages = pages_for(settings.journal)
     try:
-        server = MetricsServer.start(metrics, settings.host, settings.metrics_port)
+        server = MetricsServer.start(metrics, settings.host, settings.metrics_port, pages=pages)
     except OSError as exc:
         message = port_message("metrics", settings.host, settings.metrics_port, exc)
         raise UserError(message, EXIT_PORT) from exc
     print(f"metrics on {settings.host}:{server.port}", flush=True)
+    if settings.ui:
+        print(f"journal web view on http://{settings.host}:{server.port}/", flush=True)
     return server
 
 
@@ -115,6 +122,9 @@ def serve(settings: Settings) -> int:
         if debug:
             _log.exception("cannot load connectors")
         print(f"error: cannot load connectors: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.ui and settings.metrics_port is None:
+        print("error: --ui serves on the metrics port: give --metrics-port", file=sys.stderr)
         return EXIT_USAGE
     _print_connectors(registry)
     metrics = Metrics()

@@ -45,6 +45,7 @@ ENVIRONMENT: dict[str, str] = {
     "--entry-points": "SUPERVISOR_ENTRY_POINTS",
     "--grace": "SUPERVISOR_GRACE",
     "--metrics-port": "SUPERVISOR_METRICS_PORT",
+    "--ui": "SUPERVISOR_UI",
     "--log-level": "SUPERVISOR_LOG_LEVEL",
     "--log-format": "SUPERVISOR_LOG_FORMAT",
 }
@@ -61,6 +62,7 @@ class Settings:
     log_format: str = "text"
     journal: str = DEFAULT_JOURNAL
     metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
+    ui: bool = False  # the journal web view on the metrics port
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -74,6 +76,7 @@ class Settings:
             log_format=args.log_format,
             journal=args.journal,
             metrics_port=args.metrics_port,
+            ui=args.ui,
         )
 
 
@@ -228,6 +231,16 @@ def add_serve_arguments(
         "the endpoint off",
         type=metrics_port,
         metavar="PORT|off",
+    )
+    _add(
+        parser,
+        "--ui",
+        str(d.ui).lower(),
+        env,
+        "also serve the read-only journal web view (as `journal web`) on the metrics port, "
+        "at /; metrics stay at /metrics",
+        type=_bool,
+        metavar="BOOL",
     )
     _add(
         parser,

@@ -5,7 +5,8 @@ step. Two pages: ``/`` lists jobs with the filters of ``journal ls`` (as query p
 under the live counts of ``journal stats``; ``/job/ID`` shows one job, its log links, output
 names and history. It reads through ``JournalReader`` (read-only: safe against a running
 server) and answers GET and HEAD only: there is no write path. Every value from the
-journal is HTML-escaped; log links become links only for http(s) URLs.
+journal is HTML-escaped; log links become links only for http(s) URLs. ``serve --ui``
+serves the same pages on the metrics port (``pages_for``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import sys
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -34,7 +35,7 @@ from ._journal import (
     state_of,
 )
 
-__all__ = ["render", "serve_web"]
+__all__ = ["pages_for", "render", "serve_web"]
 
 #: No scripts, no frames, nothing loaded from elsewhere: the page is its own HTML and style.
 _POLICY = "default-src 'none'; style-src 'unsafe-inline'"
@@ -95,6 +96,20 @@ def _handler(reader: JournalReader, url: str) -> type[BaseHTTPRequestHandler]:
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     return Handler
+
+
+def pages_for(url: str) -> Callable[[str], tuple[int, str]]:
+    """The pages of the journal at ``url`` for ``serve --ui``: each request opens the
+    journal read-only (the server may still be creating it), renders, and closes it."""
+
+    def page(path: str) -> tuple[int, str]:
+        try:
+            with JournalReader.open(url) as reader:
+                return render(reader, safe_url(url), path)
+        except JournalError as exc:
+            return HTTPStatus.SERVICE_UNAVAILABLE, _page("journal error", f"<p>{_e(str(exc))}</p>")
+
+    return page
 
 
 def render(reader: JournalReader, url: str, path: str) -> tuple[int, str]:

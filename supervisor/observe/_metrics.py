@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
+from socketserver import ThreadingMixIn
 from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from grpclib.const import Status
 from prometheus_client import (
@@ -40,6 +43,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Summary,
+    make_wsgi_app,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -410,10 +414,22 @@ class MetricsServer:
         self._thread = thread
 
     @classmethod
-    def start(cls, metrics: Metrics, host: str, port: int) -> MetricsServer:
-        """Listen on ``host:port`` (0: a free port). Errors: OSError (address in use, ...)."""
-        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-        return cls(server, thread)
+    def start(
+        cls, metrics: Metrics, host: str, port: int, *, pages: Pages | None = None
+    ) -> MetricsServer:
+        """Listen on ``host:port`` (0: a free port). Errors: OSError (address in use, ...).
+
+        ``pages``: HTML for every GET other than ``/metrics`` (the journal web view), given
+        the path and query; without it, prometheus_client's own server answers everything.
+        """
+        if pages is None:
+            server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+            return cls(server, thread)
+        app = _with_pages(make_wsgi_app(metrics.registry), pages)
+        web = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        thread = threading.Thread(target=web.serve_forever, name="metrics-and-ui", daemon=True)
+        thread.start()
+        return cls(web, thread)
 
     @property
     def port(self) -> int:
@@ -424,3 +440,38 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout)
+
+
+#: A page for a path (with its query): its HTTP status and HTML.
+Pages = Callable[[str], tuple[int, str]]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _with_pages(metrics_app: Any, pages: Pages) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        query = environ.get("QUERY_STRING") or ""
+        status, body = pages(path + ("?" + query if query else ""))
+        data = body.encode()
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+        ]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [data] if environ.get("REQUEST_METHOD") == "GET" else [b""]
+
+    return app
