@@ -248,7 +248,7 @@ def job_dir_of(meta: bytes) -> Path:
 
 def _pid(job_dir: Path) -> int | None:
     try:
-        return int((job_dir / "pid").read_text())
+        return int((job_dir / "pid").read_text().split()[0])
     except (FileNotFoundError, ValueError):
         return None
 

@@ -96,7 +96,7 @@ class Prometheus:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(SAMPLE_ARGS, log_dir=tmp_path) as process:
+    with ServerProcess([*SAMPLE_ARGS, "--adopt-unsigned", "true"], log_dir=tmp_path) as process:
         process.start()
         yield process
 

@@ -33,6 +33,7 @@ from flyteproto.flyteidl2.core import (
 from flyteproto.google.protobuf import Struct
 from supervisor import InvalidArgument, Supervisor
 from supervisor.journal import InMemoryJournal
+from supervisor.wire import payload_of
 
 # flyte-sdk's import warns (pydantic class-based config): nothing to do with us.
 with warnings.catch_warnings(), plain_asyncio_loops():
@@ -87,10 +88,11 @@ def get_request(meta: bytes) -> pb.GetTaskRequest:
 
 
 @asynccontextmanager
-async def supervisor() -> AsyncIterator[Supervisor]:
+async def supervisor(*, adopt_unsigned: bool = False) -> AsyncIterator[Supervisor]:
+    registry = ConnectorRegistry([adapted()])
     async with (
         trio_asyncio.open_loop(),
-        Supervisor(ConnectorRegistry([adapted()]), InMemoryJournal()).running() as sup,
+        Supervisor(registry, InMemoryJournal(), adopt_unsigned=adopt_unsigned).running() as sup,
     ):
         yield sup
 
@@ -133,10 +135,10 @@ def test_adapter_mirrors_the_wrapped_connector() -> None:
 async def test_resource_meta_bytes_are_flyte_sdks_own() -> None:
     async with supervisor() as sup:
         response = await sup.create_task(create_request("bytes"))
-    meta = json.loads(response.resource_meta)
+    payload = payload_of(response.resource_meta)  # inside our MAC's envelope
+    meta = json.loads(payload)
     # Exactly what flyte-sdk's ResourceMeta.encode gives (key order and spacing included).
-    expected = json.dumps(asdict(sample.SleepMetadata(**meta))).encode()
-    assert response.resource_meta == expected
+    assert payload == json.dumps(asdict(sample.SleepMetadata(**meta))).encode()
 
 
 async def test_job_runs_to_success_with_outputs_links_and_custom_info() -> None:
@@ -195,9 +197,10 @@ async def test_delete_storm_cancels_the_external_job_once() -> None:
 
 
 async def test_resource_meta_from_flyte_sdks_own_service_is_adopted() -> None:
-    # A job created by flyte-sdk's connector service: Propeller switched services.
+    # A job created by flyte-sdk's connector service: Propeller switched services (and the
+    # operator allows unsigned metas for the switch).
     connector = SdkRegistry.get_connector(sample.TASK_TYPE)
-    async with supervisor() as sup:
+    async with supervisor(adopt_unsigned=True) as sup:
         made = await trio_asyncio.aio_as_trio(connector.create)(
             task_template=tasks_pb2.TaskTemplate(), output_prefix="", inputs={}
         )
@@ -219,7 +222,7 @@ async def test_unknown_external_state_reports_running_and_keeps_polling() -> Non
 
 
 async def test_resource_meta_the_wrapped_type_refuses_is_invalid() -> None:
-    async with supervisor() as sup:
+    async with supervisor(adopt_unsigned=True) as sup:
         with pytest.raises(InvalidArgument, match="SleepMetadata"):
             await sup.get_task(get_request(b'{"nope": 1}'))
 
@@ -340,8 +343,8 @@ def test_real_server_serves_a_flytesdk_module(tmp_path: Path) -> None:
                 connector_pb2.CreateTaskRequest(template=template, output_prefix="/tmp/out"),
                 timeout=10,
             )
-            meta = json.loads(created.resource_meta)
-            assert created.resource_meta == json.dumps(meta).encode()  # flyte-sdk's encoding
+            payload = payload_of(created.resource_meta)
+            assert payload == json.dumps(json.loads(payload)).encode()  # flyte-sdk's encoding
             get = connector_pb2.GetTaskRequest(
                 resource_meta=created.resource_meta, task_category=category
             )

@@ -29,8 +29,10 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpclib.reflection.v1 import reflection_pb2
 
+from supervisor.wire import payload_of
 from tests.support.sample_connectors import BrokenMeta, EchoMeta, KwargsMeta, SlowMeta
 from tests.support.server import ServerProcess, wait_for
+from tests.support.trust import sealed
 
 pytestmark = pytest.mark.slow
 
@@ -266,7 +268,9 @@ def test_create_task_returns_the_connectors_encoded_resource_meta(client: Client
 def test_get_task_reports_phase_message_log_links_outputs_and_custom_info(
     client: Client,
 ) -> None:
-    request = pb.GetTaskRequest(task_category=category("echo"), resource_meta=ECHO_META.encode())
+    request = pb.GetTaskRequest(
+        task_category=category("echo"), resource_meta=sealed("echo", ECHO_META.encode())
+    )
     resource = client.call("GetTask", request).resource
     assert resource.phase == execution_pb2.TaskExecution.SUCCEEDED
     assert resource.message == "echoed echo-2"
@@ -283,13 +287,17 @@ def test_get_task_reports_phase_message_log_links_outputs_and_custom_info(
 
 
 def test_delete_task_returns_ok(client: Client) -> None:
-    request = pb.DeleteTaskRequest(task_category=category("echo"), resource_meta=ECHO_META.encode())
+    request = pb.DeleteTaskRequest(
+        task_category=category("echo"), resource_meta=sealed("echo", ECHO_META.encode())
+    )
     assert client.call("DeleteTask", request) == pb.DeleteTaskResponse()
 
 
 def test_get_task_metrics_returns_the_connectors_results(client: Client) -> None:
     request = pb.GetTaskMetricsRequest(
-        task_category=category("echo"), resource_meta=ECHO_META.encode(), queries=["cpu"]
+        task_category=category("echo"),
+        resource_meta=sealed("echo", ECHO_META.encode()),
+        queries=["cpu"],
     )
     response = client.call("GetTaskMetrics", request)
     assert [result.metric for result in response.results] == ["CPU_USAGE"]
@@ -297,7 +305,7 @@ def test_get_task_metrics_returns_the_connectors_results(client: Client) -> None
 
 def test_get_task_logs_streams_a_header_then_a_body(client: Client) -> None:
     request = pb.GetTaskLogsRequest(
-        task_category=category("echo"), resource_meta=ECHO_META.encode(), lines=10
+        task_category=category("echo"), resource_meta=sealed("echo", ECHO_META.encode()), lines=10
     )
     header, body = client.stream("GetTaskLogs", request)
     assert header.WhichOneof("part") == "header"
@@ -340,7 +348,7 @@ def test_secrets_and_configs_reach_create_as_keyword_arguments(client: Client) -
 def test_secrets_reach_get_as_keyword_arguments(client: Client) -> None:
     request = pb.GetTaskRequest(
         task_category=category("kwargs"),
-        resource_meta=KwargsMeta(create_kwargs={"client": client.kind}).encode(),
+        resource_meta=sealed("kwargs", KwargsMeta(create_kwargs={"client": client.kind}).encode()),
         connection=security_pb2.Connection(secrets={"token": "t0k3n"}),
     )
     resource = client.call("GetTask", request).resource
@@ -378,7 +386,9 @@ def test_unknown_connector_name_is_not_found(client: Client) -> None:
 
 
 def test_garbage_resource_meta_is_invalid_argument(client: Client) -> None:
-    request = pb.GetTaskRequest(task_category=category("echo"), resource_meta=b"\xffgarbage")
+    request = pb.GetTaskRequest(
+        task_category=category("echo"), resource_meta=sealed("echo", b"\xffgarbage")
+    )
     assert_fails(
         grpc.StatusCode.INVALID_ARGUMENT,
         lambda: client.call("GetTask", request),
@@ -387,7 +397,9 @@ def test_garbage_resource_meta_is_invalid_argument(client: Client) -> None:
 
 
 def test_resource_meta_with_a_missing_field_is_invalid_argument(client: Client) -> None:
-    request = pb.DeleteTaskRequest(task_category=category("echo"), resource_meta=b'{"inputs":{}}')
+    request = pb.DeleteTaskRequest(
+        task_category=category("echo"), resource_meta=sealed("echo", b'{"inputs":{}}')
+    )
     assert_fails(
         grpc.StatusCode.INVALID_ARGUMENT,
         lambda: client.call("DeleteTask", request),
@@ -396,7 +408,7 @@ def test_resource_meta_with_a_missing_field_is_invalid_argument(client: Client) 
 
 
 def test_missing_task_category_is_invalid_argument(client: Client) -> None:
-    request = pb.GetTaskRequest(resource_meta=ECHO_META.encode())
+    request = pb.GetTaskRequest(resource_meta=sealed("echo", ECHO_META.encode()))
     assert_fails(
         grpc.StatusCode.INVALID_ARGUMENT,
         lambda: client.call("GetTask", request),
@@ -455,7 +467,9 @@ def test_create_that_raises_is_internal_with_the_connectors_message(client: Clie
 
 
 def test_metrics_that_raise_are_internal_with_the_connectors_message(client: Client) -> None:
-    request = pb.GetTaskMetricsRequest(task_category=category("broken"), resource_meta=PLAIN_META)
+    request = pb.GetTaskMetricsRequest(
+        task_category=category("broken"), resource_meta=sealed("broken", PLAIN_META)
+    )
     assert_fails(
         grpc.StatusCode.INTERNAL,
         lambda: client.call("GetTaskMetrics", request),
@@ -468,7 +482,7 @@ def test_get_of_a_job_whose_polls_fail_is_running_with_the_error_in_its_message(
     client: Client,
 ) -> None:
     """GetTask answers from the job's actor, which retries a failing poll: no error code."""
-    meta = BrokenMeta(job_id=f"poll-{client.kind}").encode()
+    meta = sealed("broken", BrokenMeta(job_id=f"poll-{client.kind}").encode())
     request = pb.GetTaskRequest(task_category=category("broken"), resource_meta=meta)
     resource = client.call("GetTask", request).resource
     assert resource.phase == execution_pb2.TaskExecution.RUNNING
@@ -477,13 +491,15 @@ def test_get_of_a_job_whose_polls_fail_is_running_with_the_error_in_its_message(
 
 def test_delete_returns_ok_even_when_the_connectors_cancel_fails(client: Client) -> None:
     """The intent to cancel is journalled and retried by the job's actor."""
-    meta = BrokenMeta(job_id=f"delete-{client.kind}").encode()
+    meta = sealed("broken", BrokenMeta(job_id=f"delete-{client.kind}").encode())
     request = pb.DeleteTaskRequest(task_category=category("broken"), resource_meta=meta)
     assert client.call("DeleteTask", request) == pb.DeleteTaskResponse()
 
 
 def test_metrics_a_connector_does_not_provide_are_unimplemented(client: Client) -> None:
-    request = pb.GetTaskMetricsRequest(task_category=category("plain"), resource_meta=PLAIN_META)
+    request = pb.GetTaskMetricsRequest(
+        task_category=category("plain"), resource_meta=sealed("plain", PLAIN_META)
+    )
     assert_fails(
         grpc.StatusCode.UNIMPLEMENTED,
         lambda: client.call("GetTaskMetrics", request),
@@ -492,7 +508,9 @@ def test_metrics_a_connector_does_not_provide_are_unimplemented(client: Client) 
 
 
 def test_logs_a_connector_does_not_provide_are_unimplemented(client: Client) -> None:
-    request = pb.GetTaskLogsRequest(task_category=category("plain"), resource_meta=PLAIN_META)
+    request = pb.GetTaskLogsRequest(
+        task_category=category("plain"), resource_meta=sealed("plain", PLAIN_META)
+    )
     assert_fails(
         grpc.StatusCode.UNIMPLEMENTED,
         lambda: client.stream("GetTaskLogs", request),
@@ -646,7 +664,7 @@ def test_call_in_flight_at_sigterm_completes(in_flight_at_sigterm: InFlight) -> 
     assert in_flight_at_sigterm.process.running  # draining: waiting for the call
     in_flight_at_sigterm.release()
     response = in_flight_at_sigterm.future.result()
-    meta = SlowMeta.decode(response.resource_meta)
+    meta = SlowMeta.decode(payload_of(response.resource_meta))
     assert meta.release_path == str(in_flight_at_sigterm.release_path)
 
 

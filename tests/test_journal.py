@@ -26,6 +26,7 @@ from supervisor.journal import (
     JobRecord,
     Journal,
     JournalError,
+    JournalLost,
     Put,
     Store,
     create_engine,
@@ -77,6 +78,7 @@ def test_public_surface() -> None:
             "JobRecord",
             "Journal",
             "JournalError",
+            "JournalLost",
             "JournalLike",
             "JournalReader",
             "JournalStatistics",
@@ -518,7 +520,7 @@ async def test_write_after_close_is_refused(journal_url: str) -> None:
 
 
 async def test_open_without_upgrade_refuses_an_unmigrated_database(journal_url: str) -> None:
-    with pytest.raises(JournalError, match="expected 0001"):
+    with pytest.raises(JournalError, match="expected 0002"):
         async with Journal.open(journal_url, upgrade=False):
             pass
 
@@ -548,8 +550,8 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
 def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: str) -> None:
     assert current_revision(journal_url) is None
     upgrade(journal_url)
-    assert current_revision(journal_url) == head_revision() == "0001"
-    assert _tables(journal_url) >= {"jobs", "events"}
+    assert current_revision(journal_url) == head_revision() == "0002"
+    assert _tables(journal_url) >= {"jobs", "events", "settings"}
 
     downgrade(journal_url)
     assert current_revision(journal_url) is None
@@ -620,3 +622,25 @@ def _tables(url: str) -> set[str]:
         return set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+async def test_a_setting_is_stored_once_and_the_first_value_wins(journal: Journal) -> None:
+    assert await journal.setting("meta_key", "first") == "first"
+    assert await journal.setting("meta_key", "second") == "first"
+
+
+async def test_a_deleted_sqlite_file_is_lost_at_the_next_write_and_stays_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.db"
+    async with Journal.open(f"sqlite:///{path}") as journal:
+        await journal.write(Put(job("before"), "created"))
+        for suffix in ("", "-wal", "-shm"):
+            await trio.Path(f"{path}{suffix}").unlink(missing_ok=True)
+        with pytest.raises(JournalLost, match="was deleted"):
+            await journal.write(Put(job("after"), "created"))
+        assert journal.lost is not None
+        assert "was deleted" in await journal.wait_lost()
+        with pytest.raises(JournalLost):
+            await journal.get("before")
+    assert not await trio.Path(path).exists()  # never recreated

@@ -47,7 +47,7 @@ def lifecycle(shown: dict[str, Any]) -> list[tuple[str, str]]:
 
 def test_a_restart_and_an_adoption_are_in_the_history(tmp_path: Path) -> None:
     host = socket.gethostname()
-    with ServerProcess(SAMPLE_ARGS, log_dir=tmp_path) as server:
+    with ServerProcess([*SAMPLE_ARGS, "--adopt-unsigned", "true"], log_dir=tmp_path) as server:
         server.start()
         with grpc.insecure_channel(server.address) as channel:
             api = stub(channel)
@@ -62,14 +62,14 @@ def test_a_restart_and_an_adoption_are_in_the_history(tmp_path: Path) -> None:
         second = server.pid
         server.stop()
     listed = run_cli(["journal", "ls", "--journal", server.journal_url, "--json"])
-    jobs = {job["resource_meta"]: job["job_id"] for job in json.loads(listed.stdout)}
-    mine = show(server, jobs['{"job_id":"mine"}'])
-    adopted = show(server, jobs['{"job_id":"elsewhere"}'])
+    shown = [show(server, job["job_id"]) for job in json.loads(listed.stdout)]
+    assert len(shown) == 2
+    adopted, mine = sorted(shown, key=lambda s: "adopted" not in [e["kind"] for e in s["events"]])
     assert lifecycle(mine) == [("resumed", f"{host}:{second}")]
     assert lifecycle(adopted) == [("adopted", f"{host}:{first}"), ("resumed", f"{host}:{second}")]
     resumed = next(e for e in mine["events"] if e["kind"] == "resumed")
     assert resumed["at"] >= mine["job"]["created_at"]
-    text = run_cli(["journal", "show", jobs['{"job_id":"mine"}'], "--journal", server.journal_url])
+    text = run_cli(["journal", "show", mine["job"]["job_id"], "--journal", server.journal_url])
     assert re.search(rf"\sresumed\s+[A-Z_]+\s+replica={host}:{second}\n", text.stdout)
 
 

@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 import trio
 
 import connectors.process
-from connectors import Phase, Resource, is_terminal
+from connectors import PermanentError, Phase, Resource, is_terminal
 from connectors.process import ProcessConnector, ProcessJob
 from connectors.process._jobdir import job_id_for_key
 from flyteproto.flyteidl2.core import TaskTemplate
@@ -53,8 +54,10 @@ def root(tmp_path: Path) -> Iterator[Path]:
     yield root
     # Leave no job running behind a failed test.
     for pid_file in root.glob("*/pid"):
+        if pid_file.parent.is_symlink():  # planted by a forgery test: not a job of ours
+            continue
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
 
 
 @pytest.fixture
@@ -119,7 +122,7 @@ def child_processes() -> set[int]:
 
 
 def job_pid(job: ProcessJob) -> int:
-    return int(Path(job.job_dir, "pid").read_text())
+    return int(Path(job.job_dir, "pid").read_text().split()[0])
 
 
 SLEEPER = python(
@@ -650,3 +653,95 @@ async def test_get_logs_of_missing_job_says_so(connector: ProcessConnector, root
     job = ProcessJob(job_id="gone", job_dir=str(root / "gone"))
     with pytest.raises(FileNotFoundError, match="job directory not found"):
         await collect_logs(connector, job)
+
+
+# Trust: a forged resource_meta ------------------------------------------------------------
+
+
+@pytest.fixture
+def unrelated_sleep() -> Iterator[subprocess.Popen[bytes]]:
+    """A process this connector did not start, leading its own process group."""
+    sleep = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield sleep
+    sleep.kill()
+    sleep.wait()
+
+
+NO_SUCH_PID = 2**22 + 1  # above Linux's largest pid_max
+
+
+def plant(job_dir: Path, pid_record: str) -> Path:
+    job_dir.mkdir(parents=True)
+    (job_dir / "pid").write_text(pid_record)
+    (job_dir / "stdout").write_text("a secret of someone else\n")
+    return job_dir
+
+
+async def test_a_forged_job_dir_outside_the_root_is_refused_and_its_process_survives(
+    connector: ProcessConnector, tmp_path: Path, unrelated_sleep: subprocess.Popen[bytes]
+) -> None:
+    elsewhere = plant(tmp_path / "elsewhere" / "victim", str(unrelated_sleep.pid))
+    forged = ProcessJob(job_id="victim", job_dir=str(elsewhere))
+    with pytest.raises(PermanentError, match="outside"):
+        await connector.delete(forged)
+    with pytest.raises(PermanentError, match="outside"):
+        await connector.get(forged)
+    with pytest.raises(PermanentError, match="outside"):
+        await collect_logs(connector, forged)
+    assert unrelated_sleep.poll() is None  # never signalled
+    assert not (elsewhere / "cancelled").exists()  # nothing written
+
+
+@pytest.mark.parametrize("how", ["dotdot", "symlink", "other-name"])
+async def test_a_job_dir_that_only_looks_like_it_is_under_the_root_is_refused(
+    connector: ProcessConnector, root: Path, tmp_path: Path, how: str
+) -> None:
+    outside = plant(tmp_path / "outside", str(NO_SUCH_PID))
+    await trio.Path(root).mkdir(parents=True)
+    if how == "dotdot":
+        forged = ProcessJob(job_id="outside", job_dir=str(root / ".." / "outside"))
+    elif how == "symlink":
+        (root / "link").symlink_to(outside)
+        forged = ProcessJob(job_id="link", job_dir=str(root / "link"))
+    else:
+        (root / "real").mkdir()
+        forged = ProcessJob(job_id="other", job_dir=str(root / "real"))
+    with pytest.raises(PermanentError, match="outside"):
+        await collect_logs(connector, forged)
+    with pytest.raises(PermanentError, match="outside"):
+        await connector.delete(forged)
+
+
+@pytest.mark.parametrize("record", ["recorded start time", "pid only (older runner)"])
+async def test_delete_never_signals_a_process_it_did_not_start(
+    connector: ProcessConnector,
+    root: Path,
+    unrelated_sleep: subprocess.Popen[bytes],
+    record: str,
+) -> None:
+    # A job directory of ours whose pid now names another process (a reused pid).
+    pid = unrelated_sleep.pid
+    plant(root / "reused", f"{pid} 1" if record.startswith("recorded") else str(pid))
+    await connector.delete(ProcessJob(job_id="reused", job_dir=str(root / "reused")))
+    assert unrelated_sleep.poll() is None
+    assert (root / "reused" / "cancelled").exists()  # the job itself counts as cancelled
+
+
+async def test_get_logs_refuses_a_log_file_that_is_a_symlink(
+    connector: ProcessConnector, root: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "secret").write_text("not yours\n")
+    (root / "job").mkdir(parents=True)
+    (root / "job" / "stdout").symlink_to(tmp_path / "secret")
+    with pytest.raises(PermanentError, match="symlink"):
+        await collect_logs(connector, ProcessJob(job_id="job", job_dir=str(root / "job")))
+
+
+async def test_the_pid_file_records_the_process_start_time(connector: ProcessConnector) -> None:
+    job = await connector.create(command_template(["sleep", "30"]), "")
+    await wait_for_phase(connector, job, Phase.RUNNING)
+    pid, started = (await read_text(Path(job.job_dir, "pid"))).split()
+    stat = await read_text(Path(f"/proc/{pid}/stat"))
+    assert stat.rsplit(")", 1)[1].split()[19] == started
+    await connector.delete(job)
+    assert (await connector.get(job)).phase == Phase.ABORTED

@@ -183,7 +183,7 @@ def test_sigint_during_a_run_cancels_the_job_before_exiting(tmp_path: Path) -> N
         wait_for("the job to run", lambda: "\nRUNNING" in stdout.read_text(), timeout=RUN_TIMEOUT)
         submitted = stdout.read_text().splitlines()[0]
         job_dir = Path(json.loads(submitted.split(" job ", 1)[1])["job_dir"])
-        pgid = int((job_dir / "pid").read_text())
+        pgid = int((job_dir / "pid").read_text().split()[0])
         assert group_alive(pgid)
         process.send_signal(signal.SIGINT)
     finally:

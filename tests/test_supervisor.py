@@ -6,6 +6,7 @@ FakeService; time is virtual, so "run for 100 s" is instant and call counts are 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -29,8 +30,11 @@ from flyteproto.flyteidl2.core import (
 )
 from supervisor import ConnectorFailed, InvalidArgument, Supervisor
 from supervisor.journal import CreateState, DeleteState, InMemoryJournal
+from supervisor.wire import MetaSeal
 
 CATEGORY = pb.TaskCategory(name="fake", version=0)
+KEY = b"a test key of thirty-two bytes!!"
+SEAL = MetaSeal(KEY)
 
 
 class _NoJitter(random.Random):
@@ -71,13 +75,15 @@ def delete_request(meta: bytes) -> pb.DeleteTaskRequest:
 
 
 def meta_of(job_id: str) -> bytes:
-    return FakeMeta(job_id=job_id).encode()
+    """The resource_meta a supervisor with ``KEY`` hands out for the fake job ``job_id``."""
+    return SEAL.seal("fake", 0, FakeMeta(job_id=job_id).encode())
 
 
 class World:
     """One external service and one journal that outlive any number of supervisors."""
 
-    def __init__(self, **connector_options: Any) -> None:
+    def __init__(self, *, adopt_unsigned: bool = False, **connector_options: Any) -> None:
+        self.adopt_unsigned = adopt_unsigned
         self.service = FakeService()
         self.journal = InMemoryJournal()
         self.connector = FakeConnector(self.service, **connector_options)
@@ -85,7 +91,14 @@ class World:
     @asynccontextmanager
     async def supervisor(self) -> AsyncIterator[Supervisor]:
         registry = ConnectorRegistry([self.connector])
-        sup = Supervisor(registry, self.journal, wall_clock=trio.current_time, rng=_NoJitter())
+        sup = Supervisor(
+            registry,
+            self.journal,
+            wall_clock=trio.current_time,
+            rng=_NoJitter(),
+            meta_key=KEY,
+            adopt_unsigned=self.adopt_unsigned,
+        )
         async with sup.running():
             yield sup
 
@@ -466,6 +479,77 @@ async def test_get_task_adopts_a_job_it_never_saw(autojump_clock: Any) -> None:
         await trio.sleep(11)
         assert await phase_of(sup, meta_of(job.job_id)) == Phase.SUCCEEDED
     assert "adopted" in world.journal.kinds(next(iter(world.journal.jobs)))
+
+
+async def test_a_meta_without_a_mac_is_refused_and_nothing_is_adopted(autojump_clock: Any) -> None:
+    world = World()
+    job = await world.service.create("elsewhere", {})
+    unsigned = FakeMeta(job_id=job.job_id).encode()
+    async with world.supervisor() as sup:
+        with pytest.raises(InvalidArgument, match=r"carries no MAC.*--adopt-unsigned"):
+            await sup.get_task(get_request(unsigned))
+        with pytest.raises(InvalidArgument, match="carries no MAC"):
+            await sup.delete_task(delete_request(unsigned))
+        logs = pb.GetTaskLogsRequest(resource_meta=unsigned, task_category=CATEGORY)
+        with pytest.raises(InvalidArgument, match="carries no MAC"):
+            async for _ in sup.get_task_logs(logs):
+                pass
+        metrics = pb.GetTaskMetricsRequest(resource_meta=unsigned, task_category=CATEGORY)
+        with pytest.raises(InvalidArgument, match="carries no MAC"):
+            await sup.get_task_metrics(metrics)
+        assert sup.statistics()["live_jobs"] == 0
+    assert not world.journal.jobs
+    assert world.service.calls["get"] == world.service.calls["delete"] == 0
+
+
+async def test_a_meta_with_a_forged_or_foreign_mac_is_refused(autojump_clock: Any) -> None:
+    world = World(adopt_unsigned=True)  # even then: a wrong MAC is never accepted
+    other = MetaSeal(b"another key, another deployment!").seal("fake", 0, b'{"job_id":"x"}')
+    tampered = meta_of("job-1").replace(b"job-1", b"job-2")
+    async with world.supervisor() as sup:
+        for meta in (other, tampered, SEAL.seal("fake", 1, b'{"job_id":"x"}')):
+            with pytest.raises(InvalidArgument, match="MAC does not verify"):
+                await sup.get_task(get_request(meta))
+    assert not world.journal.jobs
+
+
+async def test_adopt_unsigned_adopts_a_meta_without_a_mac(autojump_clock: Any) -> None:
+    world = World(adopt_unsigned=True)
+    job = await world.service.create("elsewhere", {})
+    world.service.set_state(job.job_id, "RUNNING")
+    async with world.supervisor() as sup:
+        assert await phase_of(sup, FakeMeta(job_id=job.job_id).encode()) == Phase.RUNNING
+    assert "adopted" in world.journal.kinds(next(iter(world.journal.jobs)))
+
+
+async def test_a_known_job_whose_meta_predates_macs_keeps_working(autojump_clock: Any) -> None:
+    # A journal row written before MACs holds the connector's bare bytes, as handed out.
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+    bare = FakeMeta(job_id="job-1").encode()
+    for job_id, record in list(world.journal.jobs.items()):
+        world.journal.jobs[job_id] = dataclasses.replace(record, resource_meta=bare)
+    assert meta != bare
+    async with world.supervisor() as sup:
+        assert await phase_of(sup, bare) == Phase.QUEUED
+        await sup.delete_task(delete_request(bare))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+    assert world.service.calls["delete"] == 1
+
+
+async def test_without_a_key_one_is_generated_into_the_journal_and_kept(
+    autojump_clock: Any,
+) -> None:
+    journal = InMemoryJournal()
+    registry = ConnectorRegistry([FakeConnector(FakeService())])
+    metas = []
+    for _ in range(2):  # a restart (or a replica on the same journal) uses the same key
+        async with Supervisor(registry, journal, wall_clock=trio.current_time).running() as sup:
+            metas.append((await sup.create_task(create_request())).resource_meta)
+    key = journal.settings["resource_meta_key"]
+    assert len(key) == 64
+    assert metas[0] == metas[1] == MetaSeal(key.encode()).seal("fake", 0, b'{"job_id":"job-1"}')
 
 
 async def test_garbage_resource_meta_is_invalid_argument(autojump_clock: Any) -> None:

@@ -16,8 +16,9 @@ from flyteproto.flyteidl2.connector import GetTaskLogsResponse, TaskExecutionMet
 from flyteproto.flyteidl2.core import TaskTemplate
 
 from .._connector import AsyncConnector
+from .._errors import PermanentError
 from .._resource import Resource, ResourceMeta
-from ._jobdir import JobDir, group_alive, job_id_for_key, signal_group
+from ._jobdir import JobDir, NotOurJob, group_alive, job_id_for_key, signal_group
 from ._logs import log_responses
 from ._spec import JobSpec, encode_inputs
 
@@ -48,6 +49,10 @@ class ProcessConnector(AsyncConnector[ProcessJob]):
     (``env`` and ``cwd`` optional). The command's environment is the supervisor's, plus
     ``env``, plus ``FLYTE_INPUTS_FILE`` (the inputs as JSON), ``FLYTE_OUTPUTS_FILE`` (where
     it may write its outputs as a JSON object), ``FLYTE_JOB_DIR`` and ``FLYTE_OUTPUT_PREFIX``.
+
+    It trusts no resource_meta: a ``job_dir`` must be ``root/job_id`` once symlinks are
+    resolved (else ``PermanentError``: nothing is read, written or signalled), and a delete
+    signals a process group only while its leader is the process the runner started.
 
     Keyword-only options: ``root``, the directory of job directories (default: the
     ``SUPERVISOR_PROCESS_ROOT`` environment variable, else ``.supervisor/jobs``; made
@@ -102,8 +107,18 @@ class ProcessConnector(AsyncConnector[ProcessJob]):
         await trio.to_thread.run_sync(JobDir(job_dir).start, spec, encode_inputs(inputs))
         return ProcessJob(job_id=job_id, job_dir=str(job_dir))
 
+    def _job(self, meta: ProcessJob) -> JobDir:
+        """The meta's job directory, confined to the root (blocking: resolves symlinks).
+
+        Errors: PermanentError for a directory outside the root.
+        """
+        try:
+            return JobDir.confined(self._root, meta.job_id, meta.job_dir)
+        except NotOurJob as exc:
+            raise PermanentError(str(exc)) from None
+
     async def get(self, resource_meta: ProcessJob, **kwargs: Any) -> Resource:
-        return await trio.to_thread.run_sync(JobDir(resource_meta.job_dir).state)
+        return await trio.to_thread.run_sync(lambda: self._job(resource_meta).state())
 
     async def delete(self, resource_meta: ProcessJob, **kwargs: Any) -> None:
         """Cancel the job: SIGTERM its process group, SIGKILL after the grace period.
@@ -112,7 +127,8 @@ class ProcessConnector(AsyncConnector[ProcessJob]):
         Cancellation: safe; the job stays marked cancelled and a repeated delete signals
         the process group again.
         """
-        pgid = await trio.to_thread.run_sync(JobDir(resource_meta.job_dir).request_cancel)
+        job = await trio.to_thread.run_sync(self._job, resource_meta)
+        pgid = await trio.to_thread.run_sync(job.request_cancel)
         if pgid is None or not signal_group(pgid, signal.SIGTERM):
             return
         with trio.move_on_after(self._terminate_grace):
@@ -120,17 +136,22 @@ class ProcessConnector(AsyncConnector[ProcessJob]):
             while group_alive(pgid):  # noqa: ASYNC110
                 await trio.sleep(_TERMINATE_POLL)
             return
-        signal_group(pgid, signal.SIGKILL)
+        if await trio.to_thread.run_sync(job.group_to_signal) == pgid:  # still the job's
+            signal_group(pgid, signal.SIGKILL)
 
     async def get_logs(
         self, resource_meta: ProcessJob, *, lines: int | None = None, **kwargs: Any
     ) -> AsyncIterator[GetTaskLogsResponse]:
         """The job's stdout lines, then its stderr lines (the last ``lines`` of them).
 
-        Errors: FileNotFoundError when the job directory does not exist.
+        Errors: FileNotFoundError when the job directory does not exist; PermanentError
+        for one outside the root, or log files that are symlinks.
         """
-        job = JobDir(resource_meta.job_dir)
+        job = await trio.to_thread.run_sync(self._job, resource_meta)
         if not await trio.Path(job.path).is_dir():
             raise FileNotFoundError(f"job directory not found: {job.path}")
+        for log in (job.stdout, job.stderr):
+            if await trio.Path(log).is_symlink():
+                raise PermanentError(f"{log.name} of job {job.path.name} is a symlink: refused")
         async for response in log_responses(job.stdout, job.stderr, lines=lines):
             yield response

@@ -35,11 +35,12 @@ from ._runner import (
     STARTED,
     STDERR,
     STDOUT,
+    process_start_time,
     write_atomic,
 )
 from ._spec import JobSpec
 
-__all__ = ["JobDir", "group_alive", "job_id_for_key", "signal_group"]
+__all__ = ["JobDir", "NotOurJob", "group_alive", "job_id_for_key", "signal_group"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,11 +61,34 @@ def job_id_for_key(key: str) -> str:
     return f"{cleaned}-{digest}" if cleaned else digest
 
 
+class NotOurJob(ValueError):
+    """A job directory the connector did not make: outside its root (a forged meta)."""
+
+
 class JobDir:
     """The files of one job under its directory (see ``_runner`` for the layout)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+
+    @classmethod
+    def confined(cls, root: Path, job_id: str, path: str) -> JobDir:
+        """The job directory ``path`` names, if it is ``root/job_id`` (symlinks resolved).
+
+        Errors: NotOurJob otherwise: a resource_meta naming any other directory is forged,
+        and nothing in it is read, written or signalled.
+        """
+        resolved = Path(path).resolve()
+        if (
+            not _SAFE_ID.fullmatch(job_id)
+            or resolved.name != job_id
+            or resolved.parent != root.resolve()
+        ):
+            raise NotOurJob(
+                f"resource_meta names a job directory outside {root}: refused (forged, or "
+                "made under another process root)"
+            )
+        return cls(resolved)
 
     @property
     def stdout(self) -> Path:
@@ -163,10 +187,48 @@ class JobDir:
 
     def pid(self) -> int | None:
         """The pid of the command (its process group's leader), once it has started."""
+        return self._pid_record()[0]
+
+    def _pid_record(self) -> tuple[int | None, str | None]:
+        """The leader's pid and start time (None: a pid file from before start times)."""
         try:
-            return int((self.path / PID).read_text())
+            fields = (self.path / PID).read_text().split()
         except FileNotFoundError:
+            return None, None
+        return int(fields[0]), fields[1] if len(fields) > 1 else None
+
+    def group_to_signal(self) -> int | None:
+        """The job's process group, if signalling it reaches the job and nothing else.
+
+        While the leader lives it must be the process the runner started (same start time;
+        for a pid file from before start times, a process whose environment names this job
+        directory). Once the leader is gone, a group of that id is still the job's: Linux
+        does not reuse a pid while a process group bears it. None when not started or not
+        ours (logged).
+        """
+        pid, recorded = self._pid_record()
+        if pid is None:
             return None
+        current = process_start_time(pid)
+        if current is None:
+            return pid
+        ours = current == recorded if recorded is not None else self._environ_names_us(pid)
+        if ours and _leader_alive(pid):
+            return pid
+        if not ours:
+            _log.warning(
+                "job %s: pid %d is not the process this job started: not signalled",
+                self.path.name,
+                pid,
+            )
+        return None
+
+    def _environ_names_us(self, pid: int) -> bool:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            return False
+        return f"FLYTE_JOB_DIR={self.path}".encode() in environ.split(b"\0")
 
     def _exit_status(self) -> dict[str, Any] | None:
         try:
@@ -235,7 +297,7 @@ class JobDir:
         now = datetime.datetime.now(datetime.UTC).isoformat()
         write_atomic(self.path / CANCELLED, now.encode())
         # After the mark, then the pid: the runner writes the pid, then reads the mark.
-        return self.pid()
+        return self.group_to_signal()
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -6,7 +6,8 @@ being importable nor pays for importing it) in a new session, holding the job di
 ``lock`` on an inherited descriptor. It forks once more, so the first process exits at once
 (the connector reaps it) and the second is reparented to init: it outlives the supervisor.
 The second process starts the command in its own process group with stdout/stderr
-redirected to files, records the group leader's pid, waits, and records the exit status.
+redirected to files, records the group leader's pid and start time, waits, and records the
+exit status.
 It keeps the lock until it exits, so "lock held" means "a runner owns this job".
 
 The connector imports this module for the file names and ``write_atomic``; it must not
@@ -37,6 +38,7 @@ __all__ = [
     "STDERR",
     "STDOUT",
     "main",
+    "process_start_time",
     "write_atomic",
 ]
 
@@ -68,6 +70,22 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def process_start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot: ``/proc/PID/stat`` field 22).
+
+    With the pid it names one process for the machine's uptime: a pid reused by another
+    process has another start time. None when the process is gone or there is no ``/proc``.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    # Field 2 (the command name) is in parentheses and may hold spaces: split after it.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"usage: {argv[0]} JOB_DIR", file=sys.stderr)
@@ -89,7 +107,11 @@ def _run(job_dir: Path) -> None:
         return
     if proc is None:
         return
-    write_atomic(job_dir / PID, str(proc.pid).encode())
+    # The pid and the process's start time: a delete signals the group only while its
+    # leader is still this process (or gone), never a process that reused the pid.
+    started = process_start_time(proc.pid)
+    record = str(proc.pid) if started is None else f"{proc.pid} {started}"
+    write_atomic(job_dir / PID, record.encode())
     # A delete that came before the pid existed left only the marker: honour it here.
     # (delete writes the marker, then reads the pid; we write the pid, then read the marker.)
     if (job_dir / CANCELLED).exists():

@@ -47,7 +47,7 @@ from flyteproto.flyteidl2 import connector as pb
 from .._errors import ConnectorFailed, ServiceError, Unavailable
 from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 from ..observe import ConnectorMetrics, Metrics
-from ..wire import native_inputs, resource_to_proto
+from ..wire import native_inputs, payload_of, resource_to_proto
 from ._job import (
     Observation,
     Observer,
@@ -73,6 +73,10 @@ def _unmeasured() -> ConnectorMetrics:
     return Metrics().connector("")
 
 
+def _unsealed(_task_type: str, _version: int, meta: bytes) -> bytes:
+    return meta
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What every actor of one connector shares (all of it read-only or thread-safe)."""
@@ -83,6 +87,8 @@ class JobContext:
     wall_clock: Callable[[], float]
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     metrics: ConnectorMetrics = dataclasses.field(default_factory=_unmeasured)
+    #: (task type, version, the connector's bytes) -> the resource_meta we hand out (MAC'd).
+    seal: Callable[[str, int, bytes], bytes] = _unsealed
 
 
 class JobHandle:
@@ -255,7 +261,7 @@ class _Actor:
             return
         self.handle.created.set()
         assert self.record.resource_meta is not None
-        self.meta = self.connector.metadata_type.decode(self.record.resource_meta)
+        self.meta = self.connector.metadata_type.decode(payload_of(self.record.resource_meta))
         next_poll = trio.current_time() + (0.0 if self.resumed else self.connector.poll_interval)
         while True:
             await self.take_messages()
@@ -411,7 +417,9 @@ class _Actor:
             "created",
             {"reconciled": self.resumed},
             create_state=CreateState.CREATED,
-            resource_meta=meta.encode(),
+            resource_meta=self.ctx.seal(
+                self.record.task_type, self.record.task_type_version, meta.encode()
+            ),
             message="",
         )
         return True

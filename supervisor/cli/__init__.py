@@ -15,3 +15,4 @@ from ._run import read_inputs as read_inputs
 from ._run import read_template as read_template
 from ._settings import ENVIRONMENT as ENVIRONMENT
 from ._settings import Settings as Settings
+from ._settings import parse_serve as parse_serve

@@ -82,17 +82,18 @@ def journal_message(exc: JournalError, url: str | None) -> str:
     """``exc`` in one line: the database's own first line, and what to do about it."""
     where = f"journal {safe_url(url)}: " if url else ""
     cause = _db_cause(exc)
-    if cause is None:
-        return where + _first_line(str(exc))
-    text = _first_line(str(getattr(cause, "orig", None) or cause))
     path = sqlite_path(url) if url else None
-    if path is not None:
+    if path is not None and (cause is not None or isinstance(exc.__cause__, OSError)):
         read_only = _read_only_reason(path)
         if read_only:
             return (
                 f"{where}{read_only}: serve needs to write its journal there "
                 "(journal ls/show/stats only read): pick a writable --journal"
             )
+    if cause is None:
+        return where + _first_line(str(exc))
+    text = _first_line(str(getattr(cause, "orig", None) or cause))
+    if path is not None:
         return f"{where}{text}"
     if isinstance(cause, sa.exc.OperationalError):
         return f"{where}cannot reach the database: {text} (is it running? check --journal)"

@@ -8,6 +8,7 @@ the parsers and that mapping, and a test proves every variable is honoured.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ ENV_PREFIX = "SUPERVISOR_"
 DEFAULT_JOURNAL = "sqlite:///.supervisor/journal.db"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: The shortest resource_meta key we accept (HMAC-SHA256 keys should be 32 bytes or more).
+MIN_META_KEY_BYTES = 16
 #: Seconds ``health`` waits for an answer.
 DEFAULT_HEALTH_TIMEOUT = 5.0
 
@@ -48,6 +51,9 @@ ENVIRONMENT: dict[str, str] = {
     "--ui": "SUPERVISOR_UI",
     "--log-level": "SUPERVISOR_LOG_LEVEL",
     "--log-format": "SUPERVISOR_LOG_FORMAT",
+    "--meta-key": "SUPERVISOR_META_KEY",
+    "--meta-key-file": "SUPERVISOR_META_KEY_FILE",
+    "--adopt-unsigned": "SUPERVISOR_ADOPT_UNSIGNED",
 }
 
 
@@ -63,6 +69,9 @@ class Settings:
     journal: str = DEFAULT_JOURNAL
     metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
     ui: bool = False  # the journal web view on the metrics port
+    meta_key: str | None = dataclasses.field(default=None, repr=False)  # a secret
+    meta_key_file: str | None = None
+    adopt_unsigned: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -77,7 +86,36 @@ class Settings:
             journal=args.journal,
             metrics_port=args.metrics_port,
             ui=args.ui,
+            meta_key=args.meta_key or None,
+            meta_key_file=args.meta_key_file or None,
+            adopt_unsigned=args.adopt_unsigned,
         )
+
+    def resource_meta_key(self) -> bytes | None:
+        """The configured resource_meta key (``--meta-key`` or the file's first line); None:
+        use the one generated into the journal.
+
+        Errors: ValueError with one line for the user (both given, unreadable file, too short).
+        """
+        if self.meta_key and self.meta_key_file:
+            raise ValueError("give --meta-key or --meta-key-file, not both")
+        key = self.meta_key
+        if self.meta_key_file:
+            try:
+                with open(self.meta_key_file, encoding="utf-8") as file:
+                    key = file.readline().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(
+                    f"cannot read --meta-key-file {self.meta_key_file}: {exc}"
+                ) from None
+        if key is None:
+            return None
+        if len(key.encode()) < MIN_META_KEY_BYTES:
+            raise ValueError(
+                f"the resource_meta key must be at least {MIN_META_KEY_BYTES} bytes "
+                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
+        return key.encode()
 
 
 def _default(flag: str, default: str, environ: Mapping[str, str]) -> str:
@@ -259,6 +297,35 @@ def add_serve_arguments(
         "text (key=value lines) or json (one object a line)",
         type=_log_format,
         metavar="{text,json}",
+    )
+    parser.add_argument(
+        "--meta-key",
+        default=env.get(ENVIRONMENT["--meta-key"]),
+        metavar="KEY",
+        help="the key (at least 16 bytes; 64 hex characters recommended) that MACs the "
+        "resource_metas this service hands out; every replica of one journal needs the "
+        "same; without one, a key generated into the journal on first start is used; "
+        "prefer the variable or --meta-key-file to a flag, which `ps` shows (env "
+        "SUPERVISOR_META_KEY; default: none)",
+    )
+    _add(
+        parser,
+        "--meta-key-file",
+        "",
+        env,
+        "a file whose first line is the resource_meta key (a mounted secret)",
+        metavar="PATH",
+    )
+    _add(
+        parser,
+        "--adopt-unsigned",
+        "false",
+        env,
+        "adopt resource_metas that carry no MAC (from Flyte's own connector service, or "
+        "from a version before MACs): for a migration window only, since any client can "
+        "then make this service poll or cancel any external job",
+        type=_bool,
+        metavar="BOOL",
     )
 
 

@@ -140,13 +140,17 @@ class Edge:
         self._metrics = metrics or Metrics()
         self._in_flight = 0
         self._draining = False
+        self._refusal = "server is shutting down"
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
-    def drain(self) -> None:
-        """Refuse new calls with UNAVAILABLE; calls under way go on."""
+    def drain(self, reason: str = "server is shutting down") -> None:
+        """Refuse new calls with UNAVAILABLE (``reason`` is the message); calls under way go
+        on."""
+        if not self._draining:
+            self._refusal = reason
         self._draining = True
 
     @contextmanager
@@ -155,7 +159,7 @@ class Edge:
         call = self._metrics.rpc(method)
         if self._draining:
             call.finished(Status.UNAVAILABLE)
-            raise GRPCError(Status.UNAVAILABLE, "server is shutting down")
+            raise GRPCError(Status.UNAVAILABLE, self._refusal)
         self._in_flight += 1
         status = Status.CANCELLED  # unless it ends otherwise: the caller went away
         try:

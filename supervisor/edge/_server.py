@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -45,6 +46,7 @@ async def serve_grpc(
     grace: float,
     metrics: Metrics | None = None,
     sock: socket.socket | None = None,
+    halt: Callable[[], Awaitable[str]] | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGTERM/SIGINT or cancellation; then drain and return.
@@ -54,6 +56,10 @@ async def serve_grpc(
 
     ``sock``: a socket the caller bound (and listens on) already, so that a port in use is
     known before anything else starts; ``host`` and ``port`` then only name it in logs.
+
+    ``halt``, awaited beside serving, returns a reason when the service cannot go on (its
+    journal is lost): from then on health is NOT_SERVING and every call is UNAVAILABLE
+    with that reason, until the signal.
 
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
@@ -70,13 +76,24 @@ async def serve_grpc(
     _log.info("listening on %s:%d", listening.host, listening.port)
     task_status.started(listening)
     try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                _log.info("received %s: shutting down", signal.Signals(signum).name)
-                break
+        async with trio.open_nursery() as nursery:
+            if halt is not None:
+                nursery.start_soon(_halt_when, halt, edge, ready)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    _log.info("received %s: shutting down", signal.Signals(signum).name)
+                    break
+            nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await _drain(server, edge, ready, grace)
+
+
+async def _halt_when(halt: Callable[[], Awaitable[str]], edge: Edge, ready: ServiceStatus) -> None:
+    reason = await halt()
+    ready.set(False)
+    edge.drain(f"not serving: {reason}")
+    _log.error("stopped serving: %s (health NOT_SERVING, every call UNAVAILABLE)", reason)
 
 
 async def _drain(server: Server, edge: Edge, ready: ServiceStatus, grace: float) -> None:

@@ -9,6 +9,7 @@ from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
 from ._engine import sqlite_path as sqlite_path
 from ._errors import JournalError as JournalError
+from ._errors import JournalLost as JournalLost
 from ._errors import JournalURLError as JournalURLError
 from ._journal import Journal as Journal
 from ._journal import JournalStatistics as JournalStatistics
@@ -46,6 +47,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalLike",
+    "JournalLost",
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",

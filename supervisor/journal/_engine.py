@@ -25,7 +25,7 @@ __all__ = [
 DEFAULT_URL = "sqlite:///.supervisor/journal.db"
 """A SQLite file under ``.supervisor/`` in the working directory (created when missing).
 
-Only this directory is created: the directory of any other SQLite path must exist (a
+Of directories, only a SQLite file's own is created, and only when its parent exists (a
 typo makes an error, not a new tree of directories)."""
 
 _USAGE = "use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB"
@@ -65,24 +65,28 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def sqlite_path(url: str | URL) -> Path | None:
-    """The file of a SQLite journal URL (absolute); None for other databases."""
+    """The file of a SQLite journal URL (as ``create_engine`` made it); None for others
+    (and for text that is no journal URL)."""
     try:
         parsed = normalize_url(url)
     except JournalURLError:
         return None
     if parsed.get_backend_name() != "sqlite":
         return None
-    database = (parsed.database or "").removeprefix("file:").split("?")[0]
-    return Path(database).resolve()
+    database = (parsed.database or "").removeprefix("file:").split("?", 1)[0]
+    return Path(database).absolute()
 
 
 def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) -> sa.Engine:
     """A sync engine for ``url`` holding at most ``connections`` connections.
 
-    SQLite files get WAL, ``synchronous=FULL`` and a busy timeout; the directory of the
-    default file (``DEFAULT_URL``) is created when missing, no other.
+    SQLite files get WAL, ``synchronous=FULL`` and a busy timeout. A missing SQLite file
+    is created here, once: the engine's connections open it with ``mode=rw``, so a file
+    deleted later is an error, never a new empty journal. So is the file's own directory
+    (``.supervisor/`` of ``DEFAULT_URL``), when its parent exists: a path in missing
+    directories (a typo) is an error, not a new tree of directories.
 
-    Errors: ``JournalError`` when the directory of a SQLite file does not exist.
+    Errors: ``JournalError`` when the directories are missing or the file cannot be made.
     """
     parsed = normalize_url(url)
     pool: dict[str, Any] = {"pool_size": connections, "max_overflow": 0}
@@ -90,14 +94,20 @@ def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) ->
         return sa.create_engine(parsed, pool_pre_ping=True, **pool)
     database = parsed.database or ""
     if not database.startswith("file:"):
-        directory = Path(database).parent
-        if parsed == sa.make_url(DEFAULT_URL):
-            directory.mkdir(exist_ok=True)
-        elif not directory.is_dir():
+        path = Path(database).absolute()
+        if not path.parent.parent.is_dir():
             raise JournalError(
-                f"no directory {directory.resolve()} for the journal file: create it, "
+                f"no directory {path.parent.parent} for the journal's directory: create it, "
                 "or pick another --journal path"
             )
+        try:
+            path.parent.mkdir(exist_ok=True)
+            path.touch(exist_ok=True)  # an empty file is an empty SQLite database
+        except OSError as exc:
+            raise JournalError(f"cannot create {path}: {exc.strerror}") from exc
+        parsed = parsed.set(database=f"file:{path}").update_query_dict(
+            {"mode": "rw", "uri": "true"}
+        )
     engine = sa.create_engine(parsed, **pool)
     sa.event.listen(engine, "connect", _sqlite_connect)
     sa.event.listen(engine, "begin", _sqlite_begin)

@@ -1,8 +1,8 @@
-"""The journal's one error type."""
+"""The journal's errors: ``JournalError`` and its kinds."""
 
 from __future__ import annotations
 
-__all__ = ["JournalError", "JournalURLError"]
+__all__ = ["JournalError", "JournalLost", "JournalURLError"]
 
 
 class JournalError(Exception):
@@ -14,3 +14,9 @@ class JournalError(Exception):
 
 class JournalURLError(JournalError, ValueError):
     """``--journal`` is not a URL of a journal we can use; the message says what to write."""
+
+
+class JournalLost(JournalError):
+    """The journal is no longer the database that was opened: its SQLite file was deleted
+    or replaced, or its tables are gone. Nothing can be committed any more; it never comes
+    back (a new, empty journal must not be created under a running server)."""

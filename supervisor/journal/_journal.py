@@ -31,14 +31,17 @@ import sqlalchemy as sa
 import trio
 
 from . import _engine, _migrate
-from ._errors import JournalError
+from ._errors import JournalError, JournalLost
 from ._records import EventRecord, JobRecord, Put
 from ._store import IfAbsent, Store
 
-__all__ = ["CLOSE_TIMEOUT", "Journal", "JournalStatistics"]
+__all__ = ["CLOSE_TIMEOUT", "WATCH_INTERVAL", "Journal", "JournalStatistics"]
 
 CLOSE_TIMEOUT = 30.0
 """Seconds ``Journal.open`` waits, on exit, for the puts already submitted to commit."""
+
+WATCH_INTERVAL = 2.0
+"""Seconds between two checks that the journal is still the one opened (file, tables)."""
 
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
@@ -106,6 +109,8 @@ class Journal:
         self._writer_done = trio.Event()
         self._writer_thread = trio.CapacityLimiter(1)
         self._reader_threads = trio.CapacityLimiter(_engine.READ_CONCURRENCY)
+        self._lost: str | None = None
+        self._lost_event = trio.Event()
 
     @classmethod
     @asynccontextmanager
@@ -155,10 +160,12 @@ class Journal:
         async with trio.open_nursery() as nursery:
             journal = cls(store, send, max_batch=max_batch, on_commit=on_commit)
             writer_scope: trio.CancelScope = await nursery.start(journal._run_writer, receive)
+            nursery.start_soon(journal._watch)
             try:
                 yield journal
             finally:
                 await journal._close(writer_scope)
+                nursery.cancel_scope.cancel()  # the watch
 
     async def write(self, *puts: Put) -> None:
         """Commit ``puts``, in order, and return once they are durable.
@@ -188,8 +195,47 @@ class Journal:
         await self._submit(request)
         return request.found
 
+    @property
+    def lost(self) -> str | None:
+        """Why the journal is lost (see ``JournalLost``), or None while it is fine."""
+        return self._lost
+
+    async def wait_lost(self) -> str:
+        """Wait until the journal is lost; the reason, in one line."""
+        await self._lost_event.wait()
+        assert self._lost is not None
+        return self._lost
+
+    def _mark_lost(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = reason  # said once, by whoever waits (``serve``: "stopped serving")
+            self._lost_event.set()
+
+    def _check_lost(self, exc: BaseException) -> JournalLost | None:
+        reason = exc.args[0] if isinstance(exc, JournalLost) else self._store.lost_reason(exc)
+        if reason is None:
+            return None
+        self._mark_lost(reason)
+        lost = JournalLost(reason)
+        lost.__cause__ = exc
+        return lost
+
+    async def _watch(self) -> None:
+        """Check every ``WATCH_INTERVAL`` that the journal is still the one opened, so that
+        a lost journal is noticed even while nothing is written."""
+        while self._lost is None:
+            await trio.sleep(WATCH_INTERVAL)
+            try:
+                await trio.to_thread.run_sync(self._store.probe, limiter=self._reader_threads)
+            except JournalLost as exc:
+                self._mark_lost(str(exc))
+            except sa.exc.SQLAlchemyError:
+                pass  # an outage, not a loss: writes report it
+
     async def _submit(self, request: _Request) -> None:
         """Queue ``request`` for the writer and wait until it is committed or has failed."""
+        if self._lost is not None:
+            raise JournalLost(self._lost)
         # Per put, this and ``_wake`` are the Trio side of every transition: one schedule
         # point (the park), no Event or ParkingLot; the writer reschedules the task itself.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -211,6 +257,13 @@ class Journal:
             await trio.lowlevel.wait_task_rescheduled(request.abandon)
         if request.error is not None:
             raise request.error
+
+    async def setting(self, name: str, default: str) -> str:
+        """The stored value of setting ``name``, storing ``default`` first when there is none.
+
+        Errors: ``JournalError`` when the database fails.
+        """
+        return await self._read(self._store.setting, name, default)
 
     async def get(self, job_id: str) -> JobRecord | None:
         """The job's latest committed record, or ``None`` if the journal has never seen it."""
@@ -284,9 +337,14 @@ class Journal:
         Errors: ``JournalError`` when the database fails.
         Cancellation: takes effect once the query returns.
         """
+        if self._lost is not None:
+            raise JournalLost(self._lost)
         try:
             return await trio.to_thread.run_sync(query, *args, limiter=self._reader_threads)
         except sa.exc.SQLAlchemyError as exc:
+            lost = self._check_lost(exc)
+            if lost is not None:
+                raise lost from exc
             raise JournalError(f"journal read failed: {exc}") from exc
 
     async def _run_writer(
@@ -354,8 +412,8 @@ class Journal:
                 error = JournalError("the journal stopped before this write was committed")
                 for request in batch:  # isolate the faulty request
                     await self._commit([request])
-        except sa.exc.SQLAlchemyError as exc:
-            error = _commit_failed(exc)
+        except (sa.exc.SQLAlchemyError, JournalLost) as exc:
+            error = self._check_lost(exc) or _commit_failed(exc)
         except BaseException as exc:
             error = _commit_failed(exc)
             raise

@@ -29,6 +29,7 @@ class InMemoryJournal:
         self.history: list[EventRecord] = []
         self.counts = _Counts()
         self._fail_next: list[BaseException] = []
+        self.settings: dict[str, str] = {}
 
     def fail_next(self, error: BaseException) -> None:
         """Make the next ``write`` raise ``error`` without committing anything."""
@@ -66,6 +67,10 @@ class InMemoryJournal:
                     detail=put.detail,
                 )
             )
+
+    async def setting(self, name: str, default: str) -> str:
+        await trio.lowlevel.checkpoint()
+        return self.settings.setdefault(name, default)
 
     async def get(self, job_id: str) -> JobRecord | None:
         await trio.lowlevel.checkpoint()

@@ -16,6 +16,9 @@ class JournalLike(Protocol):
     async def write_if_absent(self, put: Put) -> JobRecord | None:
         """Commit ``put`` unless its job is known: ``None``; else the job's record, unchanged."""
 
+    async def setting(self, name: str, default: str) -> str:
+        """The stored value of setting ``name``; ``default`` is stored first when none is."""
+
     async def get(self, job_id: str) -> JobRecord | None: ...
 
     async def find_by_meta(

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from ._records import CreateState, DeleteState
 
-__all__ = ["TERMINAL_PHASES", "UNFINISHED", "events", "jobs", "metadata"]
+__all__ = ["TERMINAL_PHASES", "UNFINISHED", "events", "jobs", "metadata", "settings"]
 
 TERMINAL_PHASES = (3, 4, 5, 8)
 """SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED (flyteidl2.core.TaskExecution.Phase)."""
@@ -91,3 +91,11 @@ events = sa.Table(
     sa.Index("ix_events_job_id_seq", "job_id", "seq"),
     sqlite_autoincrement=True,
 )
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+"""Values the service keeps beside the jobs (the generated resource_meta key)."""

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
+from ._engine import sqlite_path
+from ._errors import JournalLost
 from ._memory import is_unfinished
 from ._records import CreateState, EventRecord, JobRecord, Put
 from ._rows import (
@@ -32,7 +36,7 @@ from ._rows import (
     record_of,
     stable_columns,
 )
-from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs
+from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs, settings
 
 __all__ = ["IfAbsent", "Store", "meta_key"]
 
@@ -51,6 +55,50 @@ class Store:
         # changes none of the stable columns of such a row is an UPDATE of the others.
         self._committed: dict[str, JobRecord] = {}
         self._fail_next: Exception | None = None
+        # A SQLite journal is the file that was opened: (st_dev, st_ino) of its path.
+        self._path = sqlite_path(engine.url)
+        self._identity: tuple[int, int] | None = None
+        if self._path is not None and self._path.exists():
+            stat = os.stat(self._path)
+            self._identity = (stat.st_dev, stat.st_ino)
+
+    def check_identity(self) -> None:
+        """Errors: JournalLost when the SQLite file opened is no longer at its path."""
+        if self._path is None or self._identity is None:
+            return
+        try:
+            stat = os.stat(self._path)
+        except FileNotFoundError:
+            raise JournalLost(f"the journal file {self._path} was deleted") from None
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            raise JournalLost(f"the journal file {self._path} was replaced by another file")
+
+    def probe(self) -> None:
+        """Check that the journal is still the one opened (file, tables).
+
+        Errors: JournalLost; SQLAlchemy's errors for anything else.
+        """
+        self.check_identity()
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.select(jobs.c.job_id).limit(1)).all()
+        except sa.exc.SQLAlchemyError as exc:
+            reason = self.lost_reason(exc)
+            if reason is not None:
+                raise JournalLost(reason) from exc
+            raise
+
+    def lost_reason(self, exc: BaseException) -> str | None:
+        """Why ``exc`` means the journal is gone (missing tables, a deleted or replaced
+        file); None for any other failure (an outage, a constraint)."""
+        try:
+            self.check_identity()
+        except JournalLost as lost:
+            return str(lost)
+        orig = getattr(exc, "orig", None)
+        if getattr(orig, "sqlstate", None) == "42P01" or "no such table" in str(orig):
+            return f"the journal's tables are gone from the database ({orig})"
+        return None
 
     def fail_next(self, error: Exception | None = None) -> None:
         """Test hook: the next ``commit`` writes its puts, then rolls back and raises ``error``.
@@ -77,6 +125,7 @@ class Store:
                 error, self._fail_next = self._fail_next, None
                 if error is not None:
                     raise error
+            self.check_identity()  # committed into a file nobody will open again?
         except BaseException:
             for job_id in batch.job_ids():  # the outcome may be unknown: forget these rows
                 self._committed.pop(job_id, None)
@@ -154,6 +203,28 @@ class Store:
             maybe_finished = record.phase in TERMINAL_PHASES or record.create_state in _NO_PHASE
             if maybe_finished and not is_unfinished(record):
                 del known[job_id]
+
+    def setting(self, name: str, default: str) -> str:
+        """The stored value of setting ``name``; ``default`` is stored first when none is.
+
+        One conditional insert and a read in one transaction: concurrent callers (replicas
+        starting together) all get the value that was stored first.
+        """
+        insert = (
+            postgresql.insert(settings)
+            if self.engine.dialect.name == "postgresql"
+            else sqlite.insert(settings)
+        )
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert.values(name=name, value=default).on_conflict_do_nothing(
+                    index_elements=["name"]
+                )
+            )
+            value = connection.execute(
+                sa.select(settings.c.value).where(settings.c.name == name)
+            ).scalar_one()
+        return str(value)
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job's row, or ``None``."""

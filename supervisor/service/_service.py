@@ -106,16 +106,22 @@ class StatelessAnswers:
         self, request: pb.GetTaskMetricsRequest
     ) -> pb.GetTaskMetricsResponse:
         connector = connector_for_category(self.registry, request.task_category)
-        meta = decode_meta(connector, request.resource_meta)
+        meta = await self.meta_to_act_on(connector, request.task_category, request.resource_meta)
         return await metrics_of(connector, meta, request)
 
     async def get_task_logs(
         self, request: pb.GetTaskLogsRequest
     ) -> AsyncIterator[pb.GetTaskLogsResponse]:
         connector = connector_for_category(self.registry, request.task_category)
-        meta = decode_meta(connector, request.resource_meta)
+        meta = await self.meta_to_act_on(connector, request.task_category, request.resource_meta)
         async for response in logs_of(connector, meta, request):
             yield response
+
+    async def meta_to_act_on(
+        self, connector: AsyncConnector[Any], category: pb.TaskCategory | None, data: bytes
+    ) -> ResourceMeta:
+        """The connector's meta for a client's bytes. Errors: InvalidArgument."""
+        return decode_meta(connector, data)
 
 
 class DirectService(StatelessAnswers):

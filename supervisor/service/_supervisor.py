@@ -4,8 +4,9 @@ CreateTask finds or starts the job's actor (by the identity derived from the tas
 execution id) and answers once the create has settled; GetTask answers from the actor's
 published state, or from the journal for a finished job, and never calls the external
 service; DeleteTask goes through the actor, which journals the intent before answering.
-A ``resource_meta`` we have never seen is decoded and its job adopted. On start, every
-unfinished job in the journal gets its actor back.
+A ``resource_meta`` we have never seen is adopted only if its MAC verifies (``MetaSeal``:
+the metas we hand out are sealed; a known job is found by its journalled bytes, sealed or
+from before sealing). On start, every unfinished job in the journal gets its actor back.
 
 Lookups of one job are serialised by a per-job lock, so two concurrent CreateTasks (or
 adoptions) of the same job start one actor.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -23,7 +25,7 @@ from typing import Any
 
 import trio
 
-from connectors import AsyncConnector, ConnectorRegistry, Phase, is_terminal
+from connectors import AsyncConnector, ConnectorRegistry, Phase, ResourceMeta, is_terminal
 from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import Connection
 
@@ -32,6 +34,7 @@ from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_fo
 from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
 from ..observe import Metrics, bind_job, job_fields
 from ..wire import (
+    MetaSeal,
     adopted_job_id,
     connection_kwargs,
     connector_for_category,
@@ -39,6 +42,7 @@ from ..wire import (
     decode_meta,
     job_id_for,
     native_inputs,
+    payload_of,
     retry_attempt,
 )
 from ._lifecycle import journal_resumed, lifecycle_detail
@@ -52,6 +56,8 @@ _log = logging.getLogger(__name__)
 ADOPTION_FIRST_POLL_WAIT = 5.0
 #: After an actor dies of an unexpected error, wait this long before restarting it.
 ACTOR_RESTART_DELAY = 5.0
+#: The journal setting that holds the generated resource_meta key (when none is configured).
+META_KEY_SETTING = "resource_meta_key"
 
 _MetaKey = tuple[str, int, bytes]
 
@@ -67,8 +73,16 @@ class Supervisor(StatelessAnswers):
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        meta_key: bytes | None = None,
+        adopt_unsigned: bool = False,
     ) -> None:
+        """``meta_key`` MACs the resource_metas we hand out (shared by replicas); without one,
+        a key generated into the journal is used. ``adopt_unsigned`` adopts metas without a
+        MAC (a migration window); see ``MetaSeal``."""
         super().__init__(registry)
+        self._meta_key = meta_key
+        self._adopt_unsigned = adopt_unsigned
+        self._seal: MetaSeal | None = None
         self._journal = journal
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
@@ -92,11 +106,24 @@ class Supervisor(StatelessAnswers):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
+                await self._open_seal()
                 await self.resume()
                 yield self
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
+
+    async def _open_seal(self) -> None:
+        key = self._meta_key
+        if key is None:
+            key = (await self._journal.setting(META_KEY_SETTING, secrets.token_hex(32))).encode()
+        self._seal = MetaSeal(key, adopt_unsigned=self._adopt_unsigned)
+
+    def _open(self, key: _MetaKey) -> bytes:
+        """The connector's bytes of a meta we do not know. Errors: InvalidArgument."""
+        if self._seal is None:
+            raise Unavailable("the supervisor is not running")
+        return self._seal.open(*key)
 
     async def resume(self) -> int:
         """Start an actor for every unfinished job in the journal. Returns how many.
@@ -136,6 +163,7 @@ class Supervisor(StatelessAnswers):
     def _context(self, connector: AsyncConnector[Any]) -> JobContext:
         ctx = self._contexts.get(id(connector))
         if ctx is None:
+            assert self._seal is not None  # set by running() before any actor starts
             ctx = JobContext(
                 connector=connector,
                 journal=self._journal,
@@ -143,6 +171,7 @@ class Supervisor(StatelessAnswers):
                 wall_clock=self._wall_clock,
                 rng=self._rng,
                 metrics=self._metrics.connector(connector.name),
+                seal=self._seal.seal,
             )
             self._contexts[id(connector)] = ctx
         return ctx
@@ -330,7 +359,7 @@ class Supervisor(StatelessAnswers):
         """
         record = await self._journal.find_by_meta(*key)
         if record is None:
-            decode_meta(connector, key[2])
+            decode_meta(connector, self._open(key))  # a meta we never saw: its MAC must verify
             return None
         handle = self._jobs.get(record.job_id)
         if handle is None:
@@ -381,6 +410,18 @@ class Supervisor(StatelessAnswers):
             return self._start(
                 connector, record, kwargs=connection_kwargs(connection) or None, resumed=True
             )
+
+    # -- GetTaskLogs, GetTaskMetrics -------------------------------------------------------
+
+    async def meta_to_act_on(
+        self, connector: AsyncConnector[Any], category: pb.TaskCategory | None, data: bytes
+    ) -> ResourceMeta:
+        """A known job's meta, or an unknown one whose MAC verifies. Errors: InvalidArgument."""
+        assert category is not None  # connector_for_category checked it
+        key = (category.name, category.version, data)
+        if key in self._by_meta or await self._journal.find_by_meta(*key) is not None:
+            return decode_meta(connector, payload_of(data))
+        return decode_meta(connector, self._open(key))
 
     # -- DeleteTask ------------------------------------------------------------------------
 

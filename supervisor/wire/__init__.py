@@ -12,3 +12,5 @@ from ._convert import resource_to_proto as resource_to_proto
 from ._identity import adopted_job_id as adopted_job_id
 from ._identity import job_id_for as job_id_for
 from ._identity import retry_attempt as retry_attempt
+from ._seal import MetaSeal as MetaSeal
+from ._seal import payload_of as payload_of

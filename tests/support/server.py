@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from .trust import TEST_META_KEY
+
 __all__ = [
     "REPO_ROOT",
     "ServerExited",
@@ -72,6 +74,7 @@ class ServerProcess:
         args: arguments after ``serve``; they come after ``--host``/``--port`` so they win.
         env: environment variables set on top of this process's environment, from which
             every ``SUPERVISOR_*`` variable is removed first (so runs are reproducible).
+            ``SUPERVISOR_META_KEY`` to ``TEST_META_KEY`` (``""``: the journal's key),
             ``SUPERVISOR_JOURNAL`` defaults to ``journal_url``, ``SUPERVISOR_METRICS_PORT``
             to 0 (a free port: see ``metrics_url``).
         cwd: working directory (the repository root by default, so ``tests.*`` imports).
@@ -134,6 +137,7 @@ class ServerProcess:
             "PYTHONUNBUFFERED": "1",
             "SUPERVISOR_JOURNAL": self.journal_url,
             "SUPERVISOR_METRICS_PORT": "0",
+            "SUPERVISOR_META_KEY": TEST_META_KEY,
         }
         env.update({**defaults, **self.env})
         with (
