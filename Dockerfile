@@ -5,6 +5,9 @@
 #   docker build -t flyte-connector-supervisor .
 #   docker run -p 8000:8000 -p 9090:9090 -v supervisor-data:/data flyte-connector-supervisor
 #
+# It drops into Flyte's flyteconnector Helm chart unchanged: `c0` (flyte-sdk's command line)
+# is on PATH; see docs/switching-flyte2.md.
+#
 # The SQLite journal and the process connector's job directories live on the /data volume.
 # For PostgreSQL, set SUPERVISOR_JOURNAL=postgresql://USER:PASSWORD@HOST/DB (from a secret).
 # Every setting: docs/configuration.md. Operating it: docs/operations.md.
@@ -20,9 +23,9 @@ COPY migrations ./migrations
 COPY proto/flyteproto ./proto/flyteproto
 COPY connectors ./connectors
 COPY supervisor ./supervisor
-# Our wheel and a wheel of every dependency (with the PostgreSQL driver and the optional
-# connectors' clients): the runtime stage installs from these alone.
-RUN pip wheel --wheel-dir /wheels ".[postgres,databricks]"
+# Our wheel and a wheel of every dependency (with the PostgreSQL driver, the optional
+# connectors' clients and flyte-sdk for its plugins): the runtime stage installs from these.
+RUN pip wheel --wheel-dir /wheels ".[postgres,databricks,flytesdk]"
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -34,8 +37,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends "tini=0.19.*" \
     && rm -rf /var/lib/apt/lists/*
+# The flytesdk extra (flyte-sdk) hosts unmodified flyteplugins-* connectors: a derived image
+# adds one with a single `pip install flyteplugins-NAME` (docs/switching-flyte2.md).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "flyte-connector-supervisor[postgres,databricks]==0.1.0"
+    pip install --no-index --find-links=/wheels \
+        "flyte-connector-supervisor[postgres,databricks,flytesdk]==0.1.0"
+# Flyte's Helm chart runs `c0 --port ... --modules ...` (flyte-sdk's command). flyte-sdk has a
+# `c0` script too, which a later pip install may write again: ours comes first on PATH. Under
+# the chart's command tini is not the entrypoint, so it starts here (as a subreaper).
+RUN mkdir -p /opt/supervisor/bin \
+    && printf '#!/bin/sh\nexec tini -s -- python -m supervisor c0 "$@"\n' > /opt/supervisor/bin/c0 \
+    && chmod 0755 /opt/supervisor/bin/c0
+ENV PATH=/opt/supervisor/bin:$PATH
 RUN groupadd --system --gid 10001 supervisor \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /data \
         --shell /usr/sbin/nologin supervisor \

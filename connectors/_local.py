@@ -31,13 +31,13 @@ from ._resource import Resource, ResourceMeta
 
 __all__ = [
     "CANCEL_TIMEOUT",
-    "DEFAULT_POLL_INTERVAL",
     "MAX_POLL_FAILURES",
+    "RUN_LOCAL_POLL_INTERVAL",
     "run_local",
 ]
 
 #: Seconds between two polls, as flyte-sdk's local executor.
-DEFAULT_POLL_INTERVAL = 3.0
+RUN_LOCAL_POLL_INTERVAL = 3.0
 #: How long an interrupted run waits for the external job's cancel.
 CANCEL_TIMEOUT = 60.0
 #: Consecutive failed polls after which a run gives up (the job is left as it is).
@@ -53,7 +53,7 @@ async def run_local(
     inputs: Mapping[str, Any] | None = None,
     *,
     output_prefix: str = "",
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    poll_interval: float = RUN_LOCAL_POLL_INTERVAL,
     output: TextIO | None = None,
     cancel_timeout: float = CANCEL_TIMEOUT,
     **kwargs: Any,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +23,29 @@ from flyteproto.flyteidl2.core import TaskTemplate
 from ._connector import AsyncConnector
 from ._errors import JobNotFound
 from ._phase import Phase, StateMap
+from ._registry import ConnectorRegistry, swap_default
 from ._resource import Resource, ResourceMeta, TaskLog
 
-__all__ = ["FakeConnector", "FakeJob", "FakeMeta", "FakeService"]
+__all__ = [
+    "FakeConnector",
+    "FakeJob",
+    "FakeMeta",
+    "FakeService",
+    "isolated_default_registry",
+    "verify_recovery",
+]
+
+
+@contextmanager
+def isolated_default_registry() -> Iterator[ConnectorRegistry]:
+    """Within: a fresh, empty default registry (what ``ConnectorRegistry.register`` fills);
+    the previous one is back afterwards. For tests of modules that register on import."""
+    previous = swap_default(ConnectorRegistry())
+    try:
+        yield ConnectorRegistry.default()
+    finally:
+        swap_default(previous)
+
 
 STATES = StateMap(
     {
@@ -187,3 +209,19 @@ class FakeConnector(AsyncConnector[FakeMeta]):
     async def delete(self, resource_meta: FakeMeta, **kwargs: Any) -> None:
         self.seen_kwargs.append(dict(kwargs))
         await self.service.cancel(resource_meta.job_id)
+
+
+async def verify_recovery(connector: AsyncConnector[Any], **options: Any) -> Any:
+    """Crash-test ``connector`` under a real supervisor, on Trio's (mock) clock.
+
+    The schedule of ``python -m supervisor verify-recovery``, in-process: jobs created,
+    polled and deleted as Flyte's executor does, while the supervisor crashes (at random,
+    right after a create, right after a cancel) and restarts on its journal. Options and
+    the report: ``supervisor.verify.verify_recovery``.
+
+    Errors: ``supervisor.verify.RecoveryViolation`` (an AssertionError) with the report.
+    """
+    # The supervisor sits above the SDK: reached only when a test asks for it.
+    from supervisor.verify import verify_recovery as run
+
+    return await run(connector, **options)

@@ -2,7 +2,8 @@
 
 Layers, each importing only those below it (``tests/test_import_rules.py`` checks):
 
-    cli        the commands: serve, run, journal, health; settings; generated docs
+    cli        the commands: serve, run, journal, health, verify-recovery; settings; docs
+    verify     restart-recovery verification: seeded schedule, report, in-process runner
     edge       gRPC on grpclib (asyncio, inside trio-asyncio): handlers, error mapping
     service    ConnectorService: Supervisor (actors + journal) and DirectService
     actor      one Trio actor per external job: lifecycle, inbox, kept answer

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MENTIONS = [
     ROOT / "README.md",
     ROOT / "docs" / "operations.md",
+    ROOT / "docs" / "switching-flyte2.md",
+    ROOT / "docs" / "recovery-testing.md",
     ROOT / "Dockerfile",
     ROOT / "deploy" / "kubernetes.yaml",
 ]
@@ -44,6 +46,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--meta-key": ("a-key-of-sixteen-bytes", "a-key-of-sixteen-bytes"),
     "--meta-key-file": ("/run/secrets/meta-key", "/run/secrets/meta-key"),
     "--adopt-unsigned": ("yes", True),
+    "--standby": ("yes", True),
 }
 
 
@@ -110,8 +113,8 @@ def test_documents_name_only_variables_that_exist(path: Path) -> None:
 def mentioned_flags(text: str) -> set[str]:
     """Flags given to our commands: after ``supervisor`` on a command line, or a code span
     that starts with a flag."""
-    flag = r"(?<![\w-])--[a-z][a-z-]*"
-    found = set(re.findall(r"`(--[a-z][a-z-]*)", text))
+    flag = r"(?<![\w-])--[a-z][a-z_-]*"
+    found = set(re.findall(r"`(--[a-z][a-z_-]*)", text))
     for line in text.splitlines():
         command = re.search(r"(?:-m[\"', ]+supervisor|\./dev serve)(.*)", line)
         if command is not None:

@@ -11,8 +11,24 @@ import pytest
 
 import connectors
 import supervisor
+import supervisor.actor
+import supervisor.cli
+import supervisor.edge
+import supervisor.journal
+import supervisor.observe
+import supervisor.service
+import supervisor.wire
 
-PACKAGES = [connectors, supervisor]
+SUBPACKAGES = [
+    supervisor.actor,
+    supervisor.cli,
+    supervisor.edge,
+    supervisor.journal,
+    supervisor.observe,
+    supervisor.service,
+    supervisor.wire,
+]
+PACKAGES = [connectors, supervisor, *SUBPACKAGES]
 
 
 def test_connector_author_imports_work() -> None:
@@ -56,6 +72,40 @@ def test_exported_classes_and_functions_name_the_package_or_its_private_modules(
         if isinstance(value, type | ModuleType) or callable(value):
             assert module is not None
             assert module.startswith((package.__name__, "flyteproto.")), (name, module)
+
+
+def test_the_facade_exports_what_users_and_tests_need() -> None:
+    assert sorted(supervisor.__all__) == [
+        "ConnectorFailed",
+        "ConnectorService",
+        "DirectService",
+        "InMemoryJournal",
+        "InvalidArgument",
+        "Journal",
+        "JournalError",
+        "JournalReader",
+        "Listening",
+        "Metrics",
+        "NotFound",
+        "ServiceError",
+        "Supervisor",
+        "Unavailable",
+        "Unimplemented",
+        "serve_grpc",
+    ]
+
+
+def test_the_facade_re_exports_the_subpackages_objects() -> None:
+    for name in supervisor.__all__:
+        homes = [p for p in SUBPACKAGES if name in p.__all__]
+        assert all(getattr(p, name) is getattr(supervisor, name) for p in homes), name
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES, ids=lambda p: p.__name__)
+def test_each_subpackage_says_what_it_holds_and_what_it_may_import(package: ModuleType) -> None:
+    doc = package.__doc__ or ""
+    assert doc.strip(), package.__name__
+    assert "sits on" in doc.lower() or "may import" in doc, package.__name__
 
 
 def test_generated_code_imports_as_flyteproto() -> None:

@@ -366,3 +366,16 @@ def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
     from tests.support.server import wait_for
 
     wait_for("the job's phase", check, timeout=timeout)
+
+
+def test_the_secrets_a_wrapped_create_requires_are_the_adapters() -> None:
+    class NeedsKey(sample.SleepConnector):
+        task_type_name = "needs_key"
+
+        async def create(  # type: ignore[override]
+            self, task_template: Any, output_prefix: str, *, snowflake_key: str, **kwargs: Any
+        ) -> Any:
+            raise NotImplementedError
+
+    assert FlyteSdkConnector(NeedsKey()).required_connection_keys() == {"snowflake_key"}
+    assert adapted().required_connection_keys() == frozenset()

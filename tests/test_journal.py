@@ -15,6 +15,7 @@ import trio.testing
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+import connectors
 import supervisor.journal
 from supervisor.journal import (
     TERMINAL_PHASES,
@@ -23,16 +24,19 @@ from supervisor.journal import (
     DeleteState,
     IfAbsent,
     InMemoryJournal,
+    JobQuery,
     JobRecord,
     Journal,
     JournalError,
     JournalLost,
+    JournalReader,
     Put,
     Store,
     create_engine,
     current_revision,
     downgrade,
     head_revision,
+    is_settled,
     is_unfinished,
     metadata,
     normalize_url,
@@ -70,13 +74,14 @@ async def journal(journal_url: str) -> AsyncIterator[Journal]:
 def test_public_surface() -> None:
     assert sorted(supervisor.journal.__all__) == sorted(
         [
-            "DEFAULT_URL",
             "CreateState",
             "DeleteState",
             "EventRecord",
             "InMemoryJournal",
+            "JobQuery",
             "JobRecord",
             "Journal",
+            "JournalBusy",
             "JournalError",
             "JournalLost",
             "JournalLike",
@@ -85,6 +90,7 @@ def test_public_surface() -> None:
             "JournalSummary",
             "JournalURLError",
             "PhaseCount",
+            "Owner",
             "Put",
             "current_revision",
             "downgrade",
@@ -92,12 +98,15 @@ def test_public_surface() -> None:
             "upgrade",
             "IfAbsent",
             "Store",
+            "NO_EXTERNAL_JOB",
             "TERMINAL_PHASES",
             "UNFINISHED",
             "create_engine",
+            "is_settled",
             "is_unfinished",
             "metadata",
             "normalize_url",
+            "phase_is_final",
             "safe_url",
             "sqlite_path",
         ]
@@ -186,16 +195,18 @@ async def test_concurrent_writes_are_group_committed_and_durable_when_write_retu
     journal_url: str,
 ) -> None:
     count = 500
-    async with Journal.open(journal_url) as writer, Journal.open(journal_url) as reader:
+    async with Journal.open(journal_url) as writer:
+        with JournalReader.open(journal_url) as reader:  # another engine
 
-        async def write_and_read_back(i: int) -> None:
-            record = job(f"job-{i}", created_at=T0 + i)
-            await writer.write(Put(record, "created"))
-            assert await reader.get(record.job_id) == record  # another engine sees it
+            async def write_and_read_back(i: int) -> None:
+                record = job(f"job-{i}", created_at=T0 + i)
+                await writer.write(Put(record, "created"))
+                seen = await trio.to_thread.run_sync(reader.get, record.job_id)
+                assert seen == record
 
-        async with trio.open_nursery() as nursery:
-            for i in range(count):
-                nursery.start_soon(write_and_read_back, i)
+            async with trio.open_nursery() as nursery:
+                for i in range(count):
+                    nursery.start_soon(write_and_read_back, i)
 
         stats = writer.statistics()
     assert stats.puts_committed == count
@@ -509,7 +520,7 @@ async def test_closing_commits_what_was_submitted_even_when_cancelled(journal_ur
 
     assert len(written) == 50
     async with Journal.open(journal_url) as reopened:
-        assert len(await reopened.list_jobs(limit=1000)) == 50
+        assert len(await reopened.list_jobs(JobQuery(limit=1000))) == 50
 
 
 async def test_write_after_close_is_refused(journal_url: str) -> None:
@@ -535,7 +546,8 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
     await journal.write(*(Put(r, "phase") for r in records))
 
     async def ids(**filters: object) -> list[str]:
-        return [r.job_id for r in await journal.list_jobs(**filters)]  # type: ignore[arg-type]
+        query = JobQuery(**filters)  # type: ignore[arg-type]
+        return [r.job_id for r in await journal.list_jobs(query)]
 
     assert await ids() == ["newest-fail", "new-run", "mid-run", "old-ok"]
     assert await ids(phase=RUNNING) == ["new-run", "mid-run"]
@@ -584,6 +596,42 @@ def test_sqlite_unfinished_index_predicate_is_the_query_predicate(tmp_path: Path
     finally:
         engine.dispose()
     assert "ix_jobs_unfinished" in str(plan)  # the migration's index serves the query
+
+
+def test_the_stored_final_phases_are_the_sdks_terminal_phases() -> None:
+    assert tuple(sorted(int(phase) for phase in connectors.TERMINAL_PHASES)) == TERMINAL_PHASES
+    assert (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED) == (
+        connectors.Phase.SUCCEEDED,
+        connectors.Phase.ABORTED,
+        connectors.Phase.FAILED,
+        connectors.Phase.RETRYABLE_FAILED,
+    )
+    assert "phase NOT IN (3, 4, 5, 8)" in UNFINISHED
+
+
+def test_the_migrated_unfinished_index_has_the_rules_predicate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            sql = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_unfinished'"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    # A change to the rule needs a migration that rebuilds the index with it.
+    assert sql.endswith(f"WHERE {UNFINISHED}")
+
+
+def test_settled_jobs_are_those_with_nothing_left_to_cancel() -> None:
+    grid = itertools.product(CreateState, DeleteState, [0, RUNNING, *TERMINAL_PHASES])
+    for create, delete, phase in grid:
+        record = job("a", create_state=create, delete_state=delete, phase=phase)
+        final = phase in TERMINAL_PHASES
+        no_job = create in (CreateState.FAILED, CreateState.ABANDONED)
+        expected = delete == DeleteState.DONE or (delete == DeleteState.NONE and (final or no_job))
+        assert is_settled(record) == expected, record
 
 
 def test_urls_are_normalized_to_supported_drivers(tmp_path: Path) -> None:

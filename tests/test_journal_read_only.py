@@ -47,11 +47,11 @@ def read(source: Path, tmp_path: Path, *args: str) -> Any:
 
 @pytest.fixture
 def stopped_journal(tmp_path: Path) -> Path:
-    """The journal of a server that stopped: one file, no -wal or -shm beside it."""
+    """The journal of a server that stopped: no -wal or -shm beside it."""
     source = tmp_path / "source"
     source.mkdir()
     populate(f"sqlite:///{source / 'journal.db'}")
-    assert sorted(p.name for p in source.iterdir()) == ["journal.db"]
+    assert not [p.name for p in source.iterdir() if p.name.endswith(("-wal", "-shm"))]
     return source
 
 
@@ -61,7 +61,7 @@ def test_ls_show_and_stats_read_a_read_only_journal(stopped_journal: Path, tmp_p
     shown = read(stopped_journal, tmp_path, "show", "aaaa1111")
     assert [event["kind"] for event in shown["events"]] == ["create_intent", "created"]
     assert read(stopped_journal, tmp_path, "stats")["jobs"] == len(jobs)
-    assert sorted(p.name for p in stopped_journal.iterdir()) == ["journal.db"]
+    assert not [p for p in stopped_journal.iterdir() if p.name.endswith(("-wal", "-shm"))]
 
 
 def test_a_copy_taken_while_the_server_wrote_reads_its_wal_too(tmp_path: Path) -> None:

@@ -98,12 +98,11 @@ class DatabricksConnector(AsyncConnector[DatabricksRun]):
         self._token = token
         self.request_timeout = request_timeout
         self.create_attempts = create_attempts
-        if poll_interval is not None:
-            self.poll_interval = poll_interval
-        if max_concurrent_calls is not None:
-            self.max_concurrent_calls = max_concurrent_calls
-        if call_timeout is not None:
-            self.call_timeout = call_timeout
+        self.override_options(
+            poll_interval=poll_interval,
+            max_concurrent_calls=max_concurrent_calls,
+            call_timeout=call_timeout,
+        )
 
     def __repr__(self) -> str:  # never show the token
         return f"{type(self).__name__}(instance={self._instance!r})"

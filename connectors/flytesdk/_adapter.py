@@ -15,7 +15,7 @@ from flyteproto.flyteidl2.connector import (
 )
 from flyteproto.flyteidl2.core import TaskTemplate
 
-from .._connector import AsyncConnector
+from .._connector import AsyncConnector, required_keywords
 from .._errors import PermanentError
 from .._resource import Resource
 from ._convert import (
@@ -79,15 +79,17 @@ class FlyteSdkConnector(AsyncConnector[FlyteSdkMeta]):
         call_timeout: float | None = None,
     ) -> None:
         self.wrapped = wrapped
-        if poll_interval is not None:
-            self.poll_interval = poll_interval
-        if max_concurrent_calls is not None:
-            self.max_concurrent_calls = max_concurrent_calls
-        if call_timeout is not None:
-            self.call_timeout = call_timeout
+        self.override_options(
+            poll_interval=poll_interval,
+            max_concurrent_calls=max_concurrent_calls,
+            call_timeout=call_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"FlyteSdkConnector({self.wrapped!r})"
+
+    def required_connection_keys(self) -> frozenset[str]:
+        return required_keywords(self.wrapped.create)
 
     async def create(
         self,

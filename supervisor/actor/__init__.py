@@ -2,18 +2,38 @@
 
 Sits on ``wire`` (conversions), ``observe`` (metrics, logs) and ``journal``; the
 ``service`` layer starts actors and talks to them only through the names below.
+
+``_actor`` (the lifecycle), ``_messages`` (the inbox), ``_observer`` (what a poll saw, in
+journal form), ``_changes`` (a record changed by it), ``_links`` (log links as JSON),
+``_answer`` (the GetTask answer and its encoded bytes).
 """
 
 from ._actor import JobContext as JobContext
 from ._actor import JobHandle as JobHandle
 from ._actor import run_actor as run_actor
-from ._job import Observer as Observer
-from ._job import answer_for as answer_for
-from ._job import encode_answer as encode_answer
-from ._job import link_from_json as link_from_json
-from ._job import link_to_json as link_to_json
-from ._job import observed as observed
-from ._job import with_observation as with_observation
+from ._answer import answer_for as answer_for
+from ._answer import encode_answer as encode_answer
+from ._changes import with_observation as with_observation
+from ._links import link_from_json as link_from_json
+from ._links import link_to_json as link_to_json
 from ._messages import Cancel as Cancel
 from ._messages import Credentials as Credentials
 from ._messages import Inbox as Inbox
+from ._observer import Observer as Observer
+from ._observer import observed as observed
+
+__all__ = [
+    "Cancel",
+    "Credentials",
+    "Inbox",
+    "JobContext",
+    "JobHandle",
+    "Observer",
+    "answer_for",
+    "encode_answer",
+    "link_from_json",
+    "link_to_json",
+    "observed",
+    "run_actor",
+    "with_observation",
+]

@@ -40,23 +40,17 @@ from connectors import (
     PermanentError,
     Phase,
     ResourceMeta,
-    is_terminal,
 )
 from flyteproto.flyteidl2 import connector as pb
 
 from .._errors import ConnectorFailed, ServiceError, Unavailable
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put, phase_is_final
 from ..observe import ConnectorMetrics, Metrics
 from ..wire import native_inputs, payload_of, resource_to_proto
-from ._job import (
-    Observation,
-    Observer,
-    encode_answer,
-    observation_of,
-    with_observation,
-    with_phase,
-)
+from ._answer import encode_answer
+from ._changes import with_observation, with_phase
 from ._messages import Cancel, Credentials, Inbox
+from ._observer import Observation, Observer, observation_of
 
 __all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
 
@@ -168,9 +162,7 @@ async def run_actor(
 
 def _close_inbox(handle: JobHandle) -> None:
     """Answer what is still queued, then close: later senders see the actor is gone."""
-    settled = handle.record.delete_state == DeleteState.DONE or is_terminal(
-        Phase(handle.record.phase)
-    )
+    settled = handle.record.delete_state == DeleteState.DONE or phase_is_final(handle.record)
     for message in handle.inbox.close():
         if isinstance(message, Cancel):
             message.reply.set(None if settled else Unavailable("the job's actor stopped; retry"))
@@ -197,6 +189,7 @@ class _Actor:
         self.failures = 0
         self.retry_after = 0.0  # the service's own "not before" after the last failure
         self.timed_out = False
+        self.cancel_reason = ""  # why the supervisor itself cancels, if it does
         self.credentials_at = -math.inf  # when credentials came after a wait (poll lag)
         self.meta: ResourceMeta | None = None
         # Remembers the last report's JSON: cheap polls while nothing changes.
@@ -245,10 +238,17 @@ class _Actor:
         if message.kwargs and self.kwargs is None:
             self.got_credentials(message.kwargs)
         try:
-            if self.record.delete_state == DeleteState.NONE and not is_terminal(
-                Phase(self.record.phase)
-            ):
-                await self.commit("delete_intent", delete_state=DeleteState.REQUESTED)
+            if self.record.delete_state == DeleteState.NONE and not phase_is_final(self.record):
+                if message.reason:  # the supervisor's own cancel (a superseded attempt)
+                    self.cancel_reason = message.reason
+                    await self.commit(
+                        "delete_intent",
+                        {"reason": message.reason},
+                        delete_state=DeleteState.REQUESTED,
+                        message=message.reason,
+                    )
+                else:
+                    await self.commit("delete_intent", delete_state=DeleteState.REQUESTED)
         except BaseException as exc:
             message.reply.set(exc)
             raise
@@ -286,10 +286,7 @@ class _Actor:
             self.handle.polled.set()
 
     def finished(self) -> bool:
-        return (
-            is_terminal(Phase(self.record.phase))
-            and self.record.delete_state != DeleteState.REQUESTED
-        )
+        return phase_is_final(self.record) and self.record.delete_state != DeleteState.REQUESTED
 
     async def wait_until(self, when: float) -> bool:
         """Sleep until ``when``, then make sure of the credentials. False when a message or
@@ -506,6 +503,8 @@ class _Actor:
         deadline = self.record.deadline
         if self.timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
             phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
+        elif self.cancel_reason:
+            phase, message = Phase.ABORTED, f"{self.cancel_reason}: the external job was cancelled"
         else:
             phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
         record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())

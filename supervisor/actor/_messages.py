@@ -35,10 +35,15 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """DeleteTask: cancel the external job. ``reply`` is set once the intent is journalled."""
+    """DeleteTask: cancel the external job. ``reply`` is set once the intent is journalled.
+
+    ``reason``: why, when the supervisor cancels on its own (a superseded attempt); it is
+    the job's message from then on.
+    """
 
     kwargs: Mapping[str, str]
     reply: Reply = field(default_factory=Reply)
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ The top layer: it may import every other package; nothing imports it. ``config_d
 (a script) writes ``docs/configuration.md`` from these parsers.
 """
 
+from ._c0 import c0_main as c0_main
+from ._c0 import c0_settings as c0_settings
 from ._health import split_address as split_address
 from ._journal import meta_candidates as meta_candidates
 from ._journal import parse_age as parse_age
@@ -16,3 +18,20 @@ from ._run import read_template as read_template
 from ._settings import ENVIRONMENT as ENVIRONMENT
 from ._settings import Settings as Settings
 from ._settings import parse_serve as parse_serve
+
+__all__ = [
+    "ENVIRONMENT",
+    "InvalidRunInput",
+    "Settings",
+    "build_parser",
+    "c0_main",
+    "c0_settings",
+    "main",
+    "meta_candidates",
+    "parse_age",
+    "parse_phase",
+    "parse_serve",
+    "read_inputs",
+    "read_template",
+    "split_address",
+]

@@ -2,7 +2,7 @@
 
 It asks ``grpc.health.v1.Health/Check`` for the server's overall status with grpclib, on a
 short-lived asyncio loop of its own (``asyncio.run``): the probe is a separate process, not
-part of the service, whose asyncio lives in ``_edge``. grpclib's health messages are
+part of the service, whose asyncio lives in the ``edge`` package. grpclib's health messages are
 imported only when a check runs: they share protobuf's default descriptor pool with any
 other copy of ``grpc/health/v1``, so merely importing this module must not register them.
 """

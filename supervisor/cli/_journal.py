@@ -24,18 +24,21 @@ from typing import Any
 
 from betterproto2 import Casing
 
-from connectors import Phase, is_terminal
+from connectors import Phase
 
 from ..journal import (
     CreateState,
     DeleteState,
     EventRecord,
+    JobQuery,
     JobRecord,
     JournalError,
     JournalReader,
     JournalSummary,
     current_revision,
     head_revision,
+    is_unfinished,
+    phase_is_final,
     safe_url,
     upgrade,
 )
@@ -223,7 +226,7 @@ def journal_command(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     now = time.time()
     with JournalReader.open(args.journal) as reader:
-        records = reader.list_jobs(
+        query = JobQuery(
             phase=args.phase,
             task_type=args.task_type,
             connector=args.connector,
@@ -232,6 +235,7 @@ def _ls(args: argparse.Namespace) -> int:
             limit=args.limit,
             offset=args.offset,
         )
+        records = reader.list_jobs(query)
     if args.json:
         _print_json([job_json(record) for record in records])
         return 0
@@ -372,11 +376,7 @@ def state_of(record: JobRecord) -> str:
         return "create failed"
     if record.create_state == CreateState.ABANDONED:
         return "abandoned"
-    return "done" if is_terminal(Phase(record.phase)) else "live"
-
-
-def _is_live(record: JobRecord) -> bool:
-    return state_of(record) in ("creating", "cancelling", "live")
+    return "done" if phase_is_final(record) else "live"
 
 
 def job_json(record: JobRecord) -> dict[str, Any]:
@@ -389,7 +389,7 @@ def job_json(record: JobRecord) -> dict[str, Any]:
         "attempt": record.attempt,
         "phase": _phase(record.phase),
         "state": state_of(record),
-        "live": _is_live(record),
+        "live": is_unfinished(record),
         "create_state": record.create_state.value,
         "delete_state": record.delete_state.value,
         "message": record.message,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m supervisor serve|journal|run|health ...``.
+"""Command line: ``python -m supervisor serve|journal|run|health|c0|verify-recovery ...``.
 
 ``serve`` starts in an order that changes nothing before it can serve: bind the metrics
 and gRPC ports, open (and migrate) the journal, resume unfinished jobs, then accept calls.
@@ -13,41 +13,36 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 import trio
 import trio_asyncio
 
-from connectors import ConnectorRegistry
+from connectors import ConnectorRegistry, load_connectors
 
-from ..journal import Journal, safe_url, sqlite_path
+from ..journal import Journal, Owner, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import Supervisor
+from ._c0 import C0_COMMAND, add_c0_arguments, run_c0
+from ._c0 import DESCRIPTION as _C0
 from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message, report
 from ._health import check_health
 from ._journal import add_journal_commands, journal_command
 from ._run import add_run_arguments, run_command
 from ._settings import Settings, add_health_arguments, add_serve_arguments
+from ._verify import add_verify_arguments, verify_command
 
 __all__ = ["build_parser", "build_registry", "main"]
 
 _log = logging.getLogger("supervisor")
 
-#: Connections the kernel queues for the gRPC socket before grpclib accepts them.
-_BACKLOG = 100
-
 
 def build_registry(settings: Settings) -> ConnectorRegistry:
-    """Connectors from entry points (unless disabled) and ``--modules``.
+    """The default registry, filled from entry points (unless disabled) and ``--modules``.
 
     Errors: ImportError, DuplicateConnector, TypeError from discovery.
     """
-    registry = ConnectorRegistry()
-    if settings.entry_points:
-        registry.load_entry_points()
-    for module in settings.modules:
-        registry.load_module(module)
-    return registry
+    return load_connectors(settings.entry_points, settings.modules)
 
 
 async def _serve(
@@ -60,9 +55,9 @@ async def _serve(
     # Imported here: the journal and health commands need none of the gRPC server.
     from ..edge import Listening, serve_grpc
 
-    # What start-up made (modules, classes, descriptors: ~100,000 objects) lives as long as
-    # the process: out of the collector's sight, full collections stop walking it. Measured
-    # on a GetTask-only load: p99 116 ms -> 47 ms.
+    # What start-up made (modules, classes, descriptors) lives as long as the process: out
+    # of the collector's sight, full collections stop walking it, and so stop adding to the
+    # tail latency of every RPC (see BENCHMARKS.md).
     gc.freeze()
     path = sqlite_path(settings.journal)
     if path is not None and not path.exists():
@@ -72,7 +67,11 @@ async def _serve(
     # do asyncio-native connectors (flyte-sdk plugins).
     async with (
         trio_asyncio.open_loop(),
-        Journal.open(settings.journal, on_commit=metrics.journal_committed) as journal,
+        Journal.open(
+            settings.journal,
+            on_commit=metrics.journal_committed,
+            standby=_standing_by if settings.standby else None,
+        ) as journal,
         Supervisor(
             registry,
             journal,
@@ -85,20 +84,36 @@ async def _serve(
         metrics.watch(supervisor, journal)
         print(f"journal {safe_url(settings.journal)}: resumed {supervisor.resumed} job(s)")
         print(f"resource_meta MACs: {_key_origin(settings)}", flush=True)
+        # A cancel ends serve_grpc the way SIGTERM does (drain, then return): c0 --timeout.
+        serving = trio.CancelScope()
         listening: Listening = await nursery.start(
-            lambda task_status: serve_grpc(
-                supervisor,
-                host=settings.host,
-                port=settings.port,
-                grace=settings.grace,
-                metrics=metrics,
-                sock=sock,
-                halt=journal.wait_lost,
-                task_status=task_status,
+            lambda task_status: _serve_within(
+                serving,
+                serve_grpc(
+                    supervisor,
+                    host=settings.host,
+                    port=settings.port,
+                    grace=settings.grace,
+                    metrics=metrics,
+                    sock=sock,
+                    halt=journal.wait_lost,
+                    task_status=task_status,
+                ),
             )
         )
+        if settings.stop_after is not None:
+            serving.deadline = trio.current_time() + settings.stop_after
         # One parseable line for people and for tests that start us with --port 0.
         print(f"serving on {listening.host}:{listening.port}", flush=True)
+
+
+async def _serve_within(scope: trio.CancelScope, serving: Awaitable[None]) -> None:
+    with scope:
+        await serving
+
+
+def _standing_by(owner: Owner) -> None:
+    print(f"standby: the journal is in use by {owner.describe()}; waiting to take over", flush=True)
 
 
 def _key_origin(settings: Settings) -> str:
@@ -183,7 +198,9 @@ def serve(settings: Settings) -> int:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """The gRPC listening socket, bound before anything else starts. Errors: UserError."""
+    """The gRPC socket, bound (a port in use shows here) before anything else starts, and
+    listened on only when serving starts: until then (a standby waiting, jobs resuming)
+    connections are refused, not queued. Errors: UserError."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -193,8 +210,7 @@ def _bind(host: str, port: int) -> socket.socket:
         raise UserError(f"cannot serve gRPC on {host}:{port}: {exc}", EXIT_PORT) from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(_BACKLOG)
+        sock.bind(address)  # grpclib listens on it once the jobs are resumed
     except OSError as exc:
         sock.close()
         raise UserError(port_message("gRPC", host, port, exc), EXIT_PORT) from exc
@@ -233,6 +249,18 @@ def build_parser(
         "health", help="check a server's gRPC health service", description=_HEALTH
     )
     add_health_arguments(health_parser, environ)
+    c0_parser = commands.add_parser(
+        C0_COMMAND,
+        help="serve, with flyte-sdk's c0 command line (Flyte's Helm chart)",
+        description=_C0,
+    )
+    add_c0_arguments(c0_parser)
+    verify_parser = commands.add_parser(
+        "verify-recovery",
+        help="prove restart recovery: drive a server through crashes and check every job",
+        description=_VERIFY,
+    )
+    add_verify_arguments(verify_parser)
     return parser
 
 
@@ -247,10 +275,22 @@ _HEALTH = (
     "Ask a server's grpc.health.v1.Health service for its status; exit 0 only when it is "
     "SERVING (1 otherwise). For container health checks and probes."
 )
+_VERIFY = (
+    "Drive a server as Flyte's executor does (CreateTask re-sent after errors, GetTask on a "
+    "cadence, DeleteTask on a share of jobs) while killing and restarting it on a seeded "
+    "schedule; follow every job to its end and report lost jobs, duplicated creates and "
+    "cancels, resource_meta changes and recovery times. Flags it does not know go to the "
+    "server it starts (--serve). Exit 1 on any violation. See docs/recovery-testing.md."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser(prog=_program_name()).parse_args(argv)
+    parser = build_parser(prog=_program_name())
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "verify-recovery":
+        return verify_command(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return _dispatch(args)
     except BrokenPipeError:
@@ -266,6 +306,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_command(args)
     if args.command == "health":
         return health(args)
+    if args.command == C0_COMMAND:
+        return run_c0(args)
     code = journal_command(args)
     sys.stdout.flush()
     return code

@@ -24,16 +24,16 @@ from flyteidl2.core import tasks_pb2
 from google.protobuf import json_format
 
 from connectors import (
+    RUN_LOCAL_POLL_INTERVAL,
     AsyncConnector,
     BlobRef,
     ConnectorNotFound,
-    ConnectorRegistry,
     Phase,
     Resource,
     StructuredDatasetRef,
+    load_connectors,
     run_local,
 )
-from connectors._local import DEFAULT_POLL_INTERVAL
 from flyteproto.flyteidl2.core import (
     BlobTypeBlobDimensionality,
     LiteralType,
@@ -83,7 +83,7 @@ def add_run_arguments(
     parser.add_argument(
         "--poll-interval",
         type=float,
-        default=DEFAULT_POLL_INTERVAL,
+        default=RUN_LOCAL_POLL_INTERVAL,
         metavar="SECONDS",
         help="seconds between two polls (default %(default)s)",
     )
@@ -208,12 +208,7 @@ def _adapt(name: str, item: Any, declared: LiteralType | None) -> Any:
 
 
 def _connector_for(template: TaskTemplate, args: argparse.Namespace) -> AsyncConnector[Any]:
-    registry = ConnectorRegistry()
-    if args.entry_points:
-        registry.load_entry_points()
-    for module in args.modules:
-        if module:
-            registry.load_module(module)
+    registry = load_connectors(args.entry_points, [m for m in args.modules if m])
     return registry.get(template.type, template.task_type_version)
 
 

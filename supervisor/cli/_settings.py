@@ -54,6 +54,7 @@ ENVIRONMENT: dict[str, str] = {
     "--meta-key": "SUPERVISOR_META_KEY",
     "--meta-key-file": "SUPERVISOR_META_KEY_FILE",
     "--adopt-unsigned": "SUPERVISOR_ADOPT_UNSIGNED",
+    "--standby": "SUPERVISOR_STANDBY",
 }
 
 
@@ -72,6 +73,8 @@ class Settings:
     meta_key: str | None = dataclasses.field(default=None, repr=False)  # a secret
     meta_key_file: str | None = None
     adopt_unsigned: bool = False
+    stop_after: float | None = None  # seconds; then stop as on SIGTERM (c0 --timeout)
+    standby: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -89,6 +92,7 @@ class Settings:
             meta_key=args.meta_key or None,
             meta_key_file=args.meta_key_file or None,
             adopt_unsigned=args.adopt_unsigned,
+            standby=args.standby,
         )
 
     def resource_meta_key(self) -> bytes | None:
@@ -327,6 +331,16 @@ def add_serve_arguments(
         type=_bool,
         metavar="BOOL",
     )
+    _add(
+        parser,
+        "--standby",
+        "false",
+        env,
+        "with a SQLite journal another server owns: wait, and take over when it stops "
+        "(a hot standby), instead of refusing to start",
+        type=_bool,
+        metavar="BOOL",
+    )
 
 
 def add_health_arguments(
@@ -351,6 +365,7 @@ def add_health_arguments(
 
 
 def parse_serve(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings ``serve`` would run with for ``argv`` and ``environ``."""
     parser = argparse.ArgumentParser(prog="supervisor serve")
     add_serve_arguments(parser, environ)
     return Settings.from_args(parser.parse_args(argv))

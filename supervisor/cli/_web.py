@@ -22,7 +22,15 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..journal import EventRecord, JobRecord, JournalError, JournalReader, JournalSummary, safe_url
+from ..journal import (
+    EventRecord,
+    JobQuery,
+    JobRecord,
+    JournalError,
+    JournalReader,
+    JournalSummary,
+    safe_url,
+)
 from ._errors import EXIT_PORT, UserError, port_message
 from ._journal import (
     _age,
@@ -140,13 +148,15 @@ def _list_page(reader: JournalReader, url: str, query: Mapping[str, str]) -> str
     offset = int(query.get("offset") or 0)
     older = query.get("older_than") or None
     records = reader.list_jobs(
-        phase=parse_phase(query["phase"]) if query.get("phase") else None,
-        connector=query.get("connector") or None,
-        task_type=query.get("task_type") or None,
-        older_than=now - parse_age(older) if older else None,
-        unfinished=query.get("live") == "1",
-        limit=PAGE,
-        offset=max(0, offset),
+        JobQuery(
+            phase=parse_phase(query["phase"]) if query.get("phase") else None,
+            connector=query.get("connector") or None,
+            task_type=query.get("task_type") or None,
+            older_than=now - parse_age(older) if older else None,
+            unfinished=query.get("live") == "1",
+            limit=PAGE,
+            offset=max(0, offset),
+        )
     )
     summary = reader.summary()
     rows = [

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from connectors.process import DEFAULT_ROOT, ROOT_ENV_VAR
+from connectors.verify import DIR_ENV_VAR as VERIFY_DIR_ENV_VAR
 
 from . import build_parser
+from ._c0 import C0_COMMAND
 from ._settings import ENVIRONMENT
 
 __all__ = ["DOC_PATH", "main", "render"]
@@ -32,6 +34,12 @@ OTHER_ENVIRONMENT = (
         DEFAULT_ROOT,
         "directory of the process connector's job directories (one per job; keep it on the "
         "same volume as a SQLite journal)",
+    ),
+    (
+        VERIFY_DIR_ENV_VAR,
+        "none",
+        "directory of the verify connector's jobs and call records (`--modules "
+        "connectors.verify`; `verify-recovery --serve` sets it)",
     ),
 )
 
@@ -81,17 +89,19 @@ def _section(path: Sequence[str], parser: argparse.ArgumentParser) -> str:
     if parser.description:
         lines += [parser.description, ""]
     lines += ["| flag | environment | default | description |", "|---|---|---|---|"]
+    # c0's flags keep flyte-sdk's defaults: no variable stands behind them.
+    environment = {} if path[-1] == C0_COMMAND else ENVIRONMENT
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue
-        lines.append(_row(action))
+        lines.append(_row(action, environment))
     lines.append("")
     return "\n".join(lines)
 
 
-def _row(action: argparse.Action) -> str:
+def _row(action: argparse.Action, environment: Mapping[str, str]) -> str:
     flag = action.option_strings[-1] if action.option_strings else None
-    env = ENVIRONMENT.get(flag, "") if flag else ""
+    env = environment.get(flag, "") if flag else ""
     cells = [
         f"`{_invocation(action)}`",
         f"`{env}`" if env else "",

@@ -1,4 +1,4 @@
-"""The gRPC edge: the only module that runs asyncio code.
+"""The gRPC edge's handlers: where the service's requests run on asyncio.
 
 grpclib serves HTTP/2 on the asyncio loop that trio-asyncio runs inside our Trio program.
 Each handler decodes the request (a malformed one is INVALID_ARGUMENT), crosses to Trio
@@ -195,7 +195,7 @@ class Edge:
 
     async def get_task(self, stream: Stream[Any, Any]) -> None:
         # Hot path: Propeller polls every job every few seconds. The request arrives as the
-        # official (upb) message, strictly parsed in about a microsecond (betterproto2: ~25);
+        # official (upb) message, strictly parsed far faster than betterproto2 parses it;
         # a live job's answer is ready bytes, read without crossing to Trio (a Trio task per
         # call). Only the rest (journal lookups, adoption, errors) takes the full path.
         with self._call("GetTask") as call:

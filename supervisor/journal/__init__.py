@@ -1,9 +1,11 @@
 """The journal: every job's latest state and history, committed before it is acted on.
 
 SQLite (a file; the default) or PostgreSQL, through SQLAlchemy Core; schema by Alembic.
+The job rules (``_rules``: final phases, unfinished, settled) are defined here once, for
+SQL and Python alike. The bottom layer: it sits on ``connectors`` (the SDK's final phases)
+only.
 """
 
-from ._engine import DEFAULT_URL as DEFAULT_URL
 from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
@@ -14,11 +16,12 @@ from ._errors import JournalURLError as JournalURLError
 from ._journal import Journal as Journal
 from ._journal import JournalStatistics as JournalStatistics
 from ._memory import InMemoryJournal as InMemoryJournal
-from ._memory import is_unfinished as is_unfinished
 from ._migrate import current_revision as current_revision
 from ._migrate import downgrade as downgrade
 from ._migrate import head_revision as head_revision
 from ._migrate import upgrade as upgrade
+from ._owner import JournalBusy as JournalBusy
+from ._owner import Owner as Owner
 from ._protocol import JournalLike as JournalLike
 from ._reader import JournalReader as JournalReader
 from ._reader import JournalSummary as JournalSummary
@@ -26,16 +29,21 @@ from ._reader import PhaseCount as PhaseCount
 from ._records import CreateState as CreateState
 from ._records import DeleteState as DeleteState
 from ._records import EventRecord as EventRecord
+from ._records import JobQuery as JobQuery
 from ._records import JobRecord as JobRecord
 from ._records import Put as Put
-from ._schema import TERMINAL_PHASES as TERMINAL_PHASES
-from ._schema import UNFINISHED as UNFINISHED
+from ._rules import NO_EXTERNAL_JOB as NO_EXTERNAL_JOB
+from ._rules import TERMINAL_PHASES as TERMINAL_PHASES
+from ._rules import UNFINISHED as UNFINISHED
+from ._rules import is_settled as is_settled
+from ._rules import is_unfinished as is_unfinished
+from ._rules import phase_is_final as phase_is_final
 from ._schema import metadata as metadata
 from ._store import IfAbsent as IfAbsent
 from ._store import Store as Store
 
 __all__ = [
-    "DEFAULT_URL",
+    "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",
     "CreateState",
@@ -43,8 +51,10 @@ __all__ = [
     "EventRecord",
     "IfAbsent",
     "InMemoryJournal",
+    "JobQuery",
     "JobRecord",
     "Journal",
+    "JournalBusy",
     "JournalError",
     "JournalLike",
     "JournalLost",
@@ -52,6 +62,7 @@ __all__ = [
     "JournalStatistics",
     "JournalSummary",
     "JournalURLError",
+    "Owner",
     "PhaseCount",
     "Put",
     "Store",
@@ -59,9 +70,11 @@ __all__ = [
     "current_revision",
     "downgrade",
     "head_revision",
+    "is_settled",
     "is_unfinished",
     "metadata",
     "normalize_url",
+    "phase_is_final",
     "safe_url",
     "sqlite_path",
     "upgrade",

@@ -12,7 +12,6 @@ from sqlalchemy.engine import URL
 from ._errors import JournalError, JournalURLError
 
 __all__ = [
-    "DEFAULT_URL",
     "READ_CONCURRENCY",
     "create_engine",
     "create_read_only_engine",
@@ -21,12 +20,6 @@ __all__ = [
     "safe_url",
     "sqlite_path",
 ]
-
-DEFAULT_URL = "sqlite:///.supervisor/journal.db"
-"""A SQLite file under ``.supervisor/`` in the working directory (created when missing).
-
-Of directories, only a SQLite file's own is created, and only when its parent exists (a
-typo makes an error, not a new tree of directories)."""
 
 _USAGE = "use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB"
 
@@ -83,7 +76,7 @@ def create_engine(url: str | URL, *, connections: int = READ_CONCURRENCY + 1) ->
     SQLite files get WAL, ``synchronous=FULL`` and a busy timeout. A missing SQLite file
     is created here, once: the engine's connections open it with ``mode=rw``, so a file
     deleted later is an error, never a new empty journal. So is the file's own directory
-    (``.supervisor/`` of ``DEFAULT_URL``), when its parent exists: a path in missing
+    (``.supervisor/`` of the default journal), when its parent exists: a path in missing
     directories (a typo) is an error, not a new tree of directories.
 
     Errors: ``JournalError`` when the directories are missing or the file cannot be made.

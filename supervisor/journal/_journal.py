@@ -32,7 +32,8 @@ import trio
 
 from . import _engine, _migrate
 from ._errors import JournalError, JournalLost
-from ._records import EventRecord, JobRecord, Put
+from ._owner import Owner, OwnerLock
+from ._records import EventRecord, JobQuery, JobRecord, Put
 from ._store import IfAbsent, Store
 
 __all__ = ["CLOSE_TIMEOUT", "WATCH_INTERVAL", "Journal", "JournalStatistics"]
@@ -121,8 +122,14 @@ class Journal:
         upgrade: bool = True,
         max_batch: int = 2000,
         on_commit: CommitHook | None = None,
+        standby: Callable[[Owner], None] | None = None,
     ) -> AsyncIterator[Journal]:
         """Open the journal at ``url`` (SQLite file or PostgreSQL), migrating it if ``upgrade``.
+
+        A SQLite journal has one owner process (``OwnerLock``) while it is open: another
+        process's journal on the same file makes this raise ``JournalBusy``, or, with
+        ``standby``, wait until that process is gone (``standby(owner)`` is called once, as
+        the wait starts).
 
         On exit, every put already submitted is committed (shielded, for at most
         ``CLOSE_TIMEOUT`` seconds plus one commit) before the engine is disposed.
@@ -132,7 +139,13 @@ class Journal:
         unsupported URL.
         """
         engine = await trio.to_thread.run_sync(_engine.create_engine, url)
+        path = _engine.sqlite_path(url)
+        lock = OwnerLock(path) if path is not None and path.name != ":memory:" else None
         try:
+            if lock is not None and standby is not None:
+                await lock.acquire_waiting(standby)
+            elif lock is not None:
+                lock.acquire()
             await trio.to_thread.run_sync(_prepare_schema, engine, upgrade)
             async with cls.open_store(
                 Store(engine), max_batch=max_batch, on_commit=on_commit
@@ -141,6 +154,8 @@ class Journal:
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(engine.dispose)
+            if lock is not None:
+                lock.release()
 
     @classmethod
     @asynccontextmanager
@@ -282,8 +297,9 @@ class Journal:
         """Jobs the supervisor still owes work, oldest first: resume these after a restart.
 
         A job is unfinished while its create is PENDING, or its delete is REQUESTED, or its
-        phase is not terminal (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED). The rule reads
-        only ``create_state``, ``delete_state`` and ``phase``; ``finished_at`` is informative.
+        phase is not terminal (SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED); see
+        ``is_unfinished``. The rule reads only ``create_state``, ``delete_state`` and
+        ``phase``; ``finished_at`` is informative.
         """
         return await self._read(self._store.unfinished)
 
@@ -291,32 +307,9 @@ class Journal:
         """The job's history, oldest first."""
         return await self._read(self._store.events, job_id)
 
-    async def list_jobs(
-        self,
-        *,
-        phase: int | None = None,
-        task_type: str | None = None,
-        connector: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        older_than: float | None = None,
-        unfinished: bool = False,
-    ) -> list[JobRecord]:
-        """Jobs matching every filter given, newest first; ``older_than`` bounds ``created_at``;
-        ``unfinished`` keeps the jobs the supervisor still owes work."""
-
-        def query() -> list[JobRecord]:
-            return self._store.list_jobs(
-                phase=phase,
-                task_type=task_type,
-                connector=connector,
-                older_than=older_than,
-                unfinished=unfinished,
-                limit=limit,
-                offset=offset,
-            )
-
-        return await self._read(query)
+    async def list_jobs(self, query: JobQuery | None = None) -> list[JobRecord]:
+        """Jobs matching every filter of ``query`` (default: the newest 100), newest first."""
+        return await self._read(self._store.list_jobs, query or JobQuery())
 
     def statistics(self) -> JournalStatistics:
         """A snapshot of the writer's counters."""

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import trio
 
-from ._records import CreateState, DeleteState, EventRecord, JobRecord, Put
+from ._records import EventRecord, JobRecord, Put
+from ._rules import is_unfinished
 
 __all__ = ["InMemoryJournal"]
-
-_TERMINAL = frozenset({3, 4, 5, 8})
 
 
 @dataclass
@@ -100,14 +99,3 @@ class InMemoryJournal:
     def kinds(self, job_id: str) -> list[str]:
         """The event kinds of one job, in order (a test convenience)."""
         return [e.kind for e in self.history if e.job_id == job_id]
-
-
-def is_unfinished(record: JobRecord) -> bool:
-    """Work is left: a create in flight, a cancel not done, or a phase not yet final."""
-    if record.create_state == CreateState.PENDING:
-        return True
-    if record.delete_state == DeleteState.REQUESTED:
-        return True
-    if record.create_state in (CreateState.FAILED, CreateState.ABANDONED):
-        return False
-    return record.phase not in _TERMINAL

@@ -18,8 +18,9 @@ from alembic.runtime.migration import MigrationContext
 from ._engine import create_read_only_engine
 from ._errors import JournalError
 from ._migrate import head_revision
-from ._records import CreateState, DeleteState, EventRecord, JobRecord
-from ._schema import UNFINISHED, events, jobs
+from ._records import CreateState, DeleteState, EventRecord, JobQuery, JobRecord
+from ._rules import UNFINISHED
+from ._schema import events, jobs
 from ._store import Store
 
 __all__ = ["JournalReader", "JournalSummary", "PhaseCount"]
@@ -115,29 +116,9 @@ class JournalReader:
     def events(self, job_id: str) -> list[EventRecord]:
         return self._read(self._store.events, job_id)
 
-    def list_jobs(
-        self,
-        *,
-        phase: int | None = None,
-        task_type: str | None = None,
-        connector: str | None = None,
-        older_than: float | None = None,
-        unfinished: bool = False,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[JobRecord]:
-        """Jobs matching every filter, newest first (see ``Store.list_jobs``)."""
-        return self._read(
-            lambda: self._store.list_jobs(
-                phase=phase,
-                task_type=task_type,
-                connector=connector,
-                older_than=older_than,
-                unfinished=unfinished,
-                limit=limit,
-                offset=offset,
-            )
-        )
+    def list_jobs(self, query: JobQuery | None = None) -> list[JobRecord]:
+        """Jobs matching every filter of ``query`` (default: the newest 100), newest first."""
+        return self._read(self._store.list_jobs, query or JobQuery())
 
     def summary(self) -> JournalSummary:
         """Counts by connector and phase, the oldest live job, pending creates and deletes."""

@@ -1,7 +1,7 @@
 """What the journal stores: one row per job, and an append-only history of its changes.
 
-Records hold plain values only (str, int, float, bytes, JSON text): the journal knows nothing
-of connectors or protobuf. Secrets never reach a record: the supervisor strips the request's
+Records hold plain values only (str, int, float, bytes, JSON text); a phase is Flyte's
+number for it. Secrets never reach a record: the supervisor strips the request's
 ``connection`` before it builds one.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["CreateState", "DeleteState", "EventRecord", "JobRecord", "Put"]
+__all__ = ["CreateState", "DeleteState", "EventRecord", "JobQuery", "JobRecord", "Put"]
 
 
 class CreateState(enum.StrEnum):
@@ -63,6 +63,19 @@ class EventRecord:
     kind: str  # e.g. "create_intent", "created", "phase", "delete_intent", "deleted", "adopted"
     phase: int
     detail: str  # JSON object; never holds secrets
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobQuery:
+    """Which jobs a list wants: those matching every filter given, newest first."""
+
+    phase: int | None = None
+    task_type: str | None = None
+    connector: str | None = None
+    older_than: float | None = None  # created before this wall clock time
+    unfinished: bool = False  # only jobs the supervisor still owes work (``is_unfinished``)
+    limit: int = 100
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,14 +48,16 @@ COLUMNS = tuple(column.name for column in jobs.c)  # the full row: RECORD_FIELDS
 STABLE = (
     *("task_type", "task_type_version", "connector", "created_at"),
     *("resource_meta", "create_request", "outputs"),
+    *("owner", "lease_until"),
 )
-"""Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it) and the
-two blobs, which a job's transitions rarely change (outputs: once, at the end)."""
+"""Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it), the
+two blobs, which a job's transitions rarely change (outputs: once, at the end), and the
+columns reserved for replicas (unused yet). A put that changes one writes the whole row."""
 UPDATED = tuple(name for name in RECORD_FIELDS if name not in (*STABLE, "job_id"))
 UPDATED_INDEXES = range(len(UPDATED))
 UPDATED_AT = (UPDATED.index("updated_at"),)
 EVENT_COLUMNS = ("job_id", "at", "kind", "phase", "detail")
-ROWS_PER_STATEMENT = 500  # of the writer's UPDATEs (at most 14 parameters a row) and events
+ROWS_PER_STATEMENT = 500  # of the writer's UPDATEs (at most 12 parameters a row) and events
 
 
 class Sql:
@@ -167,6 +169,8 @@ def stable_columns(record: JobRecord) -> tuple[Any, ...]:
         record.resource_meta,
         record.create_request,
         record.outputs,
+        record.owner,
+        record.lease_until,
     )
 
 
@@ -211,8 +215,6 @@ def mutable_columns(record: JobRecord) -> tuple[Any, ...]:
         record.custom_info,
         record.deadline,
         record.finished_at,
-        record.owner,
-        record.lease_until,
     )
 
 

@@ -8,25 +8,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from ._records import CreateState, DeleteState
+from ._rules import UNFINISHED
 
-__all__ = ["TERMINAL_PHASES", "UNFINISHED", "events", "jobs", "metadata", "settings"]
-
-TERMINAL_PHASES = (3, 4, 5, 8)
-"""SUCCEEDED, ABORTED, FAILED, RETRYABLE_FAILED (flyteidl2.core.TaskExecution.Phase)."""
-
-UNFINISHED = (
-    f"create_state = '{CreateState.PENDING}'"
-    f" OR delete_state = '{DeleteState.REQUESTED}'"
-    f" OR (create_state NOT IN ('{CreateState.FAILED}', '{CreateState.ABANDONED}')"
-    f" AND phase NOT IN ({', '.join(map(str, TERMINAL_PHASES))}))"
-)
-"""SQL for "the supervisor still owes this job work"; also the partial index's predicate.
-
-A create in flight, a cancel not done, or an external job whose phase is not final (a
-create that failed or was abandoned has none). ``InMemoryJournal`` applies the same rule.
-
-Literal SQL, not bound parameters, so both SQLite and PostgreSQL match queries to the index.
-"""
+__all__ = ["events", "jobs", "metadata", "settings"]
 
 metadata = sa.MetaData()
 

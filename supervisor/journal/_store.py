@@ -22,8 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ._engine import sqlite_path
 from ._errors import JournalLost
-from ._memory import is_unfinished
-from ._records import CreateState, EventRecord, JobRecord, Put
+from ._records import EventRecord, JobQuery, JobRecord, Put
 from ._rows import (
     RECORD_FIELDS,
     UPDATED_AT,
@@ -36,12 +35,12 @@ from ._rows import (
     record_of,
     stable_columns,
 )
-from ._schema import TERMINAL_PHASES, UNFINISHED, events, jobs, settings
+from ._rules import NO_EXTERNAL_JOB, TERMINAL_PHASES, UNFINISHED, is_unfinished
+from ._schema import events, jobs, settings
 
 __all__ = ["IfAbsent", "Store", "meta_key"]
 
 _ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
-_NO_PHASE = frozenset({CreateState.FAILED, CreateState.ABANDONED})  # see is_unfinished
 _REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
 
@@ -200,7 +199,9 @@ class Store:
         known.update(batch.rows)
         for job_id, record in batch.rows.items():
             # Most rows have a live phase, and then the job is unfinished: skip the full rule.
-            maybe_finished = record.phase in TERMINAL_PHASES or record.create_state in _NO_PHASE
+            maybe_finished = (
+                record.phase in TERMINAL_PHASES or record.create_state in NO_EXTERNAL_JOB
+            )
             if maybe_finished and not is_unfinished(record):
                 del known[job_id]
 
@@ -258,35 +259,22 @@ class Store:
         with self.engine.connect() as connection:
             return [EventRecord(**row._asdict()) for row in connection.execute(query)]
 
-    def list_jobs(
-        self,
-        *,
-        phase: int | None = None,
-        task_type: str | None = None,
-        connector: str | None = None,
-        older_than: float | None = None,
-        unfinished: bool = False,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[JobRecord]:
-        """Jobs matching every filter given, newest (by ``created_at``) first.
-
-        ``unfinished``: only jobs the supervisor still owes work (see ``Journal.unfinished``).
-        ``connector`` matches the name regardless of case.
-        """
+    def list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        """Jobs matching every filter of ``query``, newest (by ``created_at``) first; the
+        connector's name matches in any case."""
         criteria: list[sa.ColumnElement[bool] | sa.TextClause] = []
-        if phase is not None:
-            criteria.append(jobs.c.phase == phase)
-        if task_type is not None:
-            criteria.append(jobs.c.task_type == task_type)
-        if connector is not None:  # names are for people: "BigQuery connector" finds it too
-            criteria.append(sa.func.lower(jobs.c.connector) == connector.lower())
-        if older_than is not None:
-            criteria.append(jobs.c.created_at < older_than)
-        if unfinished:
+        if query.phase is not None:
+            criteria.append(jobs.c.phase == query.phase)
+        if query.task_type is not None:
+            criteria.append(jobs.c.task_type == query.task_type)
+        if query.connector is not None:  # names are for people: any case finds them
+            criteria.append(sa.func.lower(jobs.c.connector) == query.connector.lower())
+        if query.older_than is not None:
+            criteria.append(jobs.c.created_at < query.older_than)
+        if query.unfinished:
             criteria.append(sa.text(f"({UNFINISHED})"))  # its ORs must not bind to the ANDs
         newest_first = (jobs.c.created_at.desc(), jobs.c.job_id.desc())
-        return self._jobs(*criteria, order_by=newest_first, limit=limit, offset=offset)
+        return self._jobs(*criteria, order_by=newest_first, limit=query.limit, offset=query.offset)
 
     def _jobs(
         self,

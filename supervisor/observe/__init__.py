@@ -16,3 +16,19 @@ from ._metrics import ConnectorMetrics as ConnectorMetrics
 from ._metrics import Metrics as Metrics
 from ._metrics import MetricsServer as MetricsServer
 from ._metrics import RpcCall as RpcCall
+
+__all__ = [
+    "EXTERNAL_OPERATIONS",
+    "MAX_TASK_TYPES",
+    "OPERATIONS",
+    "ConnectorMetrics",
+    "JobFilter",
+    "JsonFormatter",
+    "KeyValueFormatter",
+    "Metrics",
+    "MetricsServer",
+    "RpcCall",
+    "bind_job",
+    "configure_logging",
+    "job_fields",
+]

@@ -17,8 +17,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 __all__ = [
@@ -27,7 +25,6 @@ __all__ = [
     "KeyValueFormatter",
     "bind_job",
     "configure_logging",
-    "job_context",
     "job_fields",
 ]
 
@@ -37,16 +34,6 @@ _job: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
 
 #: Loggers that print wire data at DEBUG: never below INFO.
 _QUIET = ("hpack", "h2")
-
-
-@contextmanager
-def job_context(job_id: str, connector: str) -> Iterator[None]:
-    """Lines logged inside (and in tasks and threads started inside) name this job."""
-    token = _job.set((job_id, connector))
-    try:
-        yield
-    finally:
-        _job.reset(token)
 
 
 def bind_job(job_id: str, connector: str) -> None:

@@ -3,8 +3,17 @@
 ``Supervisor`` runs every job as an actor over a journal; ``DirectService`` calls the
 connector on every request (stateless, like flyte-sdk's service). Sits on ``actor``,
 ``wire``, ``observe`` and ``journal``.
+
+``_protocol`` (the seam), ``_calls`` (calling a connector, its errors mapped),
+``_stateless`` (the RPCs that need no job state), ``_direct``, ``_supervisor``.
 """
 
-from ._service import ConnectorService as ConnectorService
-from ._service import DirectService as DirectService
+from ._direct import DirectService as DirectService
+from ._protocol import ConnectorService as ConnectorService
 from ._supervisor import Supervisor as Supervisor
+
+__all__ = [
+    "ConnectorService",
+    "DirectService",
+    "Supervisor",
+]

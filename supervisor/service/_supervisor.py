@@ -25,13 +25,14 @@ from typing import Any
 
 import trio
 
-from connectors import AsyncConnector, ConnectorRegistry, Phase, ResourceMeta, is_terminal
+from connectors import AsyncConnector, ConnectorRegistry, Phase, ResourceMeta
 from flyteproto.flyteidl2 import connector as pb
-from flyteproto.flyteidl2.core import Connection
+from flyteproto.flyteidl2.connector import TaskExecutionMetadata
+from flyteproto.flyteidl2.core import Connection, TaskTemplate
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put
+from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put, is_settled
 from ..observe import Metrics, bind_job, job_fields
 from ..wire import (
     MetaSeal,
@@ -43,10 +44,12 @@ from ..wire import (
     job_id_for,
     native_inputs,
     payload_of,
+    require_connection,
     retry_attempt,
 )
 from ._lifecycle import journal_resumed, lifecycle_detail
-from ._service import StatelessAnswers
+from ._stateless import StatelessAnswers
+from ._superseded import earlier_attempts, superseded_reason
 
 __all__ = ["Supervisor"]
 
@@ -60,6 +63,7 @@ ACTOR_RESTART_DELAY = 5.0
 META_KEY_SETTING = "resource_meta_key"
 
 _MetaKey = tuple[str, int, bytes]
+Kwargs = Mapping[str, str]
 
 
 class Supervisor(StatelessAnswers):
@@ -91,6 +95,7 @@ class Supervisor(StatelessAnswers):
         self._by_meta: dict[_MetaKey, JobHandle] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._contexts: dict[int, JobContext] = {}
+        self._seen: set[str] = set()  # live jobs a GetTask has named (_superseded)
         self._nursery: trio.Nursery | None = None
         self.resumed = 0
 
@@ -222,6 +227,7 @@ class Supervisor(StatelessAnswers):
     def _forget(self, handle: JobHandle) -> None:
         if self._jobs.get(handle.job_id) is handle:
             del self._jobs[handle.job_id]
+            self._seen.discard(handle.job_id)
         if handle.record.resource_meta is not None:
             key = _meta_key(handle.record)
             if self._by_meta.get(key) is handle:
@@ -255,6 +261,7 @@ class Supervisor(StatelessAnswers):
         metadata = request.task_execution_metadata
         job_id = job_id_for(template.type, template.task_type_version, metadata)
         kwargs = connection_kwargs(request.connection)
+        require_connection(connector, kwargs)
         async with self._job_lock(job_id):
             handle = self._jobs.get(job_id)
             if handle is not None and handle.record.create_state == CreateState.FAILED:
@@ -270,6 +277,7 @@ class Supervisor(StatelessAnswers):
                     handle = self._start(
                         connector, record, kwargs=kwargs, resumed=False, request=request
                     )
+                    self._supersede_earlier_attempts(template, metadata, kwargs)
                 elif existing.create_state == CreateState.CREATED:
                     assert existing.resource_meta is not None
                     return pb.CreateTaskResponse(resource_meta=existing.resource_meta)
@@ -290,6 +298,29 @@ class Supervisor(StatelessAnswers):
             raise Unavailable("the job's create did not finish; retry")
         self._by_meta.setdefault(_meta_key(handle.record), handle)
         return pb.CreateTaskResponse(resource_meta=meta)
+
+    def _supersede_earlier_attempts(
+        self, template: TaskTemplate, metadata: TaskExecutionMetadata | None, kwargs: Kwargs
+    ) -> None:
+        """Cancel the live, never-seen jobs of this task execution's earlier attempts
+        (``_superseded``): through their actors, once (a journalled intent is not repeated)."""
+        attempt = retry_attempt(metadata)
+        for _, job_id in earlier_attempts(template.type, template.task_type_version, metadata):
+            earlier = self._jobs.get(job_id)
+            if earlier is None or job_id in self._seen or is_settled(earlier.record):
+                continue
+            if earlier.record.delete_state == DeleteState.REQUESTED:
+                continue
+            _log.info(
+                "job %s: superseded by attempt %d of its task execution: cancelling it",
+                job_id,
+                attempt,
+                extra=job_fields(job_id, earlier.record.connector),
+            )
+            try:
+                earlier.inbox.put(Cancel(kwargs, reason=superseded_reason(attempt)))
+            except trio.ClosedResourceError:
+                continue  # its actor has ended: nothing runs on
 
     def _new_record(
         self, connector: AsyncConnector[Any], job_id: str, request: pb.CreateTaskRequest
@@ -331,6 +362,7 @@ class Supervisor(StatelessAnswers):
                 with trio.move_on_after(ADOPTION_FIRST_POLL_WAIT):
                     await found.polled.wait()
             handle = found
+        self._seen.add(handle.job_id)
         self._offer_credentials(handle, connection_kwargs(request.connection))
         return answer_for(handle.record)
 
@@ -347,6 +379,7 @@ class Supervisor(StatelessAnswers):
         handle = self._by_meta.get((task_type, version, resource_meta))
         if handle is None:
             return None
+        self._seen.add(handle.job_id)
         self._offer_credentials(handle, credentials)
         return handle.answer
 
@@ -438,11 +471,14 @@ class Supervisor(StatelessAnswers):
                 await self._adopt(connector, key, request.connection, delete=True)
                 return pb.DeleteTaskResponse()
             if isinstance(found, JobRecord):
-                if _settled(found):
+                if is_settled(found):
                     return pb.DeleteTaskResponse()
                 found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
             handle = found
-        if _settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
+        # Every DeleteTask brings the connection again: a resumed job waiting for it to carry
+        # out a journalled cancel (or holding stale secrets) gets it even when we answer at once.
+        self._offer_credentials(handle, kwargs)
+        if is_settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
             return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
         message = Cancel(kwargs)
         try:
@@ -465,18 +501,6 @@ class Supervisor(StatelessAnswers):
 def _meta_key(record: JobRecord) -> _MetaKey:
     assert record.resource_meta is not None
     return (record.task_type, record.task_type_version, record.resource_meta)
-
-
-def _settled(record: JobRecord) -> bool:
-    """Nothing left to cancel: finished, deleted, or never created."""
-    if record.delete_state == DeleteState.DONE:
-        return True
-    if record.delete_state == DeleteState.REQUESTED:
-        return False
-    return is_terminal(Phase(record.phase)) or record.create_state in (
-        CreateState.FAILED,
-        CreateState.ABANDONED,
-    )
 
 
 def _without_secrets(request: pb.CreateTaskRequest) -> pb.CreateTaskRequest:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from connectors import (
     AsyncConnector,
-    ConnectorNotFound,
-    ConnectorRegistry,
     InvalidResourceMeta,
     LiteralConversionError,
     Resource,
@@ -21,15 +20,37 @@ from flyteproto.flyteidl2.core import Connection, TaskExecutionPhase
 from flyteproto.flyteidl2.task import Inputs
 from flyteproto.google.protobuf import Struct
 
-from .._errors import ConnectorFailed, InvalidArgument, NotFound
+from .._errors import ConnectorFailed, InvalidArgument
 
 __all__ = [
     "connection_kwargs",
-    "connector_for_category",
     "decode_meta",
     "native_inputs",
+    "require_connection",
     "resource_to_proto",
 ]
+
+
+def require_connection(connector: AsyncConnector[Any], kwargs: Mapping[str, str]) -> None:
+    """Refuse a CreateTask whose connection lacks a secret (or config) ``create`` requires.
+
+    Errors: InvalidArgument naming the missing ``connection.secrets`` keys.
+    """
+    required = _REQUIRED.get(type(connector))
+    if required is None:
+        required = _REQUIRED[type(connector)] = connector.required_connection_keys()
+    missing = sorted(required.difference(kwargs))
+    if missing:
+        keys = ", ".join(repr(key) for key in missing)
+        plural = len(missing) > 1
+        raise InvalidArgument(
+            f"missing connection.secrets key{'s' if plural else ''} {keys}: "
+            f"{connector.name}'s create requires {'them' if plural else 'it'}"
+        )
+
+
+#: Connector class -> the keywords its create requires (signatures do not change).
+_REQUIRED: dict[type, frozenset[str]] = {}
 
 
 def connection_kwargs(connection: Connection | None) -> dict[str, str]:
@@ -40,23 +61,6 @@ def connection_kwargs(connection: Connection | None) -> dict[str, str]:
     if connection is None:
         return {}
     return {**connection.secrets, **connection.configs}
-
-
-def connector_for_category(
-    registry: ConnectorRegistry, category: pb.TaskCategory | None
-) -> AsyncConnector[Any]:
-    """Errors: InvalidArgument without a task category; NotFound for an unknown one."""
-    if category is None or not category.name:
-        raise InvalidArgument("task_category is required")
-    return connector_for_type(registry, category.name, category.version)
-
-
-def connector_for_type(registry: ConnectorRegistry, name: str, version: int) -> AsyncConnector[Any]:
-    """Errors: NotFound."""
-    try:
-        return registry.get(name, version)
-    except ConnectorNotFound as exc:
-        raise NotFound(str(exc)) from None
 
 
 def decode_meta(connector: AsyncConnector[Any], data: bytes) -> ResourceMeta:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import ssl
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
@@ -197,15 +198,27 @@ class FakeDatabricks:
 
     # -- serving ---------------------------------------------------------------------------
 
-    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on a free port of 127.0.0.1; ``task_status.started`` gets the base URL."""
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+    async def serve(
+        self,
+        *,
+        tls: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on a free port of 127.0.0.1; ``task_status.started`` gets the base URL.
+
+        ``tls``: serve HTTPS with this server context (clients that only speak https, such
+        as flyte-sdk's Databricks plugin).
+        """
+        tcp = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.abc.Listener[Any]] = list(tcp)
+        if tls is not None:
+            listeners = [trio.SSLListener(t, tls, https_compatible=True) for t in tcp]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         task_status.started(self.url)
         await trio.serve_listeners(self._connection, listeners)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: trio.abc.Stream) -> None:
         connection = h11.Connection(h11.SERVER)
         async with stream:
             try:
@@ -325,7 +338,7 @@ def _fault_answer(fault: _Fault) -> _Answer:
 
 
 async def _receive(
-    connection: h11.Connection, stream: trio.SocketStream
+    connection: h11.Connection, stream: trio.abc.Stream
 ) -> tuple[h11.Request, bytes] | None:
     """The next request and its body; None when the client closed the connection."""
     request: h11.Request | None = None
@@ -333,7 +346,7 @@ async def _receive(
     while True:
         event = connection.next_event()
         if event is h11.NEED_DATA:
-            connection.receive_data(await stream.receive_some(65536))
+            connection.receive_data(bytes(await stream.receive_some(65536)))
         elif isinstance(event, h11.Request):
             request = event
         elif isinstance(event, h11.Data):
@@ -347,7 +360,7 @@ async def _receive(
 
 async def _send(
     connection: h11.Connection,
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     status: int,
     payload: dict[str, Any],
     headers: list[tuple[str, str]],
