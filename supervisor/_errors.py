@@ -9,6 +9,7 @@ __all__ = [
     "ServiceError",
     "Unavailable",
     "Unimplemented",
+    "connector_failed",
 ]
 
 
@@ -34,3 +35,12 @@ class Unimplemented(ServiceError):
 
 class Unavailable(ServiceError):
     """The service cannot take the call now (shutting down); the caller may retry."""
+
+
+def connector_failed(connector: str, operation: str, exc: BaseException) -> ConnectorFailed:
+    """What a caller sees when connector ``connector``'s ``operation`` raised ``exc``.
+
+    The one place where a connector's exception becomes ConnectorFailed (the supervisor's
+    actors and the stateless service both come here); the caller chains ``exc``.
+    """
+    return ConnectorFailed(f"{connector} {operation} failed: {str(exc) or type(exc).__name__}")

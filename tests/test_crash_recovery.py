@@ -17,7 +17,8 @@ import json
 import os
 import shlex
 import signal
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,15 @@ from flyteidl2.connector import connector_pb2 as pb
 from flyteidl2.connector import service_pb2_grpc
 from flyteidl2.core import execution_pb2, identifier_pb2, security_pb2, tasks_pb2
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.crash_connectors import DELETE_CALLS, HOLD_DELETE
-from tests.support.postgres import fresh_database
+from tests.support.crash_connectors import (
+    DELETE_CALLS,
+    DELETE_DONE,
+    HOLD_AFTER_DELETE,
+    HOLD_DELETE,
+)
+from tests.support.postgres import find_bin_dir, fresh_database, running_postgres
 from tests.support.server import ServerProcess, ServerTimeout, wait_for
 
 pytestmark = pytest.mark.slow
@@ -440,6 +447,36 @@ def test_kill_9_while_deleting_then_the_cancel_is_carried_out_once_after_restart
     assert (kinds.count("delete_intent"), kinds.count("deleted")) == (1, 1)
 
 
+def test_kill_9_after_the_external_cancel_then_the_restart_does_not_cancel_again(
+    lab: Lab,
+) -> None:
+    job = lab.job("deleted")  # never released: only the cancel ends it
+    server = lab.server(lab.journal()).start()
+    with connect(server) as rpc:
+        meta = rpc.create(job.request(CRASH_PROCESS))
+        pid = job_pid(meta)
+        (job_dir_of(meta) / HOLD_AFTER_DELETE).touch()
+        rpc.delete(CRASH_PROCESS, meta)
+        wait_for(
+            "the external cancel to be done",
+            (job_dir_of(meta) / DELETE_DONE).exists,
+            timeout=STATE_TIMEOUT,
+        )
+    server.kill()  # after the external cancel, before the journal records it
+    assert not group_alive(pid)
+    (job_dir_of(meta) / HOLD_AFTER_DELETE).unlink()
+
+    server.start()
+    assert resumed_line(1) in server.stdout_text()
+    with connect(server) as rpc:
+        resource = rpc.wait_phase(CRASH_PROCESS, meta, ABORTED)
+        assert "cancelled" in resource.message
+    assert delete_calls(meta) == 1  # the restart asked the service and cancelled nothing
+    server.kill()
+    kinds = journal_events(server.journal_url, meta)
+    assert (kinds.count("delete_intent"), kinds.count("deleted")) == (1, 1)
+
+
 # 4. Adoption -------------------------------------------------------------------------------
 
 
@@ -466,6 +503,30 @@ def test_server_with_an_empty_journal_adopts_a_job_another_server_created(lab: L
     kinds = journal_events(second.journal_url, meta)
     assert kinds[0] == "adopted"
     assert kinds.count("deleted") == 1
+
+
+def test_a_delete_storm_of_a_job_the_journal_never_saw_cancels_it_once(lab: Lab) -> None:
+    job = lab.job("adopt-storm")  # never released: only the cancel ends it
+    first = lab.server(lab.journal("journal-a")).start()
+    with connect(first) as rpc:
+        meta = rpc.create(job.request(CRASH_PROCESS))
+    pid = job_pid(meta)
+    first.kill()
+
+    second = lab.server(lab.journal("journal-b")).start()
+    request = pb.DeleteTaskRequest(
+        task_category=pb.TaskCategory(name=CRASH_PROCESS, version=0), resource_meta=meta
+    )
+    with connect(second) as rpc:
+        storm = [rpc.stub.DeleteTask.future(request, timeout=CALL_TIMEOUT) for _ in range(1000)]
+        assert all(future.result() == pb.DeleteTaskResponse() for future in storm)
+        rpc.wait_phase(CRASH_PROCESS, meta, ABORTED)
+        rpc.delete(CRASH_PROCESS, meta)  # after the actor ended: not adopted again
+    assert not group_alive(pid)
+    assert delete_calls(meta) == 1
+    second.kill()
+    kinds = journal_events(second.journal_url, meta)
+    assert (kinds.count("adopted"), kinds.count("deleted")) == (1, 1)
 
 
 # 5. No secrets at rest ---------------------------------------------------------------------
@@ -554,3 +615,81 @@ def test_sigterm_leaves_the_external_job_running_and_a_restart_polls_it_to_succe
     assert job.runs() == 1
     server.kill()
     assert "delete_intent" not in journal_events(server.journal_url, meta)
+
+
+# 8. The journal down under a running server ------------------------------------------------
+
+
+def health_of(server: ServerProcess) -> int:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        status: int = stub.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT).status
+        return status
+
+
+def test_postgresql_down_while_creating_is_waited_out_and_the_job_is_not_abandoned(
+    tmp_path: Path,
+) -> None:
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl)")
+    with running_postgres(bin_dir) as postgres:  # our own: this test stops it
+        lab = Lab(tmp_path, "postgresql", postgres.port, ExitStack())
+        down: list[bool] = []
+
+        def stop() -> None:
+            postgres.pause()
+            down.append(True)
+
+        def restart() -> None:
+            down.clear()
+            postgres.resume()
+
+        try:
+            _create_through_an_outage(lab, stop, restart)
+        finally:
+            if down:
+                postgres.resume()  # so that the test's database can be dropped
+            lab.close()
+
+
+def _create_through_an_outage(
+    lab: Lab, stop: Callable[[], None], restart: Callable[[], None]
+) -> None:
+    job = lab.job("outage")
+    held, release_create = lab.path / "create-held", lab.path / "release-create"
+    request = job.request(
+        CRASH_PROCESS, hold_create_until=str(release_create), create_held=str(held)
+    )
+    server = lab.server(lab.journal()).start()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    with connect(server) as rpc:
+        in_flight = rpc.stub.CreateTask.future(request, timeout=CALL_TIMEOUT)
+        wait_for("the create to be held", held.exists, timeout=STATE_TIMEOUT)
+        stop()  # the external job exists; its "created" write will fail
+        release_create.touch()
+        error = in_flight.exception(timeout=CALL_TIMEOUT)
+        assert error is not None
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+        assert "journal is unavailable" in error.details()
+        wait_for("NOT_SERVING", lambda: health_of(server) != serving, timeout=STATE_TIMEOUT)
+        with pytest.raises(grpc.RpcError) as again:
+            rpc.create(request)  # Propeller's retry, during the outage
+        assert again.value.code() == grpc.StatusCode.UNAVAILABLE
+        restart()
+        wait_for("SERVING", lambda: health_of(server) == serving, timeout=STATE_TIMEOUT)
+        meta = rpc.create(request)
+        job.finish()
+        rpc.wait_phase(CRASH_PROCESS, meta, SUCCEEDED)
+    assert job.runs() == 1
+    assert [job_dir_of(meta)] == lab.job_dirs()
+    with urllib.request.urlopen(server.metrics_url, timeout=CALL_TIMEOUT) as response:
+        metrics = response.read().decode()
+    errors = next(
+        line for line in metrics.splitlines() if line.startswith("supervisor_journal_errors_total")
+    )
+    assert float(errors.split()[-1]) > 0
+    server.kill()
+    kinds = journal_events(server.journal_url, meta)
+    assert kinds.count("created") == 1
+    assert "create_failed" not in kinds

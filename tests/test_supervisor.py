@@ -481,6 +481,27 @@ async def test_get_task_adopts_a_job_it_never_saw(autojump_clock: Any) -> None:
     assert "adopted" in world.journal.kinds(next(iter(world.journal.jobs)))
 
 
+async def test_a_delete_storm_of_a_never_seen_job_adopts_it_once_and_cancels_once(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    job = await world.service.create("elsewhere", {})
+    world.service.set_state(job.job_id, "RUNNING")
+    meta = meta_of(job.job_id)
+    async with world.supervisor() as sup:
+        async with trio.open_nursery() as nursery:
+            for _ in range(1000):
+                nursery.start_soon(sup.delete_task, delete_request(meta))
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        await sup.delete_task(delete_request(meta))  # after the actor ended: no re-adoption
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.ABORTED
+    assert world.service.calls["delete"] == 1
+    assert world.service.jobs[job.job_id].cancels == 1
+    kinds = world.journal.kinds(next(iter(world.journal.jobs)))
+    assert kinds == ["adopted", "deleted"]
+
+
 async def test_a_meta_without_a_mac_is_refused_and_nothing_is_adopted(autojump_clock: Any) -> None:
     world = World()
     job = await world.service.create("elsewhere", {})
@@ -657,6 +678,64 @@ async def test_restart_finishes_a_pending_cancel(autojump_clock: Any) -> None:
         await wait_for(lambda: not sup.statistics()["live_jobs"])
         assert await phase_of(sup, meta) == Phase.ABORTED
     assert world.service.jobs["job-1"].cancels == 1
+
+
+class _CancelsThenHangs(FakeConnector):
+    """Its cancels reach the service, then hang: a crash lands after the external cancel
+    and before the journal records it."""
+
+    hang_after_delete = True
+
+    async def delete(self, resource_meta: FakeMeta, **kwargs: Any) -> None:
+        await super().delete(resource_meta, **kwargs)
+        if self.hang_after_delete:
+            await trio.sleep_forever()
+
+
+async def crash_after_the_external_cancel(world: World, meta: bytes) -> None:
+    connector = _CancelsThenHangs(world.service, poll_interval=10.0)
+    world.connector = connector
+    async with world.supervisor() as sup:
+        await sup.delete_task(delete_request(meta))
+        await wait_for(lambda: world.service.jobs["job-1"].cancels == 1)
+    connector.hang_after_delete = False
+
+
+async def test_restart_after_a_cancel_that_reached_the_service_does_not_cancel_again(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.set_state("job-1", "RUNNING")
+    await crash_after_the_external_cancel(world, meta)
+    async with world.supervisor() as sup:
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.ABORTED
+    assert world.service.jobs["job-1"].cancels == 1
+    assert world.service.calls["delete"] == 1
+    kinds = world.journal.kinds(next(iter(world.journal.jobs)))
+    assert kinds[-3:] == ["delete_intent", "resumed", "deleted"]  # the restart in between
+    assert json.loads(world.journal.history[-1].detail)["reconciled"] is True
+
+
+async def test_restart_with_a_pending_cancel_of_a_job_that_finished_makes_no_call(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request())).resource_meta
+        world.service.hang_next("delete")
+        await sup.delete_task(delete_request(meta))
+        await trio.testing.wait_all_tasks_blocked()
+    world.service.set_state("job-1", "DONE", outputs={"x": 1})
+    async with world.supervisor() as sup:
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        assert await phase_of(sup, meta) == Phase.SUCCEEDED
+    assert world.service.calls["delete"] == 1  # the one cut short by the crash
+    assert world.service.jobs["job-1"].cancels == 0
+    record = next(iter(world.journal.jobs.values()))
+    assert record.delete_state == DeleteState.DONE
 
 
 async def crash_during_create(world: World) -> None:

@@ -3,9 +3,11 @@
 Sits on ``wire`` (conversions), ``observe`` (metrics, logs) and ``journal``; the
 ``service`` layer starts actors and talks to them only through the names below.
 
-``_actor`` (the lifecycle), ``_messages`` (the inbox), ``_observer`` (what a poll saw, in
-journal form), ``_changes`` (a record changed by it), ``_links`` (log links as JSON),
-``_answer`` (the GetTask answer and its encoded bytes).
+``_actor`` (the lifecycle as steps), ``_backoff`` (retry delays), ``_credentials`` (the
+wait for secrets after a restart), ``_outage`` (journal faults waited out), ``_messages``
+(the inbox), ``_observer`` (what a poll saw, in journal form), ``_changes`` (a record
+changed by it), ``_links`` (log links as JSON), ``_answer`` (the GetTask answer and its
+encoded bytes).
 """
 
 from ._actor import JobContext as JobContext
@@ -13,6 +15,9 @@ from ._actor import JobHandle as JobHandle
 from ._actor import run_actor as run_actor
 from ._answer import answer_for as answer_for
 from ._answer import encode_answer as encode_answer
+from ._backoff import BACKOFF_MAX as BACKOFF_MAX
+from ._backoff import NO_FAILURES as NO_FAILURES
+from ._backoff import Backoff as Backoff
 from ._changes import with_observation as with_observation
 from ._links import link_from_json as link_from_json
 from ._links import link_to_json as link_to_json
@@ -21,16 +26,23 @@ from ._messages import Credentials as Credentials
 from ._messages import Inbox as Inbox
 from ._observer import Observer as Observer
 from ._observer import observed as observed
+from ._outage import JournalFaults as JournalFaults
+from ._outage import journal_unavailable as journal_unavailable
 
 __all__ = [
+    "BACKOFF_MAX",
+    "NO_FAILURES",
+    "Backoff",
     "Cancel",
     "Credentials",
     "Inbox",
     "JobContext",
     "JobHandle",
+    "JournalFaults",
     "Observer",
     "answer_for",
     "encode_answer",
+    "journal_unavailable",
     "link_from_json",
     "link_to_json",
     "observed",

@@ -7,12 +7,15 @@ acted on. The supervisor talks to it through ``handle.inbox`` (messages in ``_me
 and reads ``handle.answer`` — the GetTask answer for the last journalled state — without
 ever reaching the external service.
 
-One Trio task per actor (memory per live job counts at 100,000 jobs): create, then poll
-until terminal, then cancel if asked. Between two steps it takes its messages (cancel
-requests, credentials); a message interrupts a sleep, and a cancel request also a poll in
-flight, so DeleteTask is answered as soon as the intent is journalled. Once the intent is
-published the supervisor answers further DeleteTasks itself; the actor carries out the one
-external cancel.
+One Trio task per actor (memory per live job counts at 100,000 jobs). Its life is a chain
+of steps, each an async method that does its part and returns the next step: ``start``,
+``create``, ``created``, then ``wait`` and ``poll`` in turn until the job is terminal, and
+``cancel`` (after ``time_out`` when the job's deadline passed) when asked. ``wait`` takes
+the messages (cancel requests, credentials); a message interrupts a sleep, and a cancel
+request also a poll in flight, so DeleteTask is answered as soon as the intent is
+journalled. Once the intent is published the supervisor answers further DeleteTasks
+itself; the actor carries out the one external cancel. Retries wait by a ``Backoff``
+value (``_backoff``); the wait for secrets after a restart is ``_credentials``.
 
 Errors of external calls: ``PermanentError`` fails the job; ``JobNotFound`` from ``get``
 makes it RETRYABLE_FAILED and from ``delete`` counts as deleted; anything else (including
@@ -23,6 +26,7 @@ jitter.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -32,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
-from flyteidl2.connector import connector_pb2
 
 from connectors import (
     AsyncConnector,
@@ -43,24 +46,32 @@ from connectors import (
 )
 from flyteproto.flyteidl2 import connector as pb
 
-from .._errors import ConnectorFailed, ServiceError, Unavailable
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put, phase_is_final
+from .._errors import ConnectorFailed, ServiceError, Unavailable, connector_failed
+from ..journal import (
+    TERMINAL_PHASES,
+    CreateState,
+    DeleteState,
+    JobRecord,
+    JournalError,
+    JournalLike,
+    JournalLost,
+    Put,
+    phase_is_final,
+)
 from ..observe import ConnectorMetrics, Metrics
 from ..wire import native_inputs, payload_of, resource_to_proto
 from ._answer import encode_answer
+from ._backoff import NO_FAILURES
 from ._changes import with_observation, with_phase
-from ._messages import Cancel, Credentials, Inbox
+from ._credentials import CredentialsWait
+from ._messages import Cancel, Credentials, Inbox, Reply
 from ._observer import Observation, Observer, observation_of
+from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
 
-__all__ = ["BACKOFF_MAX", "JobContext", "JobHandle", "run_actor"]
+__all__ = ["JobContext", "JobHandle", "run_actor"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-#: Delay after the n-th consecutive failure: min(BACKOFF_MAX, interval * 2**n), times a
-#: random factor in [1 - BACKOFF_JITTER, 1].
-BACKOFF_MAX = 300.0
-BACKOFF_JITTER = 0.5
 
 
 def _unmeasured() -> ConnectorMetrics:
@@ -81,6 +92,7 @@ class JobContext:
     wall_clock: Callable[[], float]
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     metrics: ConnectorMetrics = dataclasses.field(default_factory=_unmeasured)
+    faults: JournalFaults = dataclasses.field(default_factory=JournalFaults)
     #: (task type, version, the connector's bytes) -> the resource_meta we hand out (MAC'd).
     seal: Callable[[str, int, bytes], bytes] = _unsealed
 
@@ -145,13 +157,17 @@ async def run_actor(
     kwargs: Mapping[str, str] | None,
     resumed: bool,
     request: pb.CreateTaskRequest | None = None,
+    new_intent: bool = False,
 ) -> None:
     """Run one job to its end. Cancellation: leaves the journal as it was (resume redoes).
 
     ``request``: the CreateTask request in hand, for a new job (the journalled one is parsed
-    only when it is not given).
+    only when it is not given). ``new_intent``: the record's intent to delete was journalled
+    just now by the caller (an adoption), so no cancel of it can have reached the service.
     """
-    actor = _Actor(handle, ctx, kwargs=kwargs, resumed=resumed, request=request)
+    actor = _Actor(
+        handle, ctx, kwargs=kwargs, resumed=resumed, request=request, new_intent=new_intent
+    )
     try:
         await actor.lifecycle()
     finally:
@@ -168,7 +184,15 @@ def _close_inbox(handle: JobHandle) -> None:
             message.reply.set(None if settled else Unavailable("the job's actor stopped; retry"))
 
 
+#: One step of an actor's life: does its part, then returns the next step (None: the end).
+Step = Callable[[], Awaitable["Step | None"]]
+
+
 class _Actor:
+    """One job's life as explicit steps: ``start`` -> ``create`` -> ``created`` -> ``wait``
+    <-> ``poll``, and ``cancel`` (after ``time_out`` when the deadline passed). Each step
+    returns the next; ``lifecycle`` runs them until one returns None."""
+
     def __init__(
         self,
         handle: JobHandle,
@@ -177,20 +201,18 @@ class _Actor:
         kwargs: Mapping[str, str] | None,
         resumed: bool,
         request: pb.CreateTaskRequest | None,
+        new_intent: bool = False,
     ) -> None:
         self.handle = handle
         self.ctx = ctx
         self.connector = ctx.connector
-        self.kwargs = dict(kwargs) if kwargs is not None else None
         self.request = request
-        self.needs_credentials: bool | None = None
         self.resumed = resumed
-        self.announced_wait = False  # "waiting for credentials" journalled
-        self.failures = 0
-        self.retry_after = 0.0  # the service's own "not before" after the last failure
-        self.timed_out = False
+        self.new_intent = new_intent
         self.cancel_reason = ""  # why the supervisor itself cancels, if it does
-        self.credentials_at = -math.inf  # when credentials came after a wait (poll lag)
+        self.credentials = CredentialsWait(kwargs)
+        self.backoff = NO_FAILURES  # of polls
+        self.next_poll = 0.0
         self.meta: ResourceMeta | None = None
         # Remembers the last report's JSON: cheap polls while nothing changes.
         self.observer = Observer(handle.record if resumed else None)
@@ -202,19 +224,95 @@ class _Actor:
         return self.handle.record
 
     async def commit(
-        self, kind: str, detail: Mapping[str, Any] | None = None, **changes: Any
+        self,
+        kind: str,
+        detail: Mapping[str, Any] | None = None,
+        *,
+        reply: Reply | None = None,
+        **changes: Any,
     ) -> None:
         """Journal ``changes`` to the current record, then publish it."""
         record = dataclasses.replace(self.record, updated_at=self.ctx.wall_clock(), **changes)
-        await self.commit_record(record, kind, detail or {})
+        await self.commit_record(record, kind, detail or {}, reply=reply)
 
-    async def commit_record(self, record: JobRecord, kind: str, detail: Mapping[str, Any]) -> None:
-        # Shielded: an interrupted write would leave the journal and our view disagreeing.
-        with trio.CancelScope(shield=True):
-            await self.ctx.journal.write(
-                Put(record, kind, json.dumps(dict(detail), sort_keys=True))
+    async def commit_record(
+        self,
+        record: JobRecord,
+        kind: str,
+        detail: Mapping[str, Any],
+        *,
+        reply: Reply | None = None,
+    ) -> None:
+        """Journal ``record``, then publish it. A journal fault is waited out (``_outage``):
+        the write is retried with backoff, holding ``record``, until it commits; meanwhile
+        a CreateTask waiting for this job and ``reply`` (a DeleteTask's) get UNAVAILABLE.
+
+        Cancellation: between two tries (the supervisor stopping); the write itself is
+        shielded, since an interrupted write would leave the journal and our view
+        disagreeing.
+        """
+        put = Put(record, kind, json.dumps(dict(detail), sort_keys=True))
+        faults = self.ctx.faults
+        backoff = NO_FAILURES
+        try:
+            while True:
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self.ctx.journal.write(put)
+                    break
+                except JournalError as exc:
+                    faults.failed(exc)
+                    if not backoff.failures:
+                        faults.hold()
+                        self.answer_unavailable(faults.last_error, reply)
+                    backoff = backoff.failed(exc)
+                    # One line per job and outage; the edge logs the outage as a whole.
+                    _log.log(
+                        logging.WARNING if backoff.failures == 1 else logging.DEBUG,
+                        "job %s: journal write %r failed (%d), retrying: %s",
+                        self.handle.job_id,
+                        kind,
+                        backoff.failures,
+                        faults.last_error,
+                    )
+                    if isinstance(exc, JournalLost):  # never comes back: wait for the stop
+                        await self.sleep_refusing_cancels(math.inf, faults.last_error)
+                    delay = backoff.delay(
+                        JOURNAL_RETRY_INTERVAL, self.ctx.rng, cap=JOURNAL_RETRY_MAX
+                    )
+                    await self.sleep_refusing_cancels(delay, faults.last_error)
+        finally:
+            if backoff.failures:
+                faults.release()
+        if backoff.failures:
+            _log.info(
+                "job %s: journal write %r committed after %d failure(s)",
+                self.handle.job_id,
+                kind,
+                backoff.failures,
             )
+            if isinstance(self.handle.create_error, Unavailable):
+                self.handle.create_error = None
         self.publish(record)
+
+    async def sleep_refusing_cancels(self, seconds: float, message: str) -> None:
+        """Sleep ``seconds``; a DeleteTask meanwhile is answered UNAVAILABLE at once (its
+        intent cannot be journalled now; the caller retries)."""
+        inbox = self.handle.inbox
+        deadline = trio.current_time() + seconds
+        while trio.current_time() < deadline:
+            inbox.refuse_cancels(Unavailable(message))
+            with inbox.waking(on_credentials=False, until=deadline):
+                await trio.sleep_forever()
+        inbox.refuse_cancels(Unavailable(message))
+
+    def answer_unavailable(self, message: str, reply: Reply | None) -> None:
+        """Answer who waits on this actor UNAVAILABLE while it waits for the journal."""
+        if reply is not None:
+            reply.set(Unavailable(message))
+        if not self.handle.created.is_set():
+            self.handle.create_error = Unavailable(message)
+            self.handle.created.set()
 
     def publish(self, record: JobRecord) -> None:
         self.handle.record = record  # also drops the encoded answer of the previous record
@@ -225,18 +323,13 @@ class _Actor:
         """Act on every queued message (those arriving meanwhile included)."""
         while (message := self.handle.inbox.take()) is not None:
             if isinstance(message, Credentials):
-                self.got_credentials(message.kwargs)
+                self.credentials.offer(message.kwargs)
             else:
                 await self.request_cancel(message)
 
-    def got_credentials(self, kwargs: Mapping[str, str]) -> None:
-        self.kwargs = dict(kwargs)
-        if self.announced_wait:
-            self.credentials_at = trio.current_time()
-
     async def request_cancel(self, message: Cancel) -> None:
-        if message.kwargs and self.kwargs is None:
-            self.got_credentials(message.kwargs)
+        if message.kwargs and self.credentials.kwargs is None:
+            self.credentials.offer(message.kwargs)
         try:
             if self.record.delete_state == DeleteState.NONE and not phase_is_final(self.record):
                 if message.reason:  # the supervisor's own cancel (a superseded attempt)
@@ -246,135 +339,45 @@ class _Actor:
                         {"reason": message.reason},
                         delete_state=DeleteState.REQUESTED,
                         message=message.reason,
+                        reply=message.reply,
                     )
                 else:
-                    await self.commit("delete_intent", delete_state=DeleteState.REQUESTED)
+                    await self.commit(
+                        "delete_intent", delete_state=DeleteState.REQUESTED, reply=message.reply
+                    )
         except BaseException as exc:
             message.reply.set(exc)
             raise
         message.reply.set()
 
-    # -- lifecycle -------------------------------------------------------------------------
+    async def have_credentials(self) -> bool:
+        """True when the calls can be made; False after a wait that a message ended."""
+        return await self.credentials.ready(self.record, self.handle.inbox, self.announce_wait)
 
-    async def lifecycle(self) -> None:
-        if self.record.create_state == CreateState.PENDING and not await self.create():
-            return
-        self.handle.created.set()
-        assert self.record.resource_meta is not None
-        self.meta = self.connector.metadata_type.decode(payload_of(self.record.resource_meta))
-        next_poll = trio.current_time() + (0.0 if self.resumed else self.connector.poll_interval)
-        while True:
-            await self.take_messages()
-            if self.finished():
-                return
-            if self.record.delete_state == DeleteState.REQUESTED:
-                await self.cancel()
-                return
-            if self.timed_out:
-                await self.time_out()
-                return
-            if not await self.wait_until(next_poll):
-                continue  # a message came, or the deadline passed: see to it first
-            # A cancel request interrupts the poll (its outcome is dropped; the next poll
-            # after the cancel is none: the job ends ABORTED).
-            with self.handle.inbox.waking(on_credentials=False) as poll:
-                outcome = await self.fetch(due=max(next_poll, self.credentials_at))
-            if poll.cancelled_caught:
-                continue
-            await self.apply(outcome)
-            next_poll = trio.current_time() + self.delay()
-            self.handle.polled.set()
-
-    def finished(self) -> bool:
-        return phase_is_final(self.record) and self.record.delete_state != DeleteState.REQUESTED
-
-    async def wait_until(self, when: float) -> bool:
-        """Sleep until ``when``, then make sure of the credentials. False when a message or
-        the job's deadline came first."""
-        deadline = self.deadline()
-        until = min(when, deadline)
-        if until > trio.current_time():
-            # One scope ends the wait, at its deadline or cancelled by a message: at 100,000
-            # jobs, every scope and timer per poll shows in the profile.
-            with self.handle.inbox.waking(until=until):
-                await trio.sleep_forever()
-            if self.handle.inbox.pending():
-                return False
-        if trio.current_time() >= deadline:
-            self.timed_out = True
-            return False
-        return await self.ensure_credentials()
-
-    def deadline(self) -> float:
-        if self.record.deadline is None:
-            return math.inf
-        return trio.current_time() + (self.record.deadline - self.ctx.wall_clock())
-
-    def delay(self) -> float:
-        interval = self.connector.poll_interval
-        if not self.failures:
-            return interval
-        backoff = min(BACKOFF_MAX, interval * 2.0**self.failures)
-        jittered = backoff * (1 - BACKOFF_JITTER * self.ctx.rng.random())
-        return max(jittered, self.retry_after)
-
-    async def ensure_credentials(self) -> bool:
-        """True when the job has the credentials its calls need; otherwise wait for a
-        message and return False (the caller takes it, and asks again)."""
-        if self.kwargs is not None:
-            return True
-        if self.needs_credentials is None:  # asked once, only of a job started without them
-            self.needs_credentials = _credential_keys(self.record)
-        if not self.needs_credentials:
-            return True
-        if not self.announced_wait:
-            _log.info("job %s waits for credentials", self.handle.job_id)
-            await self.commit(
-                "waiting_for_credentials",
-                message="waiting for credentials: the supervisor restarted and keeps secrets "
-                "in memory only; the next request that brings the connection resumes this job",
-            )
-            self.announced_wait = True
-        with self.handle.inbox.waking():
-            await trio.sleep_forever()
-        return False
+    async def announce_wait(self, message: str) -> None:
+        await self.commit("waiting_for_credentials", message=message)
 
     async def await_credentials(self) -> None:
         """Wait for the credentials, taking messages meanwhile (create and cancel)."""
-        while not await self.ensure_credentials():
+        while not await self.have_credentials():
             await self.take_messages()
 
-    async def external(
-        self,
-        operation: str,
-        fn: Callable[..., Awaitable[_T]],
-        *args: Any,
-        due: float | None = None,
-        **kw: Any,
-    ) -> _T:
-        """Call the external service, under the connector's cap and call timeout.
+    # -- steps -----------------------------------------------------------------------------
 
-        ``due``: when the call should have started; how late it got under the cap is
-        measured as poll lag.
-        """
-        metrics = self.ctx.metrics
-        async with self.ctx.limiter:
-            if due is not None:
-                metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
-            metrics.call(operation).inc()
-            metrics.in_flight.inc()
-            try:
-                with trio.fail_after(self.connector.call_timeout):
-                    return await fn(*args, **(self.kwargs or {}), **kw)
-            finally:
-                metrics.in_flight.dec()
+    async def lifecycle(self) -> None:
+        step: Step | None = self.start
+        while step is not None:
+            step = await step()
 
-    # -- create ----------------------------------------------------------------------------
+    async def start(self) -> Step | None:
+        if self.record.create_state == CreateState.PENDING:
+            return self.create
+        return self.created
 
-    async def create(self) -> bool:
+    async def create(self) -> Step | None:
         """Create the external job (or reconcile a create cut short by a crash).
 
-        Returns False when the create failed (``handle.create_error`` says why).
+        Ends the actor when the create failed (``handle.create_error`` says why).
         """
         if self.resumed and not self.connector.supports_idempotent_create:
             message = (
@@ -383,14 +386,13 @@ class _Actor:
                 "not retried to avoid running it twice"
             )
             await self.settle_create_failure(CreateState.ABANDONED, message)
-            return False
+            return None
         await self.await_credentials()
         request, self.request = self.request, None
         if request is None:
             request = pb.CreateTaskRequest.parse(self.record.create_request or b"")
         try:
             meta = await self.external(
-                "create",
                 self.connector.create,
                 task_template=request.template,
                 output_prefix=request.output_prefix,
@@ -406,10 +408,9 @@ class _Actor:
             _log.warning(
                 "job %s: %s create failed: %s", self.handle.job_id, self.connector.name, exc
             )
-            await self.settle_create_failure(
-                CreateState.FAILED, f"{self.connector.name} create failed: {_describe(exc)}"
-            )
-            return False
+            error = connector_failed(self.connector.name, "create", exc)
+            await self.settle_create_failure(CreateState.FAILED, str(error))
+            return None
         await self.commit(
             "created",
             {"reconciled": self.resumed},
@@ -419,7 +420,7 @@ class _Actor:
             ),
             message="",
         )
-        return True
+        return self.created
 
     async def settle_create_failure(self, state: CreateState, message: str) -> None:
         now = self.ctx.wall_clock()
@@ -430,13 +431,172 @@ class _Actor:
         self.handle.create_error = ConnectorFailed(message)
         self.handle.created.set()
 
-    # -- poll ------------------------------------------------------------------------------
+    async def created(self) -> Step | None:
+        """The external job exists: decode its meta and schedule the first poll."""
+        self.handle.created.set()
+        assert self.record.resource_meta is not None
+        self.meta = self.connector.metadata_type.decode(payload_of(self.record.resource_meta))
+        self.next_poll = trio.current_time() + (
+            0.0 if self.resumed else self.connector.poll_interval
+        )
+        if (
+            self.resumed
+            and not self.new_intent
+            and self.record.delete_state == DeleteState.REQUESTED
+        ):
+            return self.reconcile_cancel
+        return self.wait
 
-    async def fetch(self, *, due: float) -> Observation | Exception:
+    async def wait(self) -> Step | None:
+        """Take the messages, then sleep until the next poll (a message or the job's
+        deadline ends the sleep early), then make sure of the credentials."""
+        await self.take_messages()
+        if self.finished():
+            return None
+        if self.record.delete_state == DeleteState.REQUESTED:
+            return self.cancel
+        deadline = self.deadline()
+        until = min(self.next_poll, deadline)
+        if until > trio.current_time():
+            # One scope ends the wait, at its deadline or cancelled by a message: at 100,000
+            # jobs, every scope and timer per poll shows in the profile.
+            with self.handle.inbox.waking(until=until):
+                await trio.sleep_forever()
+            if self.handle.inbox.pending():
+                return self.wait
+        if trio.current_time() >= deadline:
+            return self.time_out
+        if not await self.have_credentials():
+            return self.wait
+        return self.poll
+
+    async def poll(self) -> Step | None:
+        """Poll once and journal what changed. A cancel request interrupts the poll (its
+        outcome is dropped; the next poll after the cancel is none: the job ends ABORTED)."""
+        with self.handle.inbox.waking(on_credentials=False) as poll:
+            outcome = await self.fetch(due=max(self.next_poll, self.credentials.arrived_at))
+        if poll.cancelled_caught:
+            return self.wait
+        await self.apply(outcome)
+        self.next_poll = trio.current_time() + self.backoff.delay(
+            self.connector.poll_interval, self.ctx.rng
+        )
+        self.handle.polled.set()
+        return self.wait
+
+    async def time_out(self) -> Step | None:
+        await self.commit("timeout", delete_state=DeleteState.REQUESTED)
+        return functools.partial(self.cancel, timed_out=True)
+
+    async def cancel(self, *, timed_out: bool = False) -> Step | None:
+        """Carry out the journalled intent to cancel: exactly one successful external cancel."""
+        await self.await_credentials()
+        backoff = NO_FAILURES
+        while True:
+            try:
+                await self.external(self.connector.delete, self.meta)
+                break
+            except (trio.Cancelled, KeyboardInterrupt):
+                raise
+            except JobNotFound:
+                break
+            except Exception as exc:
+                backoff = backoff.failed(exc)
+                _log.warning(
+                    "job %s: cancel failed (%d): %s", self.handle.job_id, backoff.failures, exc
+                )
+                await trio.sleep(backoff.delay(self.connector.poll_interval, self.ctx.rng))
+        await self.cancelled(timed_out=timed_out)
+        return None
+
+    async def reconcile_cancel(self) -> Step | None:
+        """Before carrying out an intent to cancel found at resume, ask the service: the
+        cancel may have reached it before the crash. Cancelled or finished: done, journalled,
+        no second call; "not found" counts as deleted; still running: cancel."""
+        await self.await_credentials()
+        backoff = NO_FAILURES
+        while True:
+            outcome = await self.fetch(due=None)
+            if isinstance(outcome, Observation):
+                break
+            if isinstance(outcome, JobNotFound):
+                await self.cancelled(reconciled=True)
+                return None
+            if isinstance(outcome, PermanentError | ConnectorFailed):
+                return self.cancel  # the service cannot tell: the cancel must tolerate it
+            backoff = backoff.failed(outcome)
+            _log.warning(
+                "job %s: asking whether the cancel was done failed (%d): %s",
+                self.handle.job_id,
+                backoff.failures,
+                outcome,
+            )
+            await trio.sleep(backoff.delay(self.connector.poll_interval, self.ctx.rng))
+        if outcome.phase == Phase.ABORTED:
+            await self.cancelled(reconciled=True)
+        elif outcome.phase in TERMINAL_PHASES:
+            record = with_observation(self.record, outcome, now=self.ctx.wall_clock())
+            await self.commit_record(
+                dataclasses.replace(record, delete_state=DeleteState.DONE),
+                "deleted",
+                {"phase": Phase(outcome.phase).name, "reconciled": True},
+            )
+        else:
+            return self.cancel
+        return None
+
+    async def cancelled(self, *, timed_out: bool = False, reconciled: bool = False) -> None:
+        """Journal that the external job is cancelled."""
+        deadline = self.record.deadline
+        if timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
+            phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
+        elif self.cancel_reason:
+            phase, message = Phase.ABORTED, f"{self.cancel_reason}: the external job was cancelled"
+        else:
+            phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
+        record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
+        detail: dict[str, Any] = {"phase": phase.name}
+        if reconciled:
+            detail["reconciled"] = True
+        await self.commit_record(
+            dataclasses.replace(record, delete_state=DeleteState.DONE), "deleted", detail
+        )
+
+    # -- the parts of the steps ------------------------------------------------------------
+
+    def finished(self) -> bool:
+        return phase_is_final(self.record) and self.record.delete_state != DeleteState.REQUESTED
+
+    def deadline(self) -> float:
+        if self.record.deadline is None:
+            return math.inf
+        return trio.current_time() + (self.record.deadline - self.ctx.wall_clock())
+
+    async def external(
+        self, fn: Callable[..., Awaitable[_T]], *args: Any, due: float | None = None, **kw: Any
+    ) -> _T:
+        """Call the external service, under the connector's cap and call timeout.
+
+        ``due``: when the call should have started; how late it got under the cap is
+        measured as poll lag.
+        """
+        metrics = self.ctx.metrics
+        async with self.ctx.limiter:
+            if due is not None:
+                metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
+            metrics.count_call(getattr(fn, "__name__", ""))  # create, get or delete
+            metrics.in_flight.inc()
+            try:
+                with trio.fail_after(self.connector.call_timeout):
+                    return await fn(*args, **(self.credentials.kwargs or {}), **kw)
+            finally:
+                metrics.in_flight.dec()
+
+    async def fetch(self, *, due: float | None) -> Observation | Exception:
         """Poll the external service once: what it reported, or the error it raised."""
         metrics = self.ctx.metrics
         try:
-            resource = await self.external("get", self.connector.get, self.meta, due=due)
+            resource = await self.external(self.connector.get, self.meta, due=due)
             seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
         except (trio.Cancelled, KeyboardInterrupt):
             raise
@@ -450,7 +610,7 @@ class _Actor:
     async def apply(self, outcome: Observation | BaseException) -> None:
         """Journal and publish what a poll found (nothing when nothing changed)."""
         if isinstance(outcome, Observation):
-            self.failures = 0
+            self.backoff = NO_FAILURES
             if outcome != observation_of(self.record):
                 kind = "phase" if outcome.phase != self.record.phase else "update"
                 record = with_observation(self.record, outcome, now=self.ctx.wall_clock())
@@ -463,11 +623,11 @@ class _Actor:
         elif isinstance(outcome, ConnectorFailed):
             await self.settle(Phase.FAILED, str(outcome), "failed")
         else:
-            self.failures += 1
-            self.retry_after = _retry_after(outcome)
+            self.backoff = self.backoff.failed(outcome)
             error = _describe(outcome)
             message = (
-                f"polling {self.connector.name} failed {self.failures} time(s), retrying: {error}"
+                f"polling {self.connector.name} failed {self.backoff.failures} time(s), "
+                f"retrying: {error}"
             )
             _log.warning("job %s: %s", self.handle.job_id, message)
             await self.commit("poll_error", {"error": error}, message=message)
@@ -476,67 +636,10 @@ class _Actor:
         record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
         await self.commit_record(record, kind, {"message": message})
 
-    # -- cancel ----------------------------------------------------------------------------
-
-    async def time_out(self) -> None:
-        await self.commit("timeout", delete_state=DeleteState.REQUESTED)
-        await self.cancel()
-
-    async def cancel(self) -> None:
-        """Carry out the journalled intent to cancel: exactly one successful external cancel."""
-        await self.await_credentials()
-        failures = 0
-        while True:
-            try:
-                await self.external("delete", self.connector.delete, self.meta)
-                break
-            except (trio.Cancelled, KeyboardInterrupt):
-                raise
-            except JobNotFound:
-                break
-            except Exception as exc:
-                failures += 1
-                self.failures = failures
-                self.retry_after = _retry_after(exc)
-                _log.warning("job %s: cancel failed (%d): %s", self.handle.job_id, failures, exc)
-                await trio.sleep(self.delay())
-        deadline = self.record.deadline
-        if self.timed_out or (deadline is not None and self.ctx.wall_clock() >= deadline):
-            phase, message = Phase.FAILED, f"timed out after {self._timeout_text()}: cancelled"
-        elif self.cancel_reason:
-            phase, message = Phase.ABORTED, f"{self.cancel_reason}: the external job was cancelled"
-        else:
-            phase, message = Phase.ABORTED, "aborted: the external job was cancelled"
-        record = with_phase(self.record, phase, message, now=self.ctx.wall_clock())
-        await self.commit_record(
-            dataclasses.replace(record, delete_state=DeleteState.DONE),
-            "deleted",
-            {"phase": phase.name},
-        )
-
     def _timeout_text(self) -> str:
         if self.record.deadline is None:
             return "its timeout"
         return f"{self.record.deadline - self.record.created_at:g}s"
-
-
-def _credential_keys(record: JobRecord) -> bool:
-    """Whether the job was started with connection secrets or configs (kept in memory only).
-
-    Asked of every resumed job before its first call. The official parser (upb, in C) reads
-    the journalled request in microseconds where betterproto2 takes a good part of a
-    millisecond: at 100,000 resumed jobs that is the difference between seconds and a minute.
-    """
-    if not record.create_request:
-        return False
-    connection = connector_pb2.CreateTaskRequest.FromString(record.create_request).connection
-    return bool(connection.secrets or connection.configs)
-
-
-def _retry_after(exc: BaseException) -> float:
-    """A transient error's ``retry_after`` (seconds), e.g. from an HTTP Retry-After header."""
-    value = getattr(exc, "retry_after", None)
-    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
 
 
 def _describe(exc: BaseException) -> str:

@@ -91,6 +91,18 @@ class Inbox:
     def pending(self) -> bool:
         return bool(self._messages)
 
+    def refuse_cancels(self, error: BaseException) -> None:
+        """Answer every queued Cancel with ``error`` and drop it (Credentials stay queued)."""
+        if not self._messages:
+            return
+        kept: list[Message] = []
+        for message in self._messages:
+            if isinstance(message, Cancel):
+                message.reply.set(error)
+            else:
+                kept.append(message)
+        self._messages[:] = kept
+
     def waking(self, *, on_credentials: bool = True, until: float = math.inf) -> trio.CancelScope:
         """A scope that a new message cancels (only a Cancel when not ``on_credentials``), with
         deadline ``until``.

@@ -2,7 +2,8 @@
 
 Shape: (inside a trio-asyncio loop that the caller opened) start grpclib on it, mark
 health SERVING, wait for
-SIGTERM/SIGINT (or ``stop``), then drain: mark NOT_SERVING, refuse new calls, stop
+SIGTERM/SIGINT (or ``stop``; health is NOT_SERVING meanwhile while the service waits out a
+journal fault), then drain: mark NOT_SERVING, refuse new calls, stop
 listening, wait up to ``grace`` seconds for calls under way, close grpclib. Our shutdown
 never touches external jobs.
 """
@@ -30,6 +31,8 @@ _log = logging.getLogger(__name__)
 
 #: How often the drain checks whether calls under way have finished.
 _DRAIN_CHECK_INTERVAL = 0.05
+#: How often health looks whether the service waits out a journal fault.
+_HEALTH_CHECK_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,10 @@ async def serve_grpc(
     task_status.started(listening)
     try:
         async with trio.open_nursery() as nursery:
+            watching = trio.CancelScope()  # the journal-fault watch, until a halt
+            nursery.start_soon(_watch_journal, service, ready, watching)
             if halt is not None:
-                nursery.start_soon(_halt_when, halt, edge, ready)
+                nursery.start_soon(_halt_when, halt, edge, ready, watching)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     _log.info("received %s: shutting down", signal.Signals(signum).name)
@@ -89,8 +94,34 @@ async def serve_grpc(
             await _drain(server, edge, ready, grace)
 
 
-async def _halt_when(halt: Callable[[], Awaitable[str]], edge: Edge, ready: ServiceStatus) -> None:
+async def _watch_journal(
+    service: ConnectorService, ready: ServiceStatus, watching: trio.CancelScope
+) -> None:
+    """Health NOT_SERVING while the service waits out a journal fault, SERVING again after.
+
+    Looks every ``_HEALTH_CHECK_INTERVAL`` (a probe asks every few seconds at most)."""
+    fault: str | None = None
+    with watching:
+        while True:
+            await trio.sleep(_HEALTH_CHECK_INTERVAL)
+            now = service.journal_fault()
+            if (now is None) != (fault is None):
+                if now is not None:
+                    _log.error("health NOT_SERVING: %s", now)
+                else:
+                    _log.info("health SERVING: the journal takes writes again")
+                ready.set(now is None)
+            fault = now
+
+
+async def _halt_when(
+    halt: Callable[[], Awaitable[str]],
+    edge: Edge,
+    ready: ServiceStatus,
+    watching: trio.CancelScope,
+) -> None:
     reason = await halt()
+    watching.cancel()  # a lost journal does not come back: health stays NOT_SERVING
     ready.set(False)
     edge.drain(f"not serving: {reason}")
     _log.error("stopped serving: %s (health NOT_SERVING, every call UNAVAILABLE)", reason)

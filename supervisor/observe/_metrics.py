@@ -116,9 +116,11 @@ class ConnectorMetrics:
     adoptions: Counter
     calls: dict[str, Counter]  # by operation: create, get, delete
 
-    def call(self, operation: str) -> Counter:
-        """The counter of calls to the external service for ``operation``."""
-        return self.calls[operation]
+    def count_call(self, operation: str) -> None:
+        """Count a call to the external service for ``operation`` (others are not counted)."""
+        counter = self.calls.get(operation)
+        if counter is not None:
+            counter.inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +264,19 @@ class Metrics:
             "supervisor_journal_commit_seconds",
             "Wall time of one journal commit",
             buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        #: Journal operations that failed: each write retried by its actor, or the request
+        #: answered UNAVAILABLE.
+        self.journal_errors = Counter(
+            "supervisor_journal_errors_total",
+            "Journal reads and writes that failed (retried, or answered UNAVAILABLE)",
+            registry=r,
+        )
+        #: Actors holding a result while they wait out a journal fault (0 when healthy).
+        self.journal_waiting = Gauge(
+            "supervisor_journal_writes_waiting",
+            "Actors retrying a failed journal write while they hold its result",
             registry=r,
         )
         self._rpc: dict[tuple[str, str], _RpcChildren] = {}

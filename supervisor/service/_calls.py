@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from connectors import AsyncConnector, ResourceMeta
 from flyteproto.flyteidl2 import connector as pb
 
-from .._errors import ConnectorFailed, ServiceError, Unimplemented
+from .._errors import ConnectorFailed, ServiceError, Unimplemented, connector_failed
 
 __all__ = ["call_connector", "logs_of", "metrics_of"]
 
@@ -34,7 +34,7 @@ async def call_connector(connector: AsyncConnector[Any], operation: str, call: A
         ) from None
     except Exception as exc:
         _log.warning("%s %s failed: %s: %s", connector.name, operation, type(exc).__name__, exc)
-        raise ConnectorFailed(f"{connector.name} {operation} failed: {exc}") from exc
+        raise connector_failed(connector.name, operation, exc) from exc
 
 
 async def metrics_of(

@@ -37,6 +37,10 @@ class ConnectorService(Protocol):
 
     async def delete_task(self, request: pb.DeleteTaskRequest) -> pb.DeleteTaskResponse: ...
 
+    def journal_fault(self) -> str | None:
+        """Why the service cannot keep its state now (health NOT_SERVING); None when it can."""
+        ...
+
     async def get_task_metrics(
         self, request: pb.GetTaskMetricsRequest
     ) -> pb.GetTaskMetricsResponse: ...

@@ -23,6 +23,9 @@ class StatelessAnswers:
     def __init__(self, registry: ConnectorRegistry) -> None:
         self.registry = registry
 
+    def journal_fault(self) -> str | None:
+        return None  # no journal (the Supervisor overrides this)
+
     def list_connectors(self) -> pb.ListConnectorsResponse:
         return pb.ListConnectorsResponse(connectors=self.registry.list_metadata())
 

@@ -9,7 +9,8 @@ the metas we hand out are sealed; a known job is found by its journalled bytes, 
 from before sealing). On start, every unfinished job in the journal gets its actor back.
 
 Lookups of one job are serialised by a per-job lock, so two concurrent CreateTasks (or
-adoptions) of the same job start one actor.
+adoptions) of the same job start one actor; an adoption is one conditional insert, like a
+create, so a job is adopted once however its lookups race.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 
@@ -31,8 +32,26 @@ from flyteproto.flyteidl2.connector import TaskExecutionMetadata
 from flyteproto.flyteidl2.core import Connection, TaskTemplate
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
-from ..actor import Cancel, Credentials, Inbox, JobContext, JobHandle, answer_for, run_actor
-from ..journal import CreateState, DeleteState, JobRecord, JournalLike, Put, is_settled
+from ..actor import (
+    Cancel,
+    Credentials,
+    Inbox,
+    JobContext,
+    JobHandle,
+    JournalFaults,
+    answer_for,
+    journal_unavailable,
+    run_actor,
+)
+from ..journal import (
+    CreateState,
+    DeleteState,
+    JobRecord,
+    JournalError,
+    JournalLike,
+    Put,
+    is_settled,
+)
 from ..observe import Metrics, bind_job, job_fields
 from ..wire import (
     MetaSeal,
@@ -64,6 +83,23 @@ META_KEY_SETTING = "resource_meta_key"
 
 _MetaKey = tuple[str, int, bytes]
 Kwargs = Mapping[str, str]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _journal_faults_unavailable(
+    method: Callable[Concatenate[Supervisor, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[Supervisor, _P], Coroutine[Any, Any, _R]]:
+    """An RPC that meets a journal fault answers UNAVAILABLE (retryable), not INTERNAL."""
+
+    async def rpc(self: Supervisor, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(self, *args, **kwargs)
+        except JournalError as exc:
+            self._faults.failed(exc)
+            raise Unavailable(journal_unavailable(exc)) from exc
+
+    return rpc
 
 
 class Supervisor(StatelessAnswers):
@@ -97,6 +133,7 @@ class Supervisor(StatelessAnswers):
         self._contexts: dict[int, JobContext] = {}
         self._seen: set[str] = set()  # live jobs a GetTask has named (_superseded)
         self._nursery: trio.Nursery | None = None
+        self._faults = JournalFaults(self._metrics.journal_errors, self._metrics.journal_waiting)
         self.resumed = 0
 
     # -- running ---------------------------------------------------------------------------
@@ -176,6 +213,7 @@ class Supervisor(StatelessAnswers):
                 wall_clock=self._wall_clock,
                 rng=self._rng,
                 metrics=self._metrics.connector(connector.name),
+                faults=self._faults,
                 seal=self._seal.seal,
             )
             self._contexts[id(connector)] = ctx
@@ -189,6 +227,7 @@ class Supervisor(StatelessAnswers):
         kwargs: Mapping[str, str] | None,
         resumed: bool,
         request: pb.CreateTaskRequest | None = None,
+        new_intent: bool = False,
     ) -> JobHandle:
         if self._nursery is None:
             raise Unavailable("the supervisor is not running")
@@ -197,7 +236,9 @@ class Supervisor(StatelessAnswers):
         self._jobs[record.job_id] = handle
         if record.resource_meta is not None:
             self._by_meta[_meta_key(record)] = handle
-        self._nursery.start_soon(self._supervise, connector, handle, kwargs, resumed, request)
+        self._nursery.start_soon(
+            self._supervise, connector, handle, kwargs, resumed, request, new_intent
+        )
         return handle
 
     async def _supervise(
@@ -207,6 +248,7 @@ class Supervisor(StatelessAnswers):
         kwargs: Mapping[str, str] | None,
         resumed: bool,
         request: pb.CreateTaskRequest | None,
+        new_intent: bool,
     ) -> None:
         """Run an actor; restart it (from its journalled state) if it dies of a bug."""
         ctx = self._context(connector)
@@ -214,12 +256,19 @@ class Supervisor(StatelessAnswers):
         try:
             while True:
                 try:
-                    await run_actor(handle, ctx, kwargs=kwargs, resumed=resumed, request=request)
+                    await run_actor(
+                        handle,
+                        ctx,
+                        kwargs=kwargs,
+                        resumed=resumed,
+                        request=request,
+                        new_intent=new_intent,
+                    )
                     return
                 except Exception:
                     _log.exception("job %s: actor failed; restarting it", handle.job_id)
                     handle.inbox = Inbox()
-                    resumed, request = True, None
+                    resumed, request, new_intent = True, None, False
                     await trio.sleep(ACTOR_RESTART_DELAY)
         finally:
             self._forget(handle)
@@ -250,8 +299,14 @@ class Supervisor(StatelessAnswers):
     def statistics(self) -> dict[str, int]:
         return {"live_jobs": len(self._jobs), "resumed": self.resumed}
 
+    def journal_fault(self) -> str | None:
+        """Why the journal fails while actors wait to write their results; None when none
+        does (health is NOT_SERVING meanwhile)."""
+        return self._faults.fault()
+
     # -- CreateTask ------------------------------------------------------------------------
 
+    @_journal_faults_unavailable
     async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
         template = request.template
         if template is None or not template.type:
@@ -347,6 +402,7 @@ class Supervisor(StatelessAnswers):
 
     # -- GetTask ---------------------------------------------------------------------------
 
+    @_journal_faults_unavailable
     async def get_task(self, request: pb.GetTaskRequest) -> pb.GetTaskResponse:
         category = request.task_category
         connector = connector_for_category(self.registry, category)
@@ -359,6 +415,8 @@ class Supervisor(StatelessAnswers):
                 return answer_for(found)
             if found is None:
                 found = await self._adopt(connector, key, request.connection, delete=False)
+                if isinstance(found, JobRecord):
+                    return answer_for(found)
                 with trio.move_on_after(ADOPTION_FIRST_POLL_WAIT):
                     await found.polled.wait()
             handle = found
@@ -407,8 +465,13 @@ class Supervisor(StatelessAnswers):
         connection: Connection | None,
         *,
         delete: bool,
-    ) -> JobHandle:
-        """Journal and start a job we did not create (another replica's, or from before)."""
+    ) -> JobHandle | JobRecord:
+        """Journal and start a job we did not create (another replica's, or from before).
+
+        One conditional step, like a create: a job adopted already (by a lookup that raced
+        this one, whose actor may have ended since) is never adopted again; its record is
+        returned instead (or, for a delete of a job not settled, its actor started).
+        """
         name, version, meta = key
         job_id = adopted_job_id(name, version, meta)
         async with self._job_lock(job_id):
@@ -432,7 +495,13 @@ class Supervisor(StatelessAnswers):
                 message="adopted: waiting for the first poll",
                 create_request=bytes(stripped),
             )
-            await self._journal.write(Put(record, "adopted", lifecycle_detail(delete=delete)))
+            adopted = Put(record, "adopted", lifecycle_detail(delete=delete))
+            existing = await self._journal.write_if_absent(adopted)
+            if existing is not None:
+                if delete and not is_settled(existing):
+                    kwargs = connection_kwargs(connection) or None
+                    return self._start(connector, existing, kwargs=kwargs, resumed=True)
+                return existing
             self._metrics.connector(connector.name).adoptions.inc()
             _log.info(
                 "job %s: adopted a %s job we did not create",
@@ -441,8 +510,27 @@ class Supervisor(StatelessAnswers):
                 extra=job_fields(job_id, connector.name),
             )
             return self._start(
-                connector, record, kwargs=connection_kwargs(connection) or None, resumed=True
+                connector,
+                record,
+                kwargs=connection_kwargs(connection) or None,
+                resumed=True,
+                new_intent=delete,
             )
+
+    async def _revive(
+        self, connector: AsyncConnector[Any], record: JobRecord, kwargs: Mapping[str, str]
+    ) -> JobHandle | JobRecord:
+        """Start the actor of a journalled job that has none, unless one started meanwhile
+        (an adoption that committed while ``record`` was read) or the job has settled since
+        (its record is returned)."""
+        async with self._job_lock(record.job_id):
+            handle = self._jobs.get(record.job_id)
+            if handle is not None:
+                return handle
+            current = await self._journal.get(record.job_id)
+            if current is None or is_settled(current):
+                return current or record
+            return self._start(connector, current, kwargs=kwargs or None, resumed=True)
 
     # -- GetTaskLogs, GetTaskMetrics -------------------------------------------------------
 
@@ -458,6 +546,7 @@ class Supervisor(StatelessAnswers):
 
     # -- DeleteTask ------------------------------------------------------------------------
 
+    @_journal_faults_unavailable
     async def delete_task(self, request: pb.DeleteTaskRequest) -> pb.DeleteTaskResponse:
         category = request.task_category
         connector = connector_for_category(self.registry, category)
@@ -468,12 +557,13 @@ class Supervisor(StatelessAnswers):
         if handle is None:
             found = await self._find(connector, key)
             if found is None:
-                await self._adopt(connector, key, request.connection, delete=True)
-                return pb.DeleteTaskResponse()
+                found = await self._adopt(connector, key, request.connection, delete=True)
             if isinstance(found, JobRecord):
                 if is_settled(found):
                     return pb.DeleteTaskResponse()
-                found = self._start(connector, found, kwargs=kwargs or None, resumed=True)
+                found = await self._revive(connector, found, kwargs)
+                if isinstance(found, JobRecord):
+                    return pb.DeleteTaskResponse()  # settled meanwhile
             handle = found
         # Every DeleteTask brings the connection again: a resumed job waiting for it to carry
         # out a journalled cancel (or holding stale secrets) gets it even when we answer at once.

@@ -13,7 +13,9 @@ test runs in another process than the connector:
 - **delete**: every call appends a line to ``<job dir>/delete-calls`` (so a test counts the
   external cancels), then blocks while ``<job dir>/hold-delete`` exists, before it cancels
   the process. A kill -9 meanwhile lands after the DeleteTask was answered (its intent
-  journalled) and before the external cancel.
+  journalled) and before the external cancel. After the cancel it appends a line to
+  ``<job dir>/delete-done``, then blocks while ``<job dir>/hold-after-delete`` exists: a
+  kill -9 meanwhile lands after the external cancel and before its reply is journalled.
 """
 
 from __future__ import annotations
@@ -26,12 +28,22 @@ from connectors.process import ProcessConnector, ProcessJob
 from flyteproto.flyteidl2.connector import TaskExecutionMetadata
 from flyteproto.flyteidl2.core import TaskTemplate
 
-__all__ = ["DELETE_CALLS", "HOLD_DELETE", "CrashProcessConnector"]
+__all__ = [
+    "DELETE_CALLS",
+    "DELETE_DONE",
+    "HOLD_AFTER_DELETE",
+    "HOLD_DELETE",
+    "CrashProcessConnector",
+]
 
 #: In a job's directory: one line per call of ``delete`` ...
 DELETE_CALLS = "delete-calls"
 #: ... and, while it exists, ``delete`` waits before it cancels the process.
 HOLD_DELETE = "hold-delete"
+#: ... one line per cancel carried out, and while ``HOLD_AFTER_DELETE`` exists, ``delete``
+#: waits before it returns.
+DELETE_DONE = "delete-done"
+HOLD_AFTER_DELETE = "hold-after-delete"
 #: How often a held call looks at its file.
 HOLD_POLL_INTERVAL = 0.02
 
@@ -77,3 +89,8 @@ class CrashProcessConnector(ProcessConnector):
         while await (job_dir / HOLD_DELETE).exists():  # noqa: ASYNC110
             await trio.sleep(HOLD_POLL_INTERVAL)
         await super().delete(resource_meta, **kwargs)
+        if await job_dir.is_dir():
+            async with await (job_dir / DELETE_DONE).open("a") as done:
+                await done.write("done\n")
+        while await (job_dir / HOLD_AFTER_DELETE).exists():  # noqa: ASYNC110
+            await trio.sleep(HOLD_POLL_INTERVAL)

@@ -69,9 +69,18 @@ class PostgresServer:
         data = self.root / "data"
         cluster = ["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]
         self._run("initdb", "-D", str(data), *cluster)
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server at once (as a crash would), keeping its data for ``resume``."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the (initialised) server on its port and wait until it accepts connections."""
         options = f"-k {self.root} -h 127.0.0.1 -p {self.port} -F"  # -F: no fsync
         log = str(self.root / "log")
-        self._run("pg_ctl", "-D", str(data), "-l", log, "-o", options, "-w", "start")
+        data = str(self.root / "data")
+        self._run("pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "start")
         self._wait_accepting()
 
     def stop(self) -> None:
