@@ -25,8 +25,7 @@ from connectors import ConnectorRegistry, Phase
 from connectors.testing import FakeConnector, FakeMeta, FakeService
 from flyteproto.flyteidl2 import connector as pb
 from supervisor import Supervisor
-from supervisor.edge import Codec, Edge
-from supervisor.edge._edge import _BatchingTransport
+from supervisor.edge import BatchingTransport, Codec, Edge
 from supervisor.journal import InMemoryJournal
 from supervisor.observe import Metrics
 from tests.test_supervisor import create_request, get_request
@@ -191,7 +190,7 @@ class RecordingTransport(asyncio.Transport):
 
 async def test_writes_of_one_loop_iteration_go_out_in_one_write_in_order() -> None:
     inner = RecordingTransport()
-    transport = _BatchingTransport(inner)
+    transport = BatchingTransport(inner)
 
     async def write_twice() -> None:
         transport.write(b"headers")
@@ -211,7 +210,7 @@ async def test_writes_of_one_loop_iteration_go_out_in_one_write_in_order() -> No
 
 async def test_closing_the_batching_transport_sends_what_is_pending_first() -> None:
     inner = RecordingTransport()
-    transport = _BatchingTransport(inner)
+    transport = BatchingTransport(inner)
 
     async def write_and_close() -> None:
         transport.write(b"trailers")

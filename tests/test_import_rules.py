@@ -35,10 +35,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 #: White-box tests that may reach a private module, and which (keep this short).
-PRIVATE_ALLOWED: dict[str, frozenset[str]] = {
-    # The batching transport proxies asyncio internals; its test drives it directly.
-    "tests/test_edge.py": frozenset({"supervisor.edge._edge"}),
-}
+PRIVATE_ALLOWED: dict[str, frozenset[str]] = {}
 
 
 def module_name(path: Path) -> str:

@@ -22,6 +22,7 @@ from supervisor.journal import (
     UNFINISHED,
     CreateState,
     DeleteState,
+    FencedOut,
     IfAbsent,
     InMemoryJournal,
     JobQuery,
@@ -77,6 +78,7 @@ def test_public_surface() -> None:
             "CreateState",
             "DeleteState",
             "EventRecord",
+            "FencedOut",
             "InMemoryJournal",
             "JobQuery",
             "JobRecord",
@@ -89,6 +91,7 @@ def test_public_surface() -> None:
             "JournalStatistics",
             "JournalSummary",
             "JournalURLError",
+            "Outcome",
             "PhaseCount",
             "Owner",
             "Put",
@@ -106,6 +109,7 @@ def test_public_surface() -> None:
             "is_unfinished",
             "metadata",
             "normalize_url",
+            "replicas",
             "phase_is_final",
             "safe_url",
             "sqlite_path",
@@ -371,7 +375,7 @@ def test_transitions_changing_any_columns_read_back_exactly(store: Store) -> Non
         lease_until=T0 + 4,
     )
     some = job("b", message="n", delete_state=DeleteState.REQUESTED, updated_at=T0 + 1)
-    store.commit([Put(every, "phase"), Put(some, "delete_intent")])
+    store.commit([Put(every, "phase", expect=(None, 0)), Put(some, "delete_intent")])
     assert [store.get("a"), store.get("b")] == [every, some]
 
 
@@ -430,7 +434,7 @@ def test_conditional_puts_apply_in_batch_order(store: Store) -> None:
     store.commit([Put(job("old"), "created")])
     first, second = job("new", message="first"), job("new", message="second")
     plain = job("plain")
-    skipped = store.commit(
+    outcome = store.commit(
         [
             IfAbsent(Put(job("old", message="again"), "create_intent")),  # 0: in the table
             IfAbsent(Put(first, "create_intent")),  # 1: inserted
@@ -440,7 +444,8 @@ def test_conditional_puts_apply_in_batch_order(store: Store) -> None:
         ]
     )
 
-    assert skipped == {0: job("old"), 2: first, 4: plain}
+    assert outcome.skipped == {0: job("old"), 2: first, 4: plain}
+    assert outcome.fenced == frozenset()
     assert store.get("old") == job("old")
     assert store.get("new") == first
     assert [e.kind for e in store.events("old")] == ["created"]
@@ -531,7 +536,7 @@ async def test_write_after_close_is_refused(journal_url: str) -> None:
 
 
 async def test_open_without_upgrade_refuses_an_unmigrated_database(journal_url: str) -> None:
-    with pytest.raises(JournalError, match="expected 0002"):
+    with pytest.raises(JournalError, match="expected 0003"):
         async with Journal.open(journal_url, upgrade=False):
             pass
 
@@ -562,8 +567,8 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
 def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: str) -> None:
     assert current_revision(journal_url) is None
     upgrade(journal_url)
-    assert current_revision(journal_url) == head_revision() == "0002"
-    assert _tables(journal_url) >= {"jobs", "events", "settings"}
+    assert current_revision(journal_url) == head_revision() == "0003"
+    assert _tables(journal_url) >= {"jobs", "events", "replicas", "settings"}
 
     downgrade(journal_url)
     assert current_revision(journal_url) is None
@@ -670,6 +675,106 @@ def _tables(url: str) -> set[str]:
         return set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+# -- fencing: a write applies only while the row is still the writer's ----------------------
+
+
+def _adopt(store: Store, job_id: str, owner: str | None, epoch: int) -> None:
+    """Another replica takes the job (what a takeover does to the row)."""
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE jobs SET owner = :o, epoch = :e WHERE job_id = :j"),
+            {"o": owner, "e": epoch, "j": job_id},
+        )
+
+
+def test_a_put_of_a_row_with_another_owner_is_fenced(store: Store) -> None:
+    mine = job("a", owner="r1", epoch=1)
+    store.commit([Put(mine, "created"), Put(job("b", owner="r1", epoch=1), "created")])
+    _adopt(store, "a", "r2", 2)
+
+    late = dataclasses.replace(mine, phase=SUCCEEDED, updated_at=T0 + 1)  # fast-path UPDATE
+    other = job("b", owner="r1", epoch=1, message="fine", updated_at=T0 + 1)
+    outcome = store.commit([Put(late, "phase"), Put(other, "phase")])
+
+    assert outcome.fenced == frozenset({0})
+    assert store.get("a") == dataclasses.replace(mine, owner="r2", epoch=2)
+    assert store.get("b") == other
+    assert [e.kind for e in store.events("a")] == ["created"]
+
+
+def test_a_whole_row_put_is_fenced_too(store: Store) -> None:
+    mine = job("a", owner="r1", epoch=1)
+    store.commit([Put(mine, "created")])
+    _adopt(store, "a", "r1", 2)  # same owner, new epoch: a restarted replica took it back
+
+    changed_blob = dataclasses.replace(mine, outputs=b"o", updated_at=T0 + 1)  # upsert path
+    outcome = store.commit([Put(changed_blob, "phase"), Put(changed_blob, "phase")])
+
+    assert outcome.fenced == frozenset({0, 1})
+    assert store.get("a") == dataclasses.replace(mine, epoch=2)
+
+
+def test_a_put_expecting_the_old_owner_takes_the_row(store: Store) -> None:
+    store.commit([Put(job("a", owner="r1", epoch=1), "created")])
+    taken = job("a", owner="r2", epoch=2, updated_at=T0 + 1)
+
+    assert store.commit([Put(taken, "adopted")]).fenced == frozenset({0})  # r2 != r1
+    assert store.commit([Put(taken, "adopted", expect=("r1", 1))]).fenced == frozenset()
+    assert store.get("a") == taken
+
+
+async def test_a_fenced_write_raises_fenced_out_and_others_commit(journal: Journal) -> None:
+    await journal.write(Put(job("a", owner="r1", epoch=1), "created"))
+    await journal.write(Put(job("a", owner="r2", epoch=2), "adopted", expect=("r1", 1)))
+
+    refused: list[FencedOut] = []
+
+    async def write_late_a() -> None:
+        with pytest.raises(FencedOut) as raised:
+            await journal.write(Put(job("a", owner="r1", epoch=1, message="late"), "phase"))
+        refused.append(raised.value)
+
+    async with trio.open_nursery() as nursery:  # the two puts share one batch
+        nursery.start_soon(write_late_a)
+        nursery.start_soon(journal.write, Put(job("b", owner="r1", epoch=1), "created"))
+    assert [error.job_ids for error in refused] == [("a",)]
+    assert (await journal.get("a")) == job("a", owner="r2", epoch=2)
+    assert (await journal.get("b")) == job("b", owner="r1", epoch=1)
+    assert journal.statistics().puts_fenced == 1
+
+
+async def test_in_memory_journal_fences_like_the_real_one() -> None:
+    journal = InMemoryJournal()
+    await journal.write(Put(job("a", owner="r1", epoch=1), "created"))
+    await journal.write(Put(job("a", owner="r2", epoch=2), "adopted", expect=("r1", 1)))
+
+    with pytest.raises(FencedOut):
+        await journal.write(Put(job("a", owner="r1", epoch=1, message="late"), "phase"))
+    assert journal.jobs["a"] == job("a", owner="r2", epoch=2)
+    assert journal.kinds("a") == ["created", "adopted"]
+
+
+def test_a_journal_at_0001_upgrades_keeping_its_jobs_unowned(journal_url: str) -> None:
+    upgrade(journal_url, "0001")
+    engine = create_engine(journal_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO jobs (job_id, task_type, task_type_version, connector, attempt,"
+                    " create_state, delete_state, phase, created_at, updated_at, message,"
+                    " log_links) VALUES ('old', 'echo', 0, 'E', 0, 'created', 'none', 2, 1, 1,"
+                    " '', '[]')"
+                )
+            )
+        upgrade(journal_url)
+        record = Store(engine).get("old")
+    finally:
+        engine.dispose()
+    assert record is not None
+    assert (record.owner, record.epoch) == (None, 0)
 
 
 async def test_a_setting_is_stored_once_and_the_first_value_wins(journal: Journal) -> None:

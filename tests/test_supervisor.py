@@ -832,3 +832,25 @@ async def test_retry_after_from_the_service_is_honoured(autojump_clock: Any) -> 
         assert world.service.calls["get"] == 1
         await trio.sleep(10)
         assert world.service.calls["get"] == 2
+
+
+# -- fencing ----------------------------------------------------------------------------
+
+
+async def test_an_actor_fenced_out_by_a_new_owner_stops_without_touching_its_job(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=5.0)
+    async with world.supervisor() as sup:
+        await sup.create_task(create_request())
+        (job_id,) = world.journal.jobs
+        taken = dataclasses.replace(world.journal.jobs[job_id], owner="replica-2", epoch=1)
+        world.journal.jobs[job_id] = taken  # another replica adopted the job
+        world.service.set_state("job-1", "RUNNING")  # the next poll journals a change
+        await wait_for(lambda: not sup.statistics()["live_jobs"])
+        polls = world.service.calls["get"]
+        await trio.sleep(100)
+        assert sup.statistics()["fenced"] == 1
+    assert world.service.calls["get"] == polls
+    assert world.service.calls["delete"] == 0
+    assert world.journal.jobs[job_id] == taken

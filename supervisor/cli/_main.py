@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Mapping, Sequence
 
@@ -51,6 +52,7 @@ async def _serve(
     metrics: Metrics,
     sock: socket.socket,
     meta_key: bytes | None,
+    tls: ssl.SSLContext | None,
 ) -> None:
     # Imported here: the journal and health commands need none of the gRPC server.
     from ..edge import Listening, serve_grpc
@@ -96,6 +98,9 @@ async def _serve(
                     grace=settings.grace,
                     metrics=metrics,
                     sock=sock,
+                    max_message_bytes=settings.max_message_bytes,
+                    idle_timeout=settings.idle_timeout,
+                    tls=tls,
                     halt=journal.wait_lost,
                     task_status=task_status,
                 ),
@@ -156,6 +161,19 @@ def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None
     return server
 
 
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    """The gRPC port's TLS context, or None. Errors: ValueError, OSError (one line each)."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ValueError("give both --tls-cert and --tls-key")
+    from ..edge import server_tls
+
+    return server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+
+
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM/SIGINT; a user's mistake is one line and an exit code."""
     configure_logging(settings.log_level, settings.log_format)
@@ -165,6 +183,11 @@ def serve(settings: Settings) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        tls = _tls(settings)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        print(f"error: TLS: {exc}", file=sys.stderr)
+        return 2
     try:
         registry = build_registry(settings)
     except Exception as exc:
@@ -183,7 +206,7 @@ def serve(settings: Settings) -> int:
     except UserError as exc:
         return report(exc, debug=debug) or EXIT_USAGE
     try:
-        trio.run(_serve, settings, registry, metrics, sock, meta_key)
+        trio.run(_serve, settings, registry, metrics, sock, meta_key, tls)
     except Exception as exc:
         code = report(exc, debug=debug, journal=settings.journal)
         if code is None:

@@ -47,6 +47,11 @@ ENVIRONMENT: dict[str, str] = {
     "--modules": "SUPERVISOR_MODULES",
     "--entry-points": "SUPERVISOR_ENTRY_POINTS",
     "--grace": "SUPERVISOR_GRACE",
+    "--max-message-bytes": "SUPERVISOR_MAX_MESSAGE_BYTES",
+    "--idle-timeout": "SUPERVISOR_IDLE_TIMEOUT",
+    "--tls-cert": "SUPERVISOR_TLS_CERT",
+    "--tls-key": "SUPERVISOR_TLS_KEY",
+    "--tls-client-ca": "SUPERVISOR_TLS_CLIENT_CA",
     "--metrics-port": "SUPERVISOR_METRICS_PORT",
     "--ui": "SUPERVISOR_UI",
     "--log-level": "SUPERVISOR_LOG_LEVEL",
@@ -70,6 +75,11 @@ class Settings:
     journal: str = DEFAULT_JOURNAL
     metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
     ui: bool = False  # the journal web view on the metrics port
+    max_message_bytes: int = 4 * 1024 * 1024  # gRPC's default (edge.DEFAULT_MAX_MESSAGE_BYTES)
+    idle_timeout: float | None = 300.0  # None: idle connections stay open
+    tls_cert: str | None = None  # PEM files; with tls_key, the gRPC port speaks TLS
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # clients must present a certificate it signed
     meta_key: str | None = dataclasses.field(default=None, repr=False)  # a secret
     meta_key_file: str | None = None
     adopt_unsigned: bool = False
@@ -89,6 +99,11 @@ class Settings:
             journal=args.journal,
             metrics_port=args.metrics_port,
             ui=args.ui,
+            max_message_bytes=args.max_message_bytes,
+            idle_timeout=args.idle_timeout,
+            tls_cert=args.tls_cert or None,
+            tls_key=args.tls_key or None,
+            tls_client_ca=args.tls_client_ca or None,
             meta_key=args.meta_key or None,
             meta_key_file=args.meta_key_file or None,
             adopt_unsigned=args.adopt_unsigned,
@@ -159,6 +174,28 @@ def _bool(value: str) -> bool:
     if folded in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return number
+
+
+def _idle_timeout(value: str) -> float | None:
+    if value.strip().lower() == "off":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds or off: {value!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return seconds
 
 
 def metrics_port(value: str) -> int | None:
@@ -263,6 +300,43 @@ def add_serve_arguments(
         "on SIGTERM, how long calls under way may take to finish",
         type=float,
         metavar="SECONDS",
+    )
+    _add(
+        parser,
+        "--max-message-bytes",
+        str(d.max_message_bytes),
+        env,
+        "largest request message accepted; a larger one is refused RESOURCE_EXHAUSTED "
+        "before it is read",
+        type=_positive_int,
+        metavar="BYTES",
+    )
+    _add(
+        parser,
+        "--idle-timeout",
+        str(d.idle_timeout),
+        env,
+        "close a gRPC connection with no call open and nothing received for so long; off "
+        "keeps idle connections open",
+        type=_idle_timeout,
+        metavar="SECONDS|off",
+    )
+    _add(
+        parser,
+        "--tls-cert",
+        "",
+        env,
+        "serve gRPC over TLS with this certificate chain (PEM; needs --tls-key)",
+        metavar="PATH",
+    )
+    _add(parser, "--tls-key", "", env, "the private key of --tls-cert (PEM)", metavar="PATH")
+    _add(
+        parser,
+        "--tls-client-ca",
+        "",
+        env,
+        "mutual TLS: clients must present a certificate signed by this CA (PEM)",
+        metavar="PATH",
     )
     _add(
         parser,

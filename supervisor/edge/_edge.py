@@ -13,22 +13,20 @@ decoding errors, draining and deadlines are ours to handle. Every call passes th
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio_asyncio
 from flyteidl2.connector import connector_pb2 as official
+from google.protobuf.unknown_fields import UnknownFieldSet
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
-from grpclib.protocol import H2Protocol
 from grpclib.reflection.service import ServerReflection
-from grpclib.server import Server, Stream
+from grpclib.server import Stream
 
 from flyteproto.flyteidl2 import connector as pb
 
@@ -42,17 +40,23 @@ from .._errors import (
 )
 from ..observe import Metrics, RpcCall
 from ..service import ConnectorService
+from ..wire import connection_kwargs
+from ._grpclib import recv_message
+from ._messages import bounded
 
 if TYPE_CHECKING:
     from grpclib.health.check import ServiceStatus
 
-__all__ = ["BatchingServer", "Codec", "Edge", "build_handlers"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Codec", "Edge", "build_handlers"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _ASYNC = "/flyteidl2.connector.AsyncConnectorService/"
 _METADATA = "/flyteidl2.connector.ConnectorMetadataService/"
+
+#: The largest request message accepted, as in gRPC (``serve --max-message-bytes``).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 _STATUS: dict[type[ServiceError], Status] = {
     NotFound: Status.NOT_FOUND,
@@ -94,13 +98,45 @@ class Codec(CodecBase):
         try:
             strict = _strict_parser(message_type)
             if strict is not None:
-                strict.FromString(data)
+                check_wire_types(strict.FromString(data))
             return message_type.FromString(data)
+        except GRPCError:
+            raise
         except Exception as exc:
             raise GRPCError(
                 Status.INVALID_ARGUMENT,
                 f"malformed {message_type.__name__}: {type(exc).__name__}: {exc}",
             ) from None
+
+
+def check_wire_types(message: Any) -> None:
+    """Refuse a known field sent with the wrong wire type (INVALID_ARGUMENT, naming it).
+
+    The official parser keeps such a field as an unknown one; betterproto2 would store the
+    value under the field (an int in a message field) and fail later, far from the cause.
+    Walks every message set in ``message`` (an official one).
+    """
+    descriptor = message.DESCRIPTOR
+    for unknown in UnknownFieldSet(message):
+        field = descriptor.fields_by_number.get(unknown.field_number)
+        if field is not None:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"malformed {descriptor.full_name}: field {field.name} "
+                f"(number {field.number}) has the wrong wire type",
+            )
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].message_type is not None:
+                for item in value.values():
+                    check_wire_types(item)
+        elif field.is_repeated:
+            for item in value:
+                check_wire_types(item)
+        else:
+            check_wire_types(value)
 
 
 @functools.cache
@@ -121,22 +157,19 @@ def _strict_parser(message_type: type) -> Any:
 
 _GENERATED = "flyteproto."
 
-_NO_CREDENTIALS: Mapping[str, str] = MappingProxyType({})
-
-
-def _credentials(request: Any) -> Mapping[str, str]:
-    """``connection_kwargs`` of an official (upb) request message."""
-    if not request.HasField("connection"):
-        return _NO_CREDENTIALS
-    connection = request.connection
-    return {**connection.secrets, **connection.configs}
-
 
 class Edge:
     """Serves AsyncConnectorService and ConnectorMetadataService for a ConnectorService."""
 
-    def __init__(self, service: ConnectorService, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        service: ConnectorService,
+        metrics: Metrics | None = None,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self._service = service
+        self._max_message_bytes = max_message_bytes
         self._metrics = metrics or Metrics()
         self._in_flight = 0
         self._draining = False
@@ -167,9 +200,11 @@ class Edge:
             status = Status.OK
         except ServiceError as exc:
             status = _status_of(exc)
-            raise GRPCError(status, str(exc)) from None
+            raise GRPCError(status, bounded(str(exc))) from None
         except GRPCError as exc:
             status = exc.status
+            if exc.message is not None:
+                raise GRPCError(status, bounded(exc.message), exc.details) from None
             raise
         except Exception:
             status = Status.INTERNAL
@@ -183,7 +218,7 @@ class Edge:
         self, stream: Stream[Any, Any], method: str, fn: Callable[[Any], Awaitable[Any]]
     ) -> None:
         with self._call(method) as call:
-            request = await stream.recv_message()
+            request = await recv_message(stream, self._max_message_bytes)
             call.received(request)
             response = await trio_asyncio.trio_as_aio(fn)(request)
         await stream.send_message(response)
@@ -199,22 +234,17 @@ class Edge:
         # a live job's answer is ready bytes, read without crossing to Trio (a Trio task per
         # call). Only the rest (journal lookups, adoption, errors) takes the full path.
         with self._call("GetTask") as call:
-            request = await stream.recv_message()
+            request = await recv_message(stream, self._max_message_bytes)
             call.received(request)
-            answer: bytes | pb.GetTaskResponse | None = None
-            if request is not None:
-                answer = self._service.answer_now(
-                    request.task_category.name,
-                    request.task_category.version,
-                    request.resource_meta,
-                    _credentials(request),
-                )
+            answer: bytes | pb.GetTaskResponse | None = self._service.answer_now(
+                request.task_category.name,
+                request.task_category.version,
+                request.resource_meta,
+                connection_kwargs(request.connection),
+            )
             if answer is None:
-                full = (
-                    None
-                    if request is None
-                    else pb.GetTaskRequest.parse(request.SerializeToString())
-                )
+                check_wire_types(request)
+                full = pb.GetTaskRequest.parse(request.SerializeToString())
                 answer = await trio_asyncio.trio_as_aio(self._service.get_task)(full)
         await stream.send_message(answer)
 
@@ -232,8 +262,7 @@ class Edge:
         self, stream: Stream[pb.GetTaskLogsRequest, pb.GetTaskLogsResponse]
     ) -> None:
         with self._call("GetTaskLogs") as call:
-            request = await stream.recv_message()
-            assert request is not None
+            request = await recv_message(stream, self._max_message_bytes)
             call.received(request)
             responses: AsyncIterator[pb.GetTaskLogsResponse] = trio_asyncio.trio_as_aio(
                 self._service.get_task_logs(request)
@@ -245,7 +274,7 @@ class Edge:
         self, stream: Stream[pb.ListConnectorsRequest, pb.ListConnectorsResponse]
     ) -> None:
         with self._call("ListConnectors"):
-            await stream.recv_message()
+            await recv_message(stream, self._max_message_bytes)
             response = self._service.list_connectors()
         await stream.send_message(response)
 
@@ -253,8 +282,7 @@ class Edge:
         self, stream: Stream[pb.GetConnectorRequest, pb.GetConnectorResponse]
     ) -> None:
         with self._call("GetConnector"):
-            request = await stream.recv_message()
-            assert request is not None
+            request = await recv_message(stream, self._max_message_bytes)
             response = self._service.get_connector(request.name)
         await stream.send_message(response)
 
@@ -319,89 +347,3 @@ def build_handlers(edge: Edge, ready: ServiceStatus) -> list[Any]:
     services: list[Any] = [edge.async_service(), edge.metadata_service()]
     health = Health({service: [ready] for service in services})
     return ServerReflection.extend([*services, health])
-
-
-class BatchingServer(Server):
-    """grpclib's Server, sending what its connections write in one loop iteration at once.
-
-    Hot path: grpclib writes a unary response in three pieces (headers, message, trailers),
-    each a send(2) of its own: about a fifth of the CPU of a GetTask. Under load, many
-    responses are ready in one iteration of the loop; their bytes go out in one send.
-    """
-
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        return _BatchingProtocol(protocol.handler, protocol.config, protocol.h2_config)
-
-
-class _BatchingProtocol(H2Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        super().connection_made(_BatchingTransport(transport))
-
-
-class _BatchingTransport(asyncio.Transport):
-    """Buffers writes until the end of the loop iteration, then writes them at once, in order.
-
-    Everything else is the wrapped transport's (flow control included: its buffer fills, and
-    it pauses the protocol, one iteration later than it would have).
-    """
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        super().__init__()
-        self._transport = transport
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
-            return
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(bytes(data))
-
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if pending:
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._pending.clear()
-        self._transport.abort()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def can_write_eof(self) -> bool:
-        return self._transport.can_write_eof()
-
-    def write_eof(self) -> None:
-        self._flush()
-        self._transport.write_eof()
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._transport.set_write_buffer_limits(high, low)
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self._transport.is_reading()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._transport.get_protocol()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ from grpclib.server import Server
 
 from ..observe import Metrics
 from ..service import ConnectorService
-from ._edge import BatchingServer, Codec, Edge, build_handlers
+from ._edge import DEFAULT_MAX_MESSAGE_BYTES, Codec, Edge, build_handlers
+from ._grpclib import BatchingServer, bind, stop_accepting
 
 __all__ = ["Listening", "serve_grpc"]
 
@@ -49,6 +51,9 @@ async def serve_grpc(
     grace: float,
     metrics: Metrics | None = None,
     sock: socket.socket | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    idle_timeout: float | None = None,
+    tls: ssl.SSLContext | None = None,
     halt: Callable[[], Awaitable[str]] | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -67,14 +72,15 @@ async def serve_grpc(
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
     """
-    edge = Edge(service, metrics)
+    edge = Edge(service, metrics, max_message_bytes=max_message_bytes)
     ready = ServiceStatus()
     server = BatchingServer(build_handlers(edge, ready), codec=Codec())
-    if sock is not None:
-        await trio_asyncio.aio_as_trio(server.start)(sock=sock)
-    else:
-        await trio_asyncio.aio_as_trio(server.start)(host, port)
-    listening = Listening(host, _bound_port(server, port))
+    server.idle_timeout = idle_timeout
+    if sock is None:
+        sock = bind(host, port)
+    sock.setblocking(False)
+    listening = Listening(host, int(sock.getsockname()[1]))
+    await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)
     ready.set(True)
     _log.info("listening on %s:%d", listening.host, listening.port)
     task_status.started(listening)
@@ -130,9 +136,7 @@ async def _halt_when(
 async def _drain(server: Server, edge: Edge, ready: ServiceStatus, grace: float) -> None:
     ready.set(False)
     edge.drain()
-    listener = server._server  # grpclib has no public "stop accepting" short of close()
-    if listener is not None:
-        listener.close()
+    stop_accepting(server)
     with trio.move_on_after(grace) as scope:
         # The count lives on the asyncio side of the bridge: look, don't wait on it.
         while edge.in_flight:  # noqa: ASYNC110
@@ -143,10 +147,3 @@ async def _drain(server: Server, edge: Edge, ready: ServiceStatus, grace: float)
         )
     server.close()
     await trio_asyncio.aio_as_trio(server.wait_closed)()
-
-
-def _bound_port(server: Server, requested: int) -> int:
-    sockets = getattr(server._server, "sockets", None)
-    if not sockets:
-        return requested
-    return int(sockets[0].getsockname()[1])

@@ -10,6 +10,7 @@ from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
 from ._engine import sqlite_path as sqlite_path
+from ._errors import FencedOut as FencedOut
 from ._errors import JournalError as JournalError
 from ._errors import JournalLost as JournalLost
 from ._errors import JournalURLError as JournalURLError
@@ -39,7 +40,9 @@ from ._rules import is_settled as is_settled
 from ._rules import is_unfinished as is_unfinished
 from ._rules import phase_is_final as phase_is_final
 from ._schema import metadata as metadata
+from ._schema import replicas as replicas
 from ._store import IfAbsent as IfAbsent
+from ._store import Outcome as Outcome
 from ._store import Store as Store
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "CreateState",
     "DeleteState",
     "EventRecord",
+    "FencedOut",
     "IfAbsent",
     "InMemoryJournal",
     "JobQuery",
@@ -62,6 +66,7 @@ __all__ = [
     "JournalStatistics",
     "JournalSummary",
     "JournalURLError",
+    "Outcome",
     "Owner",
     "PhaseCount",
     "Put",
@@ -75,6 +80,7 @@ __all__ = [
     "metadata",
     "normalize_url",
     "phase_is_final",
+    "replicas",
     "safe_url",
     "sqlite_path",
     "upgrade",

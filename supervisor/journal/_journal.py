@@ -31,10 +31,10 @@ import sqlalchemy as sa
 import trio
 
 from . import _engine, _migrate
-from ._errors import JournalError, JournalLost
+from ._errors import FencedOut, JournalError, JournalLost
 from ._owner import Owner, OwnerLock
 from ._records import EventRecord, JobQuery, JobRecord, Put
-from ._store import IfAbsent, Store
+from ._store import IfAbsent, Outcome, Store
 
 __all__ = ["CLOSE_TIMEOUT", "WATCH_INTERVAL", "Journal", "JournalStatistics"]
 
@@ -63,6 +63,7 @@ class JournalStatistics:
     last_commit_seconds: float  # wall time of the last committed transaction
     max_batch_size: int
     pending_puts: int  # submitted, not yet committed or failed
+    puts_fenced: int = 0  # refused: their job's row had another owner or epoch
 
 
 @dataclass(eq=False, slots=True)
@@ -71,7 +72,7 @@ class _Request:
     if_absent: bool = False  # one put, applied only if its job has no row (write_if_absent)
     done: bool = False
     waiter: trio.lowlevel.Task | None = None  # parked until done; None once it gave up
-    error: JournalError | None = None
+    error: JournalError | FencedOut | None = None
     found: JobRecord | None = None  # if_absent: the row that was there instead
 
     def abandon(self, _raise_cancel: object) -> trio.lowlevel.Abort:
@@ -88,6 +89,7 @@ class _Counters:
     last_commit_seconds: float = 0.0
     max_batch_size: int = 0
     pending_puts: int = 0
+    puts_fenced: int = 0
 
 
 class Journal:
@@ -190,6 +192,8 @@ class Journal:
         never split, even when it holds more than ``max_batch`` puts.
 
         Errors: ``JournalError`` when the commit failed; none of ``puts`` is then committed.
+        ``FencedOut`` when a put's job has another owner or epoch than the put expects
+        (``Put.expect``): that put is not written, the others are.
         ``trio.ClosedResourceError`` once the journal is closing.
 
         Cancellation: if cancelled while waiting, the puts may or may not be committed.
@@ -322,6 +326,7 @@ class Journal:
             last_commit_seconds=c.last_commit_seconds,
             max_batch_size=c.max_batch_size,
             pending_puts=c.pending_puts,
+            puts_fenced=c.puts_fenced,
         )
 
     async def _read(self, query: Callable[[*_Args], _T], *args: *_Args) -> _T:
@@ -389,16 +394,20 @@ class Journal:
         error: JournalError | None = None
         writes: list[Put | IfAbsent] = []
         intents: list[tuple[int, _Request]] = []
+        starts: list[int] = []  # where each request's puts begin in ``writes``
         for request in batch:
+            starts.append(len(writes))
             if request.if_absent:
                 intents.append((len(writes), request))
                 writes.append(IfAbsent(request.puts[0]))
             else:
                 writes.extend(request.puts)
         try:
-            skipped = await self._commit_puts(writes)
+            outcome = await self._commit_puts(writes)
             for index, request in intents:
-                request.found = skipped.get(index)
+                request.found = outcome.skipped.get(index)
+            if outcome.fenced:
+                _refuse_fenced(batch, starts, outcome.fenced)
         except _DATA_ERRORS as exc:
             error = _commit_failed(exc)
             if len(batch) > 1:
@@ -413,14 +422,14 @@ class Journal:
         finally:
             self._wake(batch, error)
 
-    async def _commit_puts(self, writes: list[Put | IfAbsent]) -> dict[int, JobRecord]:
-        """One transaction in a worker thread; counts it. The conditional puts skipped.
+    async def _commit_puts(self, writes: list[Put | IfAbsent]) -> Outcome:
+        """One transaction in a worker thread; counts it. What it did not apply.
 
         Cancellation: not interruptible once started; the commit finishes first.
         """
         started = time.perf_counter()
         try:
-            skipped = await trio.to_thread.run_sync(
+            outcome = await trio.to_thread.run_sync(
                 self._store.commit, writes, limiter=self._writer_thread
             )
         except BaseException:
@@ -429,20 +438,22 @@ class Journal:
         c = self._counters
         size = len(writes)
         c.batches_committed += 1
-        c.puts_committed += size - len(skipped)
+        c.puts_committed += size - len(outcome.skipped) - len(outcome.fenced)
+        c.puts_fenced += len(outcome.fenced)
         c.last_batch_size = size
         c.last_commit_seconds = time.perf_counter() - started
         c.max_batch_size = max(c.max_batch_size, size)
         if self._on_commit is not None:
             self._on_commit(size, c.last_commit_seconds)
-        return skipped
+        return outcome
 
     def _wake(self, batch: Sequence[_Request], error: JournalError | None) -> None:
         """Wake the waiters of ``batch`` not woken yet, failed with ``error`` if there is one."""
         for request in batch:
             if request.done:
                 continue
-            request.error = error
+            if request.error is None:
+                request.error = error
             request.done = True
             self._counters.pending_puts -= len(request.puts)
             if request.waiter is not None:
@@ -469,6 +480,16 @@ class Journal:
         with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
             await self._writer_done.wait()
         writer_scope.cancel()
+
+
+def _refuse_fenced(batch: Sequence[_Request], starts: list[int], fenced: frozenset[int]) -> None:
+    """Give each request with a fenced-out put its ``FencedOut`` (woken by ``_wake``)."""
+    for request, start in zip(batch, starts, strict=True):
+        refused = [
+            put.record.job_id for offset, put in enumerate(request.puts) if start + offset in fenced
+        ]
+        if refused:
+            request.error = FencedOut(tuple(dict.fromkeys(refused)))
 
 
 def _commit_failed(cause: BaseException) -> JournalError:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ._errors import FencedOut
 from ._records import EventRecord, JobRecord, Put
 from ._rules import is_unfinished
 
@@ -38,7 +39,19 @@ class InMemoryJournal:
         await trio.lowlevel.checkpoint()
         if self._fail_next:
             raise self._fail_next.pop(0)
-        self._commit(puts)
+        applied = tuple(put for put in puts if not self._fenced(put))
+        self._commit(applied)
+        if len(applied) != len(puts):
+            refused = (put.record.job_id for put in puts if put not in applied)
+            raise FencedOut(tuple(dict.fromkeys(refused)))
+
+    def _fenced(self, put: Put) -> bool:
+        """As ``Journal``: an existing row is written only with the owner and epoch expected."""
+        row = self.jobs.get(put.record.job_id)
+        if row is None:
+            return False
+        expect = put.expect or (put.record.owner, put.record.epoch)
+        return (row.owner, row.epoch) != expect
 
     async def write_if_absent(self, put: Put) -> JobRecord | None:
         """As ``Journal.write_if_absent``: commit ``put`` (and return ``None``) unless its job

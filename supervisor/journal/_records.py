@@ -49,8 +49,9 @@ class JobRecord:
     create_request: bytes | None = None  # CreateTaskRequest without `connection`
     deadline: float | None = None  # wall clock time at which the job times out
     finished_at: float | None = None  # set when the phase became terminal
-    owner: str | None = None  # reserved: replica holding the lease
+    owner: str | None = None  # the replica whose actor runs the job (None: nobody's)
     lease_until: float | None = None  # reserved
+    epoch: int = 0  # +1 at each change of owner: fences out the writes of earlier owners
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,13 @@ class JobQuery:
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """Write ``record`` (insert or replace the job's row) and append one event for it."""
+    """Write ``record`` (insert or replace the job's row) and append one event for it.
+
+    Fenced: an existing row is written only while its owner and epoch are ``expect``
+    (default: the record's own); otherwise the put is refused (``FencedOut``).
+    """
 
     record: JobRecord
     kind: str
     detail: str = "{}"
+    expect: tuple[str | None, int] | None = None

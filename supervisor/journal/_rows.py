@@ -18,6 +18,7 @@ from ._schema import jobs
 __all__ = [
     "COLUMNS",
     "EVENT_COLUMNS",
+    "FENCE",
     "RECORD_FIELDS",
     "ROWS_PER_STATEMENT",
     "STABLE",
@@ -52,8 +53,10 @@ STABLE = (
 )
 """Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it), the
 two blobs, which a job's transitions rarely change (outputs: once, at the end), and the
-columns reserved for replicas (unused yet). A put that changes one writes the whole row."""
-UPDATED = tuple(name for name in RECORD_FIELDS if name not in (*STABLE, "job_id"))
+owner and lease. A put that changes one writes the whole row (fenced: see ``Store``)."""
+FENCE = ("owner", "epoch")
+"""Columns an UPDATE never sets but requires: the row must still be the writer's."""
+UPDATED = tuple(name for name in RECORD_FIELDS if name not in (*STABLE, *FENCE, "job_id"))
 UPDATED_INDEXES = range(len(UPDATED))
 UPDATED_AT = (UPDATED.index("updated_at"),)
 EVENT_COLUMNS = ("job_id", "at", "kind", "phase", "detail")
@@ -80,20 +83,27 @@ class Sql:
         self, changed: tuple[int, ...], rows: list[tuple[Any, ...]]
     ) -> Iterator[tuple[str, Any]]:
         """Statements and parameters that UPDATE the ``UPDATED`` columns at ``changed`` of
-        ``rows``: their values, then the job id and the ``updated_at`` the row must still
-        have (else it is left alone: see the row count)."""
-        columns = (*(UPDATED[i] for i in changed), "job_id", "seen")
+        ``rows``: their values, then the job id, the ``updated_at`` the row must still have,
+        and the owner and epoch it must still have (else it is left alone: see the row
+        count)."""
+        columns = (*(UPDATED[i] for i in changed), "job_id", "seen", *FENCE)
         if self.columnar:
-            assignments = ", ".join(f"{name} = v.{name}" for name in columns[:-2])
-            where = "jobs.job_id = v.job_id AND jobs.updated_at = v.seen"
+            assignments = ", ".join(f"{name} = v.{name}" for name in columns[:-4])
+            where = (
+                "jobs.job_id = v.job_id AND jobs.updated_at = v.seen"
+                " AND jobs.owner IS NOT DISTINCT FROM v.owner AND jobs.epoch = v.epoch"
+            )
             source = _unnest(columns)
             yield f"UPDATE jobs SET {assignments} FROM {source} WHERE {where}", _arrays(rows)
             return
         # SQLite names the columns of VALUES column1, column2, ...; the statement must start
         # with UPDATE (not WITH) for sqlite3 to report its row count.
         names = [f"v.column{n}" for n in range(1, len(columns) + 1)]
-        assignments = ", ".join(f"{c} = {v}" for c, v in zip(columns[:-2], names, strict=False))
-        where = f"jobs.job_id = {names[-2]} AND jobs.updated_at = {names[-1]}"
+        assignments = ", ".join(f"{c} = {v}" for c, v in zip(columns[:-4], names, strict=False))
+        where = (
+            f"jobs.job_id = {names[-4]} AND jobs.updated_at = {names[-3]}"
+            f" AND jobs.owner IS {names[-2]} AND jobs.epoch = {names[-1]}"
+        )
         for chunk in _chunks(rows):
             values = self._values(len(columns), len(chunk))
             yield (
@@ -129,6 +139,13 @@ class Sql:
         values = ", ".join([self.values] * rows)
         return f"{self.insert}{values} ON CONFLICT (job_id) DO NOTHING RETURNING job_id"
 
+    def owners(self, rows: int) -> str:
+        """The owner and epoch of ``rows`` jobs, locked until the transaction ends (on
+        PostgreSQL; SQLite has one writer)."""
+        marks = ", ".join([self.mark] * rows)
+        lock = " FOR UPDATE" if self.columnar else ""
+        return f"SELECT job_id, owner, epoch FROM jobs WHERE job_id IN ({marks}){lock}"
+
     def select(self, rows: int) -> str:
         marks = ", ".join([self.mark] * rows)
         return f"SELECT {', '.join(RECORD_FIELDS)} FROM jobs WHERE job_id IN ({marks})"
@@ -141,6 +158,7 @@ _PG_TYPES = {
     "deadline": "float8",
     "finished_at": "float8",
     "lease_until": "float8",
+    "epoch": "int",
     "at": "float8",
     "seen": "float8",
 }
@@ -171,6 +189,7 @@ def stable_columns(record: JobRecord) -> tuple[Any, ...]:
         record.outputs,
         record.owner,
         record.lease_until,
+        record.epoch,
     )
 
 
@@ -198,6 +217,7 @@ def full_row(record: JobRecord) -> tuple[Any, ...]:
         record.finished_at,
         record.owner,
         record.lease_until,
+        record.epoch,
         None if meta is None else meta_key(record.task_type, record.task_type_version, meta),
     )
 

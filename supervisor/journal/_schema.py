@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from ._records import CreateState, DeleteState
 from ._rules import UNFINISHED
 
-__all__ = ["events", "jobs", "metadata", "settings"]
+__all__ = ["events", "jobs", "metadata", "replicas", "settings"]
 
 metadata = sa.MetaData()
 
@@ -40,6 +40,7 @@ jobs = sa.Table(
     sa.Column("finished_at", _Seconds),
     sa.Column("owner", sa.String),
     sa.Column("lease_until", _Seconds),
+    sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
     # sha256 hex of (task_type, task_type_version, resource_meta): finds a job by the
     # resource_meta a caller holds without indexing the blob itself.
     sa.Column("meta_key", sa.String(64)),
@@ -53,6 +54,7 @@ jobs = sa.Table(
     ),
     sa.CheckConstraint("attempt >= 0", name="ck_jobs_attempt"),
     sa.Index("ix_jobs_meta_key", "meta_key"),
+    sa.Index("ix_jobs_owner", "owner"),
     sa.Index("ix_jobs_created_at", "created_at"),
     sa.Index("ix_jobs_phase_created_at", "phase", "created_at"),
     sa.Index(
@@ -76,6 +78,16 @@ events = sa.Table(
     sqlite_autoincrement=True,
 )
 
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("host", sa.String, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started", _Seconds, nullable=False),  # database clock, seconds since the epoch
+    sa.Column("heartbeat", _Seconds, nullable=False),  # database clock
+)
+"""One row per running (or dead, not yet pruned) supervisor process on this journal."""
 settings = sa.Table(
     "settings",
     metadata,

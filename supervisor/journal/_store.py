@@ -6,6 +6,11 @@ executed with tuples (no per-row SQLAlchemy processing), and, for a job whose ro
 writer committed and still remembers, an UPDATE of only the columns that changed. That
 UPDATE requires the row's ``updated_at`` to be the one remembered; a row someone else
 changed (or removed) is written whole instead, so the result is always the put's record.
+
+Fencing: a put writes an existing row only while the row's owner and epoch are the ones the
+put expects (its record's own, or ``Put.expect``); the UPDATE requires them in its WHERE
+clause, and the whole-row path reads them first under a row lock. A refused put writes
+neither row nor event, and ``commit`` reports it (``Outcome.fenced``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +43,9 @@ from ._rows import (
 from ._rules import NO_EXTERNAL_JOB, TERMINAL_PHASES, UNFINISHED, is_unfinished
 from ._schema import events, jobs, settings
 
-__all__ = ["IfAbsent", "Store", "meta_key"]
+__all__ = ["IfAbsent", "Outcome", "Store", "meta_key"]
 
-_ABSENT_CHUNK = 500  # rows per multi-row INSERT: 21 parameters each, far below SQLite's 32,766
+_ABSENT_CHUNK = 500  # rows per multi-row INSERT: 23 parameters each, far below SQLite's 32,766
 _REMEMBER_LIMIT = 1_000_000  # rows the writer remembers; past it, it starts again from none
 
 
@@ -106,11 +111,12 @@ class Store:
         """
         self._fail_next = error or sa.exc.OperationalError("COMMIT", None, Exception("injected"))
 
-    def commit(self, writes: Sequence[Put | IfAbsent]) -> dict[int, JobRecord]:
+    def commit(self, writes: Sequence[Put | IfAbsent]) -> Outcome:
         """Apply ``writes`` in order in one transaction: write each job row, append each event.
 
         An ``IfAbsent`` put is skipped (no row, no event) when its job already has a row at
-        that point; the result maps the index of each skipped one to that row.
+        that point; ``Outcome.skipped`` maps the index of each skipped one to that row. A put
+        fenced out (see the module docstring) is not applied either: ``Outcome.fenced``.
 
         Errors: whatever SQLAlchemy raises; nothing is committed then.
         """
@@ -118,8 +124,10 @@ class Store:
         try:
             with self.engine.begin() as connection:
                 skipped = self._insert_absent(connection, batch)
-                self._write_rows(connection, batch, skipped)
-                for statement, params in self._sql.insert_events(batch.events(skipped)):
+                fenced_jobs = self._write_rows(connection, batch, skipped)
+                fenced = batch.indexes_of(fenced_jobs)
+                events = batch.events(skipped.keys() | fenced if fenced else skipped.keys())
+                for statement, params in self._sql.insert_events(events):
                     connection.exec_driver_sql(statement, params)
                 error, self._fail_next = self._fail_next, None
                 if error is not None:
@@ -129,8 +137,8 @@ class Store:
             for job_id in batch.job_ids():  # the outcome may be unknown: forget these rows
                 self._committed.pop(job_id, None)
             raise
-        self._remember(batch, skipped)
-        return skipped
+        self._remember(batch, skipped, fenced_jobs)
+        return Outcome(skipped, frozenset(fenced))
 
     def _insert_absent(self, connection: sa.Connection, batch: _Batch) -> dict[int, JobRecord]:
         """Insert the rows of the batch's intents where none exists; the puts skipped."""
@@ -155,9 +163,10 @@ class Store:
 
     def _write_rows(
         self, connection: sa.Connection, batch: _Batch, skipped: dict[int, JobRecord]
-    ) -> None:
+    ) -> set[str]:
         """Write the last put of each job: an UPDATE of the changing columns when the writer
-        knows the row and its stable columns stay; else the whole row (upsert)."""
+        knows the row and its stable columns stay; else the whole row (upsert). Returns the
+        jobs fenced out."""
         # The hot path of every transition: tuples straight to the driver, a few multi-row
         # UPDATEs (see Sql.update) that leave the request blob, meta_key and their indexes
         # alone, and a whole row only for new jobs and the rare put that changes the identity.
@@ -166,17 +175,21 @@ class Store:
             known = collections.ChainMap(batch.intent_rows(skipped), self._committed)
         updates: dict[tuple[int, ...], list[tuple[Any, ...]]] = {}  # by the columns changed
         updated: list[JobRecord] = []
-        upserts: list[tuple[Any, ...]] = []
+        upserts: list[JobRecord] = []
         for job_id, record in batch.rows.items():
             before = known.get(job_id)
-            if before is None or stable_columns(before) != stable_columns(record):
-                upserts.append(full_row(record))
+            if (
+                before is None
+                or batch.expects[job_id] != _fence(record)
+                or stable_columns(before) != stable_columns(record)
+            ):
+                upserts.append(record)
                 continue
             # SET only what changed: each column set costs SQLite its CHECKs and the indexes
             # that hold it (or whose predicate reads it), changed or not.
             old, new = mutable_columns(before), mutable_columns(record)
             changed = tuple(i for i in UPDATED_INDEXES if old[i] != new[i]) or UPDATED_AT
-            row = (*(new[i] for i in changed), job_id, before.updated_at)
+            row = (*(new[i] for i in changed), job_id, before.updated_at, *_fence(record))
             updates.setdefault(changed, []).append(row)
             updated.append(record)
         rowcount = 0
@@ -184,20 +197,45 @@ class Store:
             for statement, params in self._sql.update(changed, rows):
                 rowcount += connection.exec_driver_sql(statement, params).rowcount
         if rowcount != len(updated):  # a row is not what we knew: write them all whole
-            upserts.extend(map(full_row, updated))
-        if upserts:
-            connection.exec_driver_sql(self._sql.upsert, upserts)
+            upserts.extend(updated)
+        if not upserts:
+            return set()
+        fenced = self._fenced(connection, batch, upserts)
+        rows = [full_row(record) for record in upserts if record.job_id not in fenced]
+        if rows:
+            connection.exec_driver_sql(self._sql.upsert, rows)
+        return fenced
 
-    def _remember(self, batch: _Batch, skipped: dict[int, JobRecord]) -> None:
+    def _fenced(
+        self, connection: sa.Connection, batch: _Batch, records: list[JobRecord]
+    ) -> set[str]:
+        """The jobs among ``records`` whose rows have another owner or epoch than expected
+        (rows locked from here to the commit)."""
+        fenced: set[str] = set()
+        for at in range(0, len(records), _ABSENT_CHUNK):
+            chunk = {record.job_id: record for record in records[at : at + _ABSENT_CHUNK]}
+            statement = self._sql.owners(len(chunk))
+            for job_id, owner, epoch in connection.exec_driver_sql(statement, tuple(chunk)):
+                if (owner, epoch) != batch.expects[job_id]:
+                    fenced.add(job_id)
+        return fenced
+
+    def _remember(self, batch: _Batch, skipped: dict[int, JobRecord], fenced: set[str]) -> None:
         """After a commit: remember the rows of unfinished jobs, forget finished ones."""
         known = self._committed
+        for job_id in fenced:
+            known.pop(job_id, None)
         if len(known) > _REMEMBER_LIMIT:
             known.clear()
         for job_id, record in batch.intent_rows(skipped).items():
             if job_id not in batch.rows:
                 known[job_id] = record
         known.update(batch.rows)
+        for job_id in fenced:
+            known.pop(job_id, None)
         for job_id, record in batch.rows.items():
+            if job_id in fenced:
+                continue
             # Most rows have a live phase, and then the job is unfinished: skip the full rule.
             maybe_finished = (
                 record.phase in TERMINAL_PHASES or record.create_state in NO_EXTERNAL_JOB
@@ -290,6 +328,14 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
+class Outcome:
+    """What ``Store.commit`` did not apply, by the index of the write."""
+
+    skipped: dict[int, JobRecord]  # conditional puts whose job had a row: that row
+    fenced: frozenset[int]  # puts refused: their job's row has another owner or epoch
+
+
+@dataclass(frozen=True, slots=True)
 class IfAbsent:
     """A put that ``Store.commit`` applies only when its job has no row yet."""
 
@@ -303,12 +349,15 @@ class _Batch:
     def __init__(self, writes: Sequence[Put | IfAbsent]) -> None:
         self.writes = writes
         self.rows: dict[str, JobRecord] = {}  # the last unconditional put of each job
+        self.expects: dict[str, tuple[str | None, int]] = {}  # the owner and epoch each
+        # job's row must have: its first put's ``expect``, else that put's record's own
         self.intents: dict[str, int] = {}  # job -> index of a conditional put first to write it
         self.decided: dict[int, JobRecord | int] = {}  # index -> the row it finds, or the
         # index of the intent whose outcome is that row
         for index, write in enumerate(writes):
             if type(write) is Put:
                 self.rows[write.record.job_id] = write.record
+                self.expects.setdefault(write.record.job_id, write.expect or _fence(write.record))
                 continue
             assert isinstance(write, IfAbsent)
             job_id = write.put.record.job_id
@@ -318,6 +367,16 @@ class _Batch:
                 self.decided[index] = self.intents[job_id]
             else:
                 self.intents[job_id] = index
+
+    def indexes_of(self, job_ids: set[str]) -> list[int]:
+        """The indexes of the unconditional puts of ``job_ids``."""
+        if not job_ids:
+            return []
+        return [
+            index
+            for index, write in enumerate(self.writes)
+            if type(write) is Put and write.record.job_id in job_ids
+        ]
 
     def job_ids(self) -> Iterable[str]:
         return itertools.chain(self.rows, self.intents)
@@ -344,12 +403,17 @@ class _Batch:
             for job_id, index in self.intents.items()
         }
 
-    def events(self, skipped: dict[int, JobRecord]) -> list[tuple[Any, ...]]:
-        if not skipped:
+    def events(self, left_out: Collection[int]) -> list[tuple[Any, ...]]:
+        """The event rows of every write but those at ``left_out``."""
+        if not left_out:
             return [event_row(self.put(index)) for index in range(len(self.writes))]
         return [
-            event_row(self.put(index)) for index in range(len(self.writes)) if index not in skipped
+            event_row(self.put(index)) for index in range(len(self.writes)) if index not in left_out
         ]
+
+
+def _fence(record: JobRecord) -> tuple[str | None, int]:
+    return (record.owner, record.epoch)
 
 
 def _first(records: list[JobRecord]) -> JobRecord | None:

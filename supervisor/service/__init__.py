@@ -5,15 +5,20 @@ connector on every request (stateless, like flyte-sdk's service). Sits on ``acto
 ``wire``, ``observe`` and ``journal``.
 
 ``_protocol`` (the seam), ``_calls`` (calling a connector, its errors mapped),
-``_stateless`` (the RPCs that need no job state), ``_direct``, ``_supervisor``.
+``_stateless`` (the RPCs that need no job state), ``_direct``, ``_supervisor``, ``_lease``
+(a replica's lease rules).
 """
 
 from ._direct import DirectService as DirectService
+from ._lease import Lease as Lease
+from ._lease import LeaseRules as LeaseRules
 from ._protocol import ConnectorService as ConnectorService
 from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
     "ConnectorService",
     "DirectService",
+    "Lease",
+    "LeaseRules",
     "Supervisor",
 ]

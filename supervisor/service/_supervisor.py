@@ -46,6 +46,7 @@ from ..actor import (
 from ..journal import (
     CreateState,
     DeleteState,
+    FencedOut,
     JobRecord,
     JournalError,
     JournalLike,
@@ -135,6 +136,7 @@ class Supervisor(StatelessAnswers):
         self._nursery: trio.Nursery | None = None
         self._faults = JournalFaults(self._metrics.journal_errors, self._metrics.journal_waiting)
         self.resumed = 0
+        self.fenced = 0  # actors stopped because another replica took their job
 
     # -- running ---------------------------------------------------------------------------
 
@@ -265,6 +267,11 @@ class Supervisor(StatelessAnswers):
                         new_intent=new_intent,
                     )
                     return
+                except FencedOut:
+                    # Another replica owns the job now: stop, never touching the external job.
+                    self.fenced += 1
+                    _log.warning("job %s: fenced out by a new owner; actor stopped", handle.job_id)
+                    return
                 except Exception:
                     _log.exception("job %s: actor failed; restarting it", handle.job_id)
                     handle.inbox = Inbox()
@@ -297,7 +304,7 @@ class Supervisor(StatelessAnswers):
         return [handle.record for handle in tuple(self._jobs.values())]
 
     def statistics(self) -> dict[str, int]:
-        return {"live_jobs": len(self._jobs), "resumed": self.resumed}
+        return {"live_jobs": len(self._jobs), "resumed": self.resumed, "fenced": self.fenced}
 
     def journal_fault(self) -> str | None:
         """Why the journal fails while actors wait to write their results; None when none

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from connectors import (
     AsyncConnector,
@@ -16,7 +16,7 @@ from connectors import (
     native_to_outputs,
 )
 from flyteproto.flyteidl2 import connector as pb
-from flyteproto.flyteidl2.core import Connection, TaskExecutionPhase
+from flyteproto.flyteidl2.core import TaskExecutionPhase
 from flyteproto.flyteidl2.task import Inputs
 from flyteproto.google.protobuf import Struct
 
@@ -53,10 +53,21 @@ def require_connection(connector: AsyncConnector[Any], kwargs: Mapping[str, str]
 _REQUIRED: dict[type, frozenset[str]] = {}
 
 
-def connection_kwargs(connection: Connection | None) -> dict[str, str]:
+class Credentials(Protocol):
+    """A request's ``connection``: betterproto2's or the official (upb) message alike."""
+
+    @property
+    def secrets(self) -> Mapping[str, str]: ...
+
+    @property
+    def configs(self) -> Mapping[str, str]: ...
+
+
+def connection_kwargs(connection: Credentials | None) -> dict[str, str]:
     """Secrets and configs of a request, as the keyword arguments a connector receives.
 
-    As in flyte-sdk, configs win over secrets of the same name.
+    As in flyte-sdk, configs win over secrets of the same name. An unset (upb) connection
+    has neither.
     """
     if connection is None:
         return {}
@@ -74,6 +85,10 @@ def decode_meta(connector: AsyncConnector[Any], data: bytes) -> ResourceMeta:
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(
             f"resource_meta for {connector.name} does not decode: {exc}"
+        ) from None
+    except RecursionError:
+        raise InvalidArgument(
+            f"resource_meta for {connector.name} does not decode: nested too deeply"
         ) from None
 
 
