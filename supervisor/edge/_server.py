@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ async def serve_grpc(
     port: int,
     grace: float,
     metrics: Metrics | None = None,
+    sock: socket.socket | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     idle_timeout: float | None = None,
     tls: ssl.SSLContext | None = None,
@@ -59,6 +61,9 @@ async def serve_grpc(
 
     Must run inside ``trio_asyncio.open_loop()`` (the caller opens it, so that asyncio-native
     connectors can share the loop).
+
+    ``sock``: a socket the caller bound (and listens on) already, so that a port in use is
+    known before anything else starts; ``host`` and ``port`` then only name it in logs.
 
     ``halt``, awaited beside serving, returns a reason when the service cannot go on (its
     journal is lost): from then on health is NOT_SERVING and every call is UNAVAILABLE
@@ -71,7 +76,9 @@ async def serve_grpc(
     ready = ServiceStatus()
     server = BatchingServer(build_handlers(edge, ready), codec=Codec())
     server.idle_timeout = idle_timeout
-    sock = bind(host, port)
+    if sock is None:
+        sock = bind(host, port)
+    sock.setblocking(False)
     listening = Listening(host, int(sock.getsockname()[1]))
     await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)
     ready.set(True)
