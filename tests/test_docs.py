@@ -49,6 +49,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--metrics-port": ("off", None),
     "--log-level": ("debug", "DEBUG"),
     "--log-format": ("json", "json"),
+    "--ui": ("yes", True),
     "--meta-key": ("a-key-of-sixteen-bytes", "a-key-of-sixteen-bytes"),
     "--meta-key-file": ("/run/secrets/meta-key", "/run/secrets/meta-key"),
     "--adopt-unsigned": ("yes", True),

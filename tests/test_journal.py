@@ -90,6 +90,7 @@ def test_public_surface() -> None:
             "JournalReader",
             "JournalStatistics",
             "JournalSummary",
+            "JournalURLError",
             "Outcome",
             "PhaseCount",
             "Owner",
@@ -646,8 +647,8 @@ def test_urls_are_normalized_to_supported_drivers(tmp_path: Path) -> None:
             normalize_url(unsupported)
 
 
-async def test_sqlite_journal_is_a_wal_file_in_a_created_directory(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'a' / 'b' / 'journal.db'}"
+async def test_sqlite_journal_is_a_wal_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
     async with Journal.open(url) as journal:
         await journal.write(Put(job("a"), "created"))
     engine = create_engine(url)
@@ -657,6 +658,15 @@ async def test_sqlite_journal_is_a_wal_file_in_a_created_directory(tmp_path: Pat
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     finally:
         engine.dispose()
+
+
+async def test_sqlite_journal_in_a_missing_directory_is_an_error_not_a_new_tree(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(JournalError, match="no directory"):
+        async with Journal.open(f"sqlite:///{tmp_path / 'a' / 'b' / 'journal.db'}"):
+            pass
+    assert not (tmp_path / "a").exists()
 
 
 def _tables(url: str) -> set[str]:

@@ -152,9 +152,11 @@ def test_ls_lists_newest_first(capsys: pytest.CaptureFixture[str], url: str) -> 
         (["--phase", "running"], ["aaaa1111", "dddd4444"]),
         (["--phase", "3"], ["bbbb2222"]),
         (["--connector", PROCESS], ["cccc3333", "eeee5555"]),
+        (["--connector", PROCESS.upper()], ["cccc3333", "eeee5555"]),  # any case
         (["--task-type", "process"], ["cccc3333", "eeee5555"]),
         (["--older-than", "30m"], ["aaaa1111", "dddd4444"]),
         (["--live"], ["cccc3333", "aaaa1111", "dddd4444"]),
+        (["--live", "--task-type", "process"], ["cccc3333"]),  # UNFINISHED's ORs bracketed
         (["--limit", "2", "--offset", "1"], ["eeee5555", "bbbb2222"]),
         (["--task-type", "echo", "--phase", "RUNNING", "--older-than", "90m"], ["dddd4444"]),
     ],

@@ -166,6 +166,10 @@ async def test_polls_are_counted_once_each(autojump_clock: Any) -> None:
     assert value(metrics, "supervisor_poll_errors_total", connector=FAKE) == 0
     assert value(metrics, "supervisor_poll_lag_seconds_count", connector=FAKE) == 3
     assert value(metrics, "supervisor_poll_lag_seconds_sum", connector=FAKE) == 0
+    calls = "supervisor_external_calls_total"
+    assert value(metrics, calls, connector=FAKE, operation="create") == 1
+    assert value(metrics, calls, connector=FAKE, operation="get") == 3
+    assert value(metrics, calls, connector=FAKE, operation="delete") == 0
 
 
 async def test_a_failed_poll_counts_as_a_poll_error(autojump_clock: Any) -> None:

@@ -715,7 +715,7 @@ async def test_restart_after_a_cancel_that_reached_the_service_does_not_cancel_a
     assert world.service.jobs["job-1"].cancels == 1
     assert world.service.calls["delete"] == 1
     kinds = world.journal.kinds(next(iter(world.journal.jobs)))
-    assert kinds[-2:] == ["delete_intent", "deleted"]
+    assert kinds[-3:] == ["delete_intent", "resumed", "deleted"]  # the restart in between
     assert json.loads(world.journal.history[-1].detail)["reconciled"] is True
 
 

@@ -584,6 +584,7 @@ class _Actor:
         async with self.ctx.limiter:
             if due is not None:
                 metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
+            metrics.count_call(getattr(fn, "__name__", ""))  # create, get or delete
             metrics.in_flight.inc()
             try:
                 with trio.fail_after(self.connector.call_timeout):

@@ -6,7 +6,8 @@ hold up its writes. Tables for people, ``--json`` for scripts. Nothing secret is
 the journal holds none, and of the journalled request only names are shown (secret and
 config keys, environment variable names), never values.
 
-Exit codes: 0 done, 1 no such job, 2 bad arguments, 3 journal error.
+Exit codes: 0 done, 1 no such job, 2 bad arguments or journal URL, 3 journal error. A
+closed pipe (``journal ls | head``) ends the output quietly (``cli._main``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from betterproto2 import Casing
 
 from connectors import Phase
 
@@ -39,7 +42,8 @@ from ..journal import (
     safe_url,
     upgrade,
 )
-from ._settings import add_journal_argument
+from ._errors import EXIT_NOT_FOUND, EXIT_USAGE, UserError, report
+from ._settings import add_debug_argument, add_journal_argument
 
 __all__ = ["add_journal_commands", "journal_command", "parse_age", "parse_phase"]
 
@@ -47,8 +51,6 @@ __all__ = ["add_journal_commands", "journal_command", "parse_age", "parse_phase"
 MESSAGE_WIDTH = 60
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_NO_JOB = 1
-_JOURNAL_ERROR = 3
 
 
 # -- arguments -----------------------------------------------------------------------------
@@ -92,6 +94,11 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _add_journal(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None) -> None:
+    add_journal_argument(parser, environ)
+    add_debug_argument(parser, environ)
+
+
 def add_journal_commands(
     journal_parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
@@ -100,11 +107,13 @@ def add_journal_commands(
         dest="journal_command", required=True, metavar="COMMAND"
     )
     ls = commands.add_parser("ls", help="list jobs, newest first", description=_LS)
-    add_journal_argument(ls, environ)
+    _add_journal(ls, environ)
     ls.add_argument(
         "--phase", type=parse_phase, help="only jobs in this phase (RUNNING, FAILED, ...)"
     )
-    ls.add_argument("--connector", metavar="NAME", help="only jobs of this connector (its name)")
+    ls.add_argument(
+        "--connector", metavar="NAME", help="only jobs of this connector (its name, in any case)"
+    )
     ls.add_argument("--task-type", metavar="TYPE", help="only jobs of this task type")
     ls.add_argument(
         "--older-than",
@@ -134,7 +143,7 @@ def add_journal_commands(
     _add_json(ls)
 
     show = commands.add_parser("show", help="one job and its whole history", description=_SHOW)
-    add_journal_argument(show, environ)
+    _add_journal(show, environ)
     show.add_argument("job", nargs="?", metavar="JOB", help="job id, or a unique prefix of one")
     show.add_argument(
         "--resource-meta",
@@ -158,15 +167,32 @@ def add_journal_commands(
         description="Count jobs by connector and phase; show the oldest live job, the "
         "creates and deletes under way, and when the journal was last written. Read-only.",
     )
-    add_journal_argument(stats, environ)
+    _add_journal(stats, environ)
     _add_json(stats)
+
+    web = commands.add_parser(
+        "web",
+        help="browse the journal in a web browser (read-only)",
+        description="Serve a read-only view of the journal over HTTP: the job list with the "
+        "filters of `ls`, each job's history, log links and outputs, live counts. Safe "
+        "against a running server.",
+    )
+    _add_journal(web, environ)
+    web.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
+    web.add_argument(
+        "--port",
+        type=_count(0),
+        default=8080,
+        metavar="PORT",
+        help="port; 0 picks a free one (default %(default)s)",
+    )
 
     for name, text in (
         ("upgrade", "create or upgrade the journal schema to the latest revision"),
         ("revision", "print the journal's schema revision and the latest one"),
     ):
         description = text[0].upper() + text[1:] + "."
-        add_journal_argument(commands.add_parser(name, help=text, description=description), environ)
+        _add_journal(commands.add_parser(name, help=text, description=description), environ)
 
 
 _LS = (
@@ -187,14 +213,14 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def journal_command(args: argparse.Namespace) -> int:
+    """Run one journal command; a user's mistake is one line (``_errors``)."""
     try:
         return _COMMANDS[args.journal_command](args)
-    except JournalError as exc:
-        print(f"error: journal {safe_url(args.journal)}: {exc}", file=sys.stderr)
-        return _JOURNAL_ERROR
-    except ValueError as exc:  # an unsupported URL
-        print(f"error: journal {safe_url(args.journal)}: {exc}", file=sys.stderr)
-        return _JOURNAL_ERROR
+    except (JournalError, UserError) as exc:
+        code = report(exc, debug=args.log_level == "DEBUG", journal=args.journal)
+        if code is None:  # pragma: no cover - every JournalError is explained
+            raise
+        return code
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -236,10 +262,10 @@ def _ls(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     if (args.job is None) == (args.resource_meta is None):
         print("error: name the job by JOB or by --resource-meta", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.resource_meta is not None and not args.task_type:
         print("error: --resource-meta needs --task-type", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     with JournalReader.open(args.journal) as reader:
         if args.job is not None:
             record = reader.resolve(args.job)
@@ -249,7 +275,7 @@ def _show(args: argparse.Namespace) -> int:
             what = f"{args.task_type} v{args.task_type_version} job with that resource_meta"
         if record is None:
             print(f"error: no {what} in the journal", file=sys.stderr)
-            return _NO_JOB
+            return EXIT_NOT_FOUND
         history = reader.events(record.job_id)
     if args.json:
         _print_json(
@@ -319,10 +345,17 @@ def _revision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    from ._web import serve_web  # the HTTP server only for this command
+
+    return serve_web(args)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ls": _ls,
     "show": _show,
     "stats": _stats,
+    "web": _web,
     "upgrade": _upgrade,
     "revision": _revision,
 }
@@ -365,7 +398,7 @@ def job_json(record: JobRecord) -> dict[str, Any]:
         "finished_at": record.finished_at,
         "deadline": record.deadline,
         "resource_meta": meta_text(record.resource_meta),
-        "log_links": json.loads(record.log_links),
+        "log_links": [_snake_keys(link) for link in json.loads(record.log_links)],
         "custom_info": json.loads(record.custom_info) if record.custom_info else None,
         "outputs": _output_names(record.outputs),
     }
@@ -412,7 +445,9 @@ def request_summary(create_request: bytes | None) -> dict[str, Any] | None:
     return {
         "output_prefix": request.output_prefix,
         "inputs": sorted(lit.name for lit in request.inputs.literals) if request.inputs else [],
-        "task_execution_id": execution.to_dict() if execution is not None else None,
+        "task_execution_id": (
+            execution.to_dict(casing=Casing.SNAKE) if execution is not None else None
+        ),
         "namespace": metadata.namespace if metadata is not None else "",
         "environment_variables": sorted(metadata.environment_variables) if metadata else [],
         "secrets": sorted(connection.secrets) if connection is not None else [],
@@ -435,6 +470,18 @@ def _output_names(outputs: bytes | None) -> list[str] | None:
     from flyteproto.flyteidl2.task import Outputs
 
     return [literal.name for literal in Outputs.parse(outputs).literals]
+
+
+def _snake_keys(value: Any) -> Any:
+    """Protobuf JSON (``showWhilePending``) with the snake_case keys of the rest of our JSON."""
+    if isinstance(value, dict):
+        return {_SNAKE.sub(r"_\1", k).lower(): _snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_keys(item) for item in value]
+    return value
+
+
+_SNAKE = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 def _loads(text: str) -> Any:

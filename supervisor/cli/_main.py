@@ -1,10 +1,17 @@
-"""Command line: ``python -m supervisor serve|journal|run|health|verify-recovery ...``."""
+"""Command line: ``python -m supervisor serve|journal|run|health|c0|verify-recovery ...``.
+
+``serve`` starts in an order that changes nothing before it can serve: bind the metrics
+and gRPC ports, open (and migrate) the journal, resume unfinished jobs, then accept calls.
+A mistake at any step is one line on stderr and an exit code (``_errors``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import logging
+import os
+import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Mapping, Sequence
@@ -14,11 +21,12 @@ import trio_asyncio
 
 from connectors import ConnectorRegistry, load_connectors
 
-from ..journal import Journal, JournalError, Owner, safe_url, sqlite_path
+from ..journal import Journal, Owner, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import Supervisor
 from ._c0 import C0_COMMAND, add_c0_arguments, run_c0
 from ._c0 import DESCRIPTION as _C0
+from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message, report
 from ._health import check_health
 from ._journal import add_journal_commands, journal_command
 from ._run import add_run_arguments, run_command
@@ -42,6 +50,7 @@ async def _serve(
     settings: Settings,
     registry: ConnectorRegistry,
     metrics: Metrics,
+    sock: socket.socket,
     meta_key: bytes | None,
     tls: ssl.SSLContext | None,
 ) -> None:
@@ -88,6 +97,7 @@ async def _serve(
                     port=settings.port,
                     grace=settings.grace,
                     metrics=metrics,
+                    sock=sock,
                     max_message_bytes=settings.max_message_bytes,
                     idle_timeout=settings.idle_timeout,
                     stream_send_timeout=settings.stream_send_timeout,
@@ -107,15 +117,6 @@ async def _serve(
 async def _serve_within(scope: trio.CancelScope, serving: Awaitable[None]) -> None:
     with scope:
         await serving
-
-
-def _journal_error(exc: BaseException) -> JournalError | None:
-    """The journal error behind ``exc``, also from inside Trio's exception groups."""
-    if isinstance(exc, JournalError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return _journal_error(exc.exceptions[0])
-    return None
 
 
 def _standing_by(owner: Owner) -> None:
@@ -143,11 +144,22 @@ def _print_connectors(registry: ConnectorRegistry) -> None:
 
 
 def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None:
-    """Serve /metrics (``--metrics-port``) from its own thread. Errors: OSError."""
+    """Serve /metrics (``--metrics-port``) from its own thread. Errors: UserError."""
     if settings.metrics_port is None:
         return None
-    server = MetricsServer.start(metrics, settings.host, settings.metrics_port)
+    pages = None
+    if settings.ui:
+        from ._web import pages_for
+
+        pages = pages_for(settings.journal)
+    try:
+        server = MetricsServer.start(metrics, settings.host, settings.metrics_port, pages=pages)
+    except OSError as exc:
+        message = port_message("metrics", settings.host, settings.metrics_port, exc)
+        raise UserError(message, EXIT_PORT) from exc
     print(f"metrics on {settings.host}:{server.port}", flush=True)
+    if settings.ui:
+        print(f"journal web view on http://{settings.host}:{server.port}/", flush=True)
     return server
 
 
@@ -165,12 +177,14 @@ def _tls(settings: Settings) -> ssl.SSLContext | None:
 
 
 def serve(settings: Settings) -> int:
+    """Run the service until SIGTERM/SIGINT; a user's mistake is one line and an exit code."""
     configure_logging(settings.log_level, settings.log_format)
+    debug = settings.log_level.upper() == "DEBUG"
     try:
         meta_key = settings.resource_meta_key()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         tls = _tls(settings)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
@@ -179,30 +193,53 @@ def serve(settings: Settings) -> int:
     try:
         registry = build_registry(settings)
     except Exception as exc:
+        if debug:
+            _log.exception("cannot load connectors")
         print(f"error: cannot load connectors: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    if settings.ui and settings.metrics_port is None:
+        print("error: --ui serves on the metrics port: give --metrics-port", file=sys.stderr)
+        return EXIT_USAGE
     _print_connectors(registry)
     metrics = Metrics()
     try:
         metrics_server = _start_metrics(settings, metrics)
-    except OSError as exc:
-        print(
-            f"error: cannot serve metrics on port {settings.metrics_port}: {exc}", file=sys.stderr
-        )
-        return 2
+        sock = _bind(settings.host, settings.port)
+    except UserError as exc:
+        return report(exc, debug=debug) or EXIT_USAGE
     try:
-        trio.run(_serve, settings, registry, metrics, meta_key, tls)
-    except (JournalError, BaseExceptionGroup) as exc:
-        error = _journal_error(exc)
-        if error is None:
+        trio.run(_serve, settings, registry, metrics, sock, meta_key, tls)
+    except Exception as exc:
+        code = report(exc, debug=debug, journal=settings.journal)
+        if code is None:
             raise
-        print(f"error: journal {safe_url(settings.journal)}: {error}", file=sys.stderr)
-        return 3
+        return code
     finally:
+        sock.close()
         if metrics_server is not None:
             metrics_server.stop()
     print("stopped", flush=True)
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The gRPC socket, bound (a port in use shows here) before anything else starts, and
+    listened on only when serving starts: until then (a standby waiting, jobs resuming)
+    connections are refused, not queued. Errors: UserError."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UserError(f"cannot serve gRPC on {host}:{port}: {exc}", EXIT_PORT) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)  # grpclib listens on it once the jobs are resumed
+    except OSError as exc:
+        sock.close()
+        raise UserError(port_message("gRPC", host, port, exc), EXIT_PORT) from exc
+    return sock
 
 
 def health(args: argparse.Namespace) -> int:
@@ -212,10 +249,12 @@ def health(args: argparse.Namespace) -> int:
     return 0 if serving else 1
 
 
-def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    environ: Mapping[str, str] | None = None, *, prog: str = "python -m supervisor"
+) -> argparse.ArgumentParser:
     """Every command and flag; defaults from ``environ`` (the process environment)."""
     parser = argparse.ArgumentParser(
-        prog="python -m supervisor",
+        prog=prog,
         description="A durable connector service for Flyte.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -271,12 +310,21 @@ _VERIFY = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(prog=_program_name())
     args, extra = parser.parse_known_args(argv)
     if args.command == "verify-recovery":
         return verify_command(args, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # The reader went away (``journal ls | head``): what it wanted, it has.
+        _silence_stdout()
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(Settings.from_args(args))
     if args.command == "run":
@@ -285,4 +333,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return health(args)
     if args.command == C0_COMMAND:
         return run_c0(args)
-    return journal_command(args)
+    code = journal_command(args)
+    sys.stdout.flush()
+    return code
+
+
+def _program_name() -> str:
+    """``python -m supervisor``, or the name of the script that started us."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m supervisor" if name in ("", "__main__.py", "-c") else name
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

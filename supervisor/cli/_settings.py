@@ -55,6 +55,7 @@ ENVIRONMENT: dict[str, str] = {
     "--tls-key": "SUPERVISOR_TLS_KEY",
     "--tls-client-ca": "SUPERVISOR_TLS_CLIENT_CA",
     "--metrics-port": "SUPERVISOR_METRICS_PORT",
+    "--ui": "SUPERVISOR_UI",
     "--log-level": "SUPERVISOR_LOG_LEVEL",
     "--log-format": "SUPERVISOR_LOG_FORMAT",
     "--meta-key": "SUPERVISOR_META_KEY",
@@ -75,6 +76,7 @@ class Settings:
     log_format: str = "text"
     journal: str = DEFAULT_JOURNAL
     metrics_port: int | None = 9090  # None: no metrics endpoint; 0: a free port
+    ui: bool = False  # the journal web view on the metrics port
     max_message_bytes: int = 4 * 1024 * 1024  # gRPC's default (edge.DEFAULT_MAX_MESSAGE_BYTES)
     idle_timeout: float | None = 300.0  # None: idle connections stay open
     stream_send_timeout: float | None = 300.0  # None: a stalled stream waits for ever
@@ -100,6 +102,7 @@ class Settings:
             log_format=args.log_format,
             journal=args.journal,
             metrics_port=args.metrics_port,
+            ui=args.ui,
             max_message_bytes=args.max_message_bytes,
             idle_timeout=args.idle_timeout,
             stream_send_timeout=args.stream_send_timeout,
@@ -246,6 +249,21 @@ def add_journal_argument(
     )
 
 
+def add_debug_argument(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
+) -> None:
+    """``--log-level`` for the commands that only print (``journal ...``)."""
+    _add(
+        parser,
+        "--log-level",
+        Settings.log_level,
+        _env(environ),
+        "DEBUG adds the traceback to an error's one line",
+        type=_log_level,
+        metavar="LEVEL",
+    )
+
+
 def add_connector_arguments(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
@@ -355,6 +373,16 @@ def add_serve_arguments(
         "the endpoint off",
         type=metrics_port,
         metavar="PORT|off",
+    )
+    _add(
+        parser,
+        "--ui",
+        str(d.ui).lower(),
+        env,
+        "also serve the read-only journal web view (as `journal web`) on the metrics port, "
+        "at /; metrics stay at /metrics",
+        type=_bool,
+        metavar="BOOL",
     )
     _add(
         parser,

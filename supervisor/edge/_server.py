@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ async def serve_grpc(
     port: int,
     grace: float,
     metrics: Metrics | None = None,
+    sock: socket.socket | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     idle_timeout: float | None = None,
     stream_send_timeout: float | None = None,
@@ -67,6 +69,9 @@ async def serve_grpc(
 
     Must run inside ``trio_asyncio.open_loop()`` (the caller opens it, so that asyncio-native
     connectors can share the loop).
+
+    ``sock``: a socket the caller bound (and listens on) already, so that a port in use is
+    known before anything else starts; ``host`` and ``port`` then only name it in logs.
 
     ``halt``, awaited beside serving, returns a reason when the service cannot go on (its
     journal is lost): from then on health is NOT_SERVING and every call is UNAVAILABLE
@@ -92,7 +97,9 @@ async def serve_grpc(
         build_handlers(edge, ready), codec=Codec(), config=keepalive_config(keepalive)
     )
     server.idle_timeout = idle_timeout
-    sock = bind(host, port)
+    if sock is None:
+        sock = bind(host, port)
+    sock.setblocking(False)
     listening = Listening(host, int(sock.getsockname()[1]))
     await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)
     ready.set(True)

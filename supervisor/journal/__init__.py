@@ -13,6 +13,7 @@ from ._engine import sqlite_path as sqlite_path
 from ._errors import FencedOut as FencedOut
 from ._errors import JournalError as JournalError
 from ._errors import JournalLost as JournalLost
+from ._errors import JournalURLError as JournalURLError
 from ._journal import Journal as Journal
 from ._journal import JournalStatistics as JournalStatistics
 from ._memory import InMemoryJournal as InMemoryJournal
@@ -64,6 +65,7 @@ __all__ = [
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",
+    "JournalURLError",
     "Outcome",
     "Owner",
     "PhaseCount",

@@ -1,8 +1,9 @@
-"""The journal's errors: a failed operation, and a write fenced out by a new owner."""
+"""The journal's errors: a failed operation and its kinds, and a write fenced out by a
+new owner."""
 
 from __future__ import annotations
 
-__all__ = ["FencedOut", "JournalError", "JournalLost"]
+__all__ = ["FencedOut", "JournalError", "JournalLost", "JournalURLError"]
 
 
 class JournalError(Exception):
@@ -10,6 +11,10 @@ class JournalError(Exception):
 
     A failed write means none of its puts were committed: the caller may retry them.
     """
+
+
+class JournalURLError(JournalError, ValueError):
+    """``--journal`` is not a URL of a journal we can use; the message says what to write."""
 
 
 class FencedOut(Exception):

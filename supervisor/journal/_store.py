@@ -298,18 +298,19 @@ class Store:
             return [EventRecord(**row._asdict()) for row in connection.execute(query)]
 
     def list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        """Jobs matching every filter of ``query``, newest (by ``created_at``) first."""
+        """Jobs matching every filter of ``query``, newest (by ``created_at``) first; the
+        connector's name matches in any case."""
         criteria: list[sa.ColumnElement[bool] | sa.TextClause] = []
         if query.phase is not None:
             criteria.append(jobs.c.phase == query.phase)
         if query.task_type is not None:
             criteria.append(jobs.c.task_type == query.task_type)
-        if query.connector is not None:
-            criteria.append(jobs.c.connector == query.connector)
+        if query.connector is not None:  # names are for people: any case finds them
+            criteria.append(sa.func.lower(jobs.c.connector) == query.connector.lower())
         if query.older_than is not None:
             criteria.append(jobs.c.created_at < query.older_than)
         if query.unfinished:
-            criteria.append(sa.text(UNFINISHED))
+            criteria.append(sa.text(f"({UNFINISHED})"))  # its ORs must not bind to the ANDs
         newest_first = (jobs.c.created_at.desc(), jobs.c.job_id.desc())
         return self._jobs(*criteria, order_by=newest_first, limit=query.limit, offset=query.offset)
 

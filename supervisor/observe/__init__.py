@@ -9,6 +9,7 @@ from ._logging import KeyValueFormatter as KeyValueFormatter
 from ._logging import bind_job as bind_job
 from ._logging import configure_logging as configure_logging
 from ._logging import job_fields as job_fields
+from ._metrics import EXTERNAL_OPERATIONS as EXTERNAL_OPERATIONS
 from ._metrics import MAX_TASK_TYPES as MAX_TASK_TYPES
 from ._metrics import OPERATIONS as OPERATIONS
 from ._metrics import ConnectorMetrics as ConnectorMetrics
@@ -17,6 +18,7 @@ from ._metrics import MetricsServer as MetricsServer
 from ._metrics import RpcCall as RpcCall
 
 __all__ = [
+    "EXTERNAL_OPERATIONS",
     "MAX_TASK_TYPES",
     "OPERATIONS",
     "ConnectorMetrics",

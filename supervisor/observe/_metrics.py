@@ -12,7 +12,8 @@ Flyte's connector service (flyte-sdk ``flyte.connectors``) exports, and dashboar
 with ``operation`` one of ``create``, ``get``, ``delete`` (and here ``get_metrics``,
 ``get_logs`` too). The supervisor adds ``supervisor_*`` metrics: live actors by connector
 and phase, polls and poll errors, poll lag behind schedule, external calls in flight,
-journal batch size, commit latency and backlog, and jobs resumed at start.
+external calls by operation, adoptions, journal batch size, commit latency and backlog,
+and jobs resumed at start.
 
 Where they are measured: the gRPC edge's one call wrapper (``RpcCall``), the actor's
 ``external()`` and poll (``ConnectorMetrics``, one per connector), the journal writer's
@@ -28,9 +29,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
+from socketserver import ThreadingMixIn
 from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from grpclib.const import Status
 from prometheus_client import (
@@ -39,6 +43,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Summary,
+    make_wsgi_app,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -51,6 +56,7 @@ from connectors import Phase
 from ..journal import JobRecord, JournalStatistics
 
 __all__ = [
+    "EXTERNAL_OPERATIONS",
     "HTTP_CODES",
     "OPERATIONS",
     "ConnectorMetrics",
@@ -107,6 +113,14 @@ class ConnectorMetrics:
     poll_errors: Counter
     poll_lag: Histogram
     in_flight: Gauge
+    adoptions: Counter
+    calls: dict[str, Counter]  # by operation: create, get, delete
+
+    def count_call(self, operation: str) -> None:
+        """Count a call to the external service for ``operation`` (others are not counted)."""
+        counter = self.calls.get(operation)
+        if counter is not None:
+            counter.inc()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +179,10 @@ class RpcCall:
             self._metrics.rpc_failure(self._task_type, operation, status).inc()
 
 
+#: The operations an actor calls the external service for (``supervisor_external_calls_total``).
+EXTERNAL_OPERATIONS = ("create", "get", "delete")
+
+
 class Metrics:
     """Every metric of one server, in its own registry."""
 
@@ -221,6 +239,18 @@ class Metrics:
         self._in_flight = Gauge(
             "supervisor_external_calls_in_flight",
             "Calls to the external service under way (create, get, delete)",
+            ["connector"],
+            registry=r,
+        )
+        self._external_calls = Counter(
+            "supervisor_external_calls_total",
+            "Calls to the external service (operation: create, get, delete)",
+            ["connector", "operation"],
+            registry=r,
+        )
+        self._adoptions = Counter(
+            "supervisor_adoptions_total",
+            "Jobs adopted from a resource_meta the journal did not know",
             ["connector"],
             registry=r,
         )
@@ -299,6 +329,11 @@ class Metrics:
                 poll_errors=self._poll_errors.labels(connector=name),
                 poll_lag=self._poll_lag.labels(connector=name),
                 in_flight=self._in_flight.labels(connector=name),
+                adoptions=self._adoptions.labels(connector=name),
+                calls={
+                    operation: self._external_calls.labels(connector=name, operation=operation)
+                    for operation in EXTERNAL_OPERATIONS
+                },
             )
             self._connectors[name] = found
         return found
@@ -394,10 +429,22 @@ class MetricsServer:
         self._thread = thread
 
     @classmethod
-    def start(cls, metrics: Metrics, host: str, port: int) -> MetricsServer:
-        """Listen on ``host:port`` (0: a free port). Errors: OSError (address in use, ...)."""
-        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-        return cls(server, thread)
+    def start(
+        cls, metrics: Metrics, host: str, port: int, *, pages: Pages | None = None
+    ) -> MetricsServer:
+        """Listen on ``host:port`` (0: a free port). Errors: OSError (address in use, ...).
+
+        ``pages``: HTML for every GET other than ``/metrics`` (the journal web view), given
+        the path and query; without it, prometheus_client's own server answers everything.
+        """
+        if pages is None:
+            server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+            return cls(server, thread)
+        app = _with_pages(make_wsgi_app(metrics.registry), pages)
+        web = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        thread = threading.Thread(target=web.serve_forever, name="metrics-and-ui", daemon=True)
+        thread.start()
+        return cls(web, thread)
 
     @property
     def port(self) -> int:
@@ -408,3 +455,38 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout)
+
+
+#: A page for a path (with its query): its HTTP status and HTML.
+Pages = Callable[[str], tuple[int, str]]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _with_pages(metrics_app: Any, pages: Pages) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        query = environ.get("QUERY_STRING") or ""
+        status, body = pages(path + ("?" + query if query else ""))
+        data = body.encode()
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+        ]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [data] if environ.get("REQUEST_METHOD") == "GET" else [b""]
+
+    return app

@@ -67,6 +67,7 @@ from ..wire import (
     require_connection,
     retry_attempt,
 )
+from ._lifecycle import journal_resumed, lifecycle_detail
 from ._stateless import StatelessAnswers
 from ._superseded import earlier_attempts, superseded_reason
 
@@ -169,8 +170,11 @@ class Supervisor(StatelessAnswers):
         return self._seal.open(*key)
 
     async def resume(self) -> int:
-        """Start an actor for every unfinished job in the journal. Returns how many."""
-        count = 0
+        """Start an actor for every unfinished job in the journal. Returns how many.
+
+        Each gets a ``resumed`` event first (``_lifecycle``), written in batches.
+        """
+        found: list[tuple[AsyncConnector[Any], JobRecord]] = []
         for record in await self._journal.unfinished():
             if record.job_id in self._jobs:
                 continue
@@ -187,8 +191,14 @@ class Supervisor(StatelessAnswers):
                     extra=job_fields(record.job_id, record.connector),
                 )
                 continue
-            self._start(connector, record, kwargs=None, resumed=True)
-            count += 1
+            found.append((connector, record))
+        stamped = await journal_resumed(
+            self._journal, [record for _, record in found], self._wall_clock()
+        )
+        for (connector, _), record in zip(found, stamped, strict=True):
+            if record.job_id not in self._jobs:
+                self._start(connector, record, kwargs=None, resumed=True)
+        count = len(found)
         self.resumed = count
         if count:
             _log.info("resumed %d unfinished job(s)", count)
@@ -492,13 +502,14 @@ class Supervisor(StatelessAnswers):
                 message="adopted: waiting for the first poll",
                 create_request=bytes(stripped),
             )
-            adopted = Put(record, "adopted", json.dumps({"delete": delete}))
+            adopted = Put(record, "adopted", lifecycle_detail(delete=delete))
             existing = await self._journal.write_if_absent(adopted)
             if existing is not None:
                 if delete and not is_settled(existing):
                     kwargs = connection_kwargs(connection) or None
                     return self._start(connector, existing, kwargs=kwargs, resumed=True)
                 return existing
+            self._metrics.connector(connector.name).adoptions.inc()
             _log.info(
                 "job %s: adopted a %s job we did not create",
                 job_id,
