@@ -24,7 +24,13 @@ from tests.support.operators import create_request, sample, scrape
 from tests.support.server import ServerProcess, wait_for
 from tests.support.trust import sealed
 
-SAMPLE_ARGS = ["--entry-points", "false", "--modules", "tests.support.sample_connectors"]
+SAMPLE_ARGS = [
+    "--entry-points",
+    "false",
+    "--modules",
+    "tests.support.sample_connectors",
+    "tests.support.big_log_connector",
+]
 CALL_TIMEOUT = 60.0
 BIG_LOG = pb.TaskCategory(name="biglog", version=0)
 

@@ -3,8 +3,7 @@
 ``EchoConnector`` succeeds at once and echoes its inputs as outputs; ``BrokenConnector``
 fails every call; ``PlainConnector`` has no metrics or logs; ``KwargsConnector`` reports the
 keyword arguments (secrets and configs) it was called with; ``SlowConnector``'s ``create``
-and ``get`` block until a file exists (a call in flight, for drain and crash tests);
-``BigLogConnector``'s log is as big as its meta says (streams a client never reads).
+and ``get`` block until a file exists (a call in flight, for drain and crash tests).
 """
 
 from __future__ import annotations
@@ -215,44 +214,3 @@ class SlowConnector(AsyncConnector[SlowMeta]):
 
     async def delete(self, resource_meta: SlowMeta, **kwargs: Any) -> None:
         return None
-
-
-@dataclass
-class BigLogMeta(ResourceMeta):
-    chunks: int
-    chunk_bytes: int
-
-
-class BigLogConnector(AsyncConnector[BigLogMeta]):
-    """A job whose log is ``chunks`` bodies of one ``chunk_bytes`` line each, made lazily."""
-
-    name = "Big log connector"
-    task_type_name = "biglog"
-    metadata_type = BigLogMeta
-
-    async def create(
-        self,
-        task_template: TaskTemplate,
-        output_prefix: str,
-        inputs: dict[str, Any] | None = None,
-        task_execution_metadata: TaskExecutionMetadata | None = None,
-        **kwargs: Any,
-    ) -> BigLogMeta:
-        return BigLogMeta(chunks=1000, chunk_bytes=65536)
-
-    async def get(self, resource_meta: BigLogMeta, **kwargs: Any) -> Resource:
-        return Resource(phase=Phase.RUNNING)
-
-    async def delete(self, resource_meta: BigLogMeta, **kwargs: Any) -> None:
-        return None
-
-    async def get_logs(
-        self, resource_meta: BigLogMeta, **kwargs: Any
-    ) -> AsyncIterator[GetTaskLogsResponse]:
-        yield GetTaskLogsResponse(header=GetTaskLogsResponseHeader(token=""))
-        at = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-        for n in range(resource_meta.chunks):
-            # made in a thread, as a connector reads a log file: not cancellable meanwhile
-            text = await trio.to_thread.run_sync(f"{n:08d}".ljust, resource_meta.chunk_bytes, "x")
-            line = LogLine(timestamp=at, message=text)
-            yield GetTaskLogsResponse(body=GetTaskLogsResponseBody(lines=[line]))
