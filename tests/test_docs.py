@@ -41,6 +41,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--grace": ("2.5", 2.5),
     "--max-message-bytes": ("65536", 65536),
     "--idle-timeout": ("off", None),
+    "--stream-send-timeout": ("off", None),
+    "--keepalive": ("30", 30.0),
     "--tls-cert": ("cert.pem", "cert.pem"),
     "--tls-key": ("key.pem", "key.pem"),
     "--tls-client-ca": ("ca.pem", "ca.pem"),

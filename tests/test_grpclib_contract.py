@@ -10,6 +10,7 @@ import socket
 
 import grpclib.protocol
 import grpclib.server
+import grpclib.utils
 import trio
 import trio_asyncio
 from grpclib.server import Server
@@ -70,3 +71,32 @@ async def test_a_started_server_on_our_socket_has_the_asyncio_server_we_close() 
         server.close()
         await trio_asyncio.aio_as_trio(server.wait_closed)()
     await trio.lowlevel.checkpoint()
+
+
+def test_a_reset_stream_is_handled_as_cancellation_and_logged_at_info() -> None:
+    handler = inspect.getsource(grpclib.server.request_handler)
+    # a handler that ends with CancelledError after a reset is "Request was cancelled" (info)
+    assert "log.info('Request was cancelled: %s', err)" in handler
+    assert "log.info('Deadline exceeded')" in handler
+    assert "self.cancel_failed = exc_type is not asyncio.CancelledError" in inspect.getsource(
+        grpclib.utils.Wrapper.__exit__
+    )
+
+
+def test_configuration_has_the_keepalive_fields_and_a_stream_resets_with_a_code() -> None:
+    from grpclib.config import Configuration
+
+    fields = set(Configuration.__dataclass_fields__)
+    assert {
+        "_keepalive_time",
+        "_keepalive_timeout",
+        "_keepalive_permit_without_calls",
+        "_http2_max_pings_without_data",
+        "_http2_min_sent_ping_interval_without_data",
+    } <= fields
+    assert list(inspect.signature(grpclib.protocol.Stream.reset).parameters) == [
+        "self",
+        "error_code",
+    ]
+    # a handler whose stream was reset by us: grpclib sends no trailers, swallows the error
+    assert "self._cancel_done" in inspect.getsource(grpclib.server.Stream.__aexit__)

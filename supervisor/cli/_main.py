@@ -100,6 +100,8 @@ async def _serve(
                     sock=sock,
                     max_message_bytes=settings.max_message_bytes,
                     idle_timeout=settings.idle_timeout,
+                    stream_send_timeout=settings.stream_send_timeout,
+                    keepalive=settings.keepalive,
                     tls=tls,
                     halt=journal.wait_lost,
                     task_status=task_status,

@@ -49,6 +49,8 @@ ENVIRONMENT: dict[str, str] = {
     "--grace": "SUPERVISOR_GRACE",
     "--max-message-bytes": "SUPERVISOR_MAX_MESSAGE_BYTES",
     "--idle-timeout": "SUPERVISOR_IDLE_TIMEOUT",
+    "--stream-send-timeout": "SUPERVISOR_STREAM_SEND_TIMEOUT",
+    "--keepalive": "SUPERVISOR_KEEPALIVE",
     "--tls-cert": "SUPERVISOR_TLS_CERT",
     "--tls-key": "SUPERVISOR_TLS_KEY",
     "--tls-client-ca": "SUPERVISOR_TLS_CLIENT_CA",
@@ -77,6 +79,8 @@ class Settings:
     ui: bool = False  # the journal web view on the metrics port
     max_message_bytes: int = 4 * 1024 * 1024  # gRPC's default (edge.DEFAULT_MAX_MESSAGE_BYTES)
     idle_timeout: float | None = 300.0  # None: idle connections stay open
+    stream_send_timeout: float | None = 300.0  # None: a stalled stream waits for ever
+    keepalive: float | None = 60.0  # None: no keepalive pings
     tls_cert: str | None = None  # PEM files; with tls_key, the gRPC port speaks TLS
     tls_key: str | None = None
     tls_client_ca: str | None = None  # clients must present a certificate it signed
@@ -101,6 +105,8 @@ class Settings:
             ui=args.ui,
             max_message_bytes=args.max_message_bytes,
             idle_timeout=args.idle_timeout,
+            stream_send_timeout=args.stream_send_timeout,
+            keepalive=args.keepalive,
             tls_cert=args.tls_cert or None,
             tls_key=args.tls_key or None,
             tls_client_ca=args.tls_client_ca or None,
@@ -186,7 +192,7 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _idle_timeout(value: str) -> float | None:
+def _seconds_or_off(value: str) -> float | None:
     if value.strip().lower() == "off":
         return None
     try:
@@ -318,7 +324,27 @@ def add_serve_arguments(
         env,
         "close a gRPC connection with no call open and nothing received for so long; off "
         "keeps idle connections open",
-        type=_idle_timeout,
+        type=_seconds_or_off,
+        metavar="SECONDS|off",
+    )
+    _add(
+        parser,
+        "--stream-send-timeout",
+        str(d.stream_send_timeout),
+        env,
+        "end a GetTaskLogs stream (RESOURCE_EXHAUSTED) whose client reads nothing for so "
+        "long, its flow-control window shut; off lets it wait for ever",
+        type=_seconds_or_off,
+        metavar="SECONDS|off",
+    )
+    _add(
+        parser,
+        "--keepalive",
+        str(d.keepalive),
+        env,
+        "PING a gRPC connection this often, open calls or not, and close it when a ping "
+        "is not answered within as long again (at most 20 s); off sends no pings",
+        type=_seconds_or_off,
         metavar="SECONDS|off",
     )
     _add(

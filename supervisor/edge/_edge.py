@@ -13,6 +13,7 @@ decoding errors, draining and deadlines are ours to handle. Every call passes th
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -41,7 +42,7 @@ from .._errors import (
 from ..observe import Metrics, RpcCall
 from ..service import ConnectorService
 from ..wire import connection_kwargs
-from ._grpclib import recv_message
+from ._grpclib import CLIENT_GONE, recv_message, reset_stream
 from ._messages import bounded
 
 if TYPE_CHECKING:
@@ -167,9 +168,11 @@ class Edge:
         metrics: Metrics | None = None,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        stream_send_timeout: float | None = None,
     ) -> None:
         self._service = service
         self._max_message_bytes = max_message_bytes
+        self._stream_send_timeout = stream_send_timeout
         self._metrics = metrics or Metrics()
         self._in_flight = 0
         self._draining = False
@@ -206,6 +209,11 @@ class Edge:
             if exc.message is not None:
                 raise GRPCError(status, bounded(exc.message), exc.details) from None
             raise
+        except CLIENT_GONE:
+            # The client reset the stream while we sent (its cancel or deadline), and the
+            # cancel grpclib sent us was lost in a step that could not take it: end as a
+            # cancelled task does, which is what grpclib expects of a reset stream.
+            raise asyncio.CancelledError() from None
         except Exception:
             status = Status.INTERNAL
             _log.exception("unexpected error in %s", method)
@@ -213,6 +221,8 @@ class Edge:
         finally:
             self._in_flight -= 1
             call.finished(status)
+            if status is Status.CANCELLED:
+                _log.debug("%s: the client went away (cancelled, deadline or reset)", method)
 
     async def _unary(
         self, stream: Stream[Any, Any], method: str, fn: Callable[[Any], Awaitable[Any]]
@@ -267,8 +277,28 @@ class Edge:
             responses: AsyncIterator[pb.GetTaskLogsResponse] = trio_asyncio.trio_as_aio(
                 self._service.get_task_logs(request)
             )
+            # One response at a time, made only once the last one is sent: the window
+            # the client opens paces the connector, and a stream holds one response.
             async for response in responses:
+                await self._send_within(stream, response)
+
+    async def _send_within(self, stream: Stream[Any, Any], response: Any) -> None:
+        """Send one message of a stream, or reset the stream if its client opens no window
+        for ``stream_send_timeout`` (ENHANCE_YOUR_CALM: the client sees RESOURCE_EXHAUSTED).
+
+        A reset, not trailers: a client holds trailers back until it has read every message
+        before them, and it frees what it buffered for the stream at once.
+        """
+        try:
+            async with asyncio.timeout(self._stream_send_timeout):
                 await stream.send_message(response)
+        except TimeoutError:
+            await reset_stream(stream)
+            _log.info(
+                "reset a stream whose client read nothing for %gs (--stream-send-timeout)",
+                self._stream_send_timeout,
+            )
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, "stream send timeout") from None
 
     async def list_connectors(
         self, stream: Stream[pb.ListConnectorsRequest, pb.ListConnectorsResponse]

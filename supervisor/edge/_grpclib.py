@@ -8,7 +8,14 @@ listening socket, so the port is ours to know); for the rest there are none:
 - ``Server._server``: the asyncio server, closed to stop accepting before a drain;
 - ``Stream._stream``, ``_codec``, ``_recv_type``: read by ``recv_message``, which frames the
   request itself so that sizes are bounded before the bytes are buffered and framing
-  mistakes get a precise status instead of an assertion.
+  mistakes get a precise status instead of an assertion;
+- ``Configuration``'s experimental ``_keepalive_*`` and ``_http2_*`` ping fields: the
+  server's keepalive pings (``keepalive_config``);
+- ``Stream._stream.reset`` and ``Stream._cancel_done``: ``reset_stream`` resets with an
+  error code of ours (grpclib's public ``cancel`` sends NO_ERROR, which clients read as
+  INTERNAL);
+- what a reset stream raises (``CLIENT_GONE``) and the lines grpclib's server logs for a
+  client that went away (``quiet_client_gone``: the edge logs one debug line of its own).
 
 ``tests/test_grpclib_contract.py`` checks each of these against the installed grpclib, so
 an upgrade that changes them fails loudly there, not quietly in production.
@@ -22,14 +29,43 @@ import socket
 import struct
 from typing import Any
 
+from grpclib.config import Configuration
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
+from h2.errors import ErrorCodes
+from h2.exceptions import StreamClosedError
 
-__all__ = ["BatchingServer", "bind", "recv_message", "stop_accepting"]
+__all__ = [
+    "CLIENT_GONE",
+    "BatchingServer",
+    "bind",
+    "keepalive_config",
+    "quiet_client_gone",
+    "recv_message",
+    "reset_stream",
+    "stop_accepting",
+]
 
 _log = logging.getLogger(__name__)
+
+#: What a send on a stream the client reset raises (h2's closed stream, grpclib's own).
+CLIENT_GONE = (StreamClosedError, StreamTerminatedError)
+
+#: How grpclib's server logs a call whose client went away (info): not our server's news.
+_CLIENT_GONE_LINES = ("Request was cancelled", "Deadline exceeded")
+
+
+def _not_client_gone(record: logging.LogRecord) -> bool:
+    return not (record.levelno == logging.INFO and str(record.msg).startswith(_CLIENT_GONE_LINES))
+
+
+def quiet_client_gone() -> None:
+    """Drop grpclib's info lines for calls whose client went away (idempotent)."""
+    logging.getLogger("grpclib.server").addFilter(_not_client_gone)
+
+
 _PREFIX = struct.Struct(">?I")  # gRPC message prefix: compressed flag, length
 
 
@@ -47,6 +83,27 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+#: The longest a keepalive ping may go unanswered before its connection is closed.
+MAX_KEEPALIVE_TIMEOUT = 20.0
+
+
+def keepalive_config(interval: float | None) -> Configuration:
+    """grpclib's server configuration: a PING every ``interval`` seconds (None: none).
+
+    Pings go to every connection, open calls or not, data sent or not; one not answered
+    within ``interval`` (at most ``MAX_KEEPALIVE_TIMEOUT``) closes its connection.
+    """
+    if interval is None:
+        return Configuration(_keepalive_time=None)
+    return Configuration(
+        _keepalive_time=interval,
+        _keepalive_timeout=min(interval, MAX_KEEPALIVE_TIMEOUT),
+        _keepalive_permit_without_calls=True,
+        _http2_max_pings_without_data=0,
+        _http2_min_sent_ping_interval_without_data=interval,
+    )
 
 
 def stop_accepting(server: Server) -> None:
@@ -88,6 +145,17 @@ async def recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
             f"request message is shorter than its length prefix of {length} bytes",
         )
     return stream._codec.decode(data, stream._recv_type)
+
+
+async def reset_stream(
+    stream: Stream[Any, Any], code: ErrorCodes = ErrorCodes.ENHANCE_YOUR_CALM
+) -> None:
+    """RST_STREAM a call (ENHANCE_YOUR_CALM: gRPC clients see RESOURCE_EXHAUSTED).
+
+    grpclib then sends nothing more for it (no trailers) and takes the handler's exception
+    as handled."""
+    await stream._stream.reset(code)
+    stream._cancel_done = True
 
 
 class BatchingServer(Server):

@@ -25,7 +25,13 @@ from grpclib.server import Server
 from ..observe import Metrics
 from ..service import ConnectorService
 from ._edge import DEFAULT_MAX_MESSAGE_BYTES, Codec, Edge, build_handlers
-from ._grpclib import BatchingServer, bind, stop_accepting
+from ._grpclib import (
+    BatchingServer,
+    bind,
+    keepalive_config,
+    quiet_client_gone,
+    stop_accepting,
+)
 
 __all__ = ["Listening", "serve_grpc"]
 
@@ -53,6 +59,8 @@ async def serve_grpc(
     sock: socket.socket | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     idle_timeout: float | None = None,
+    stream_send_timeout: float | None = None,
+    keepalive: float | None = None,
     tls: ssl.SSLContext | None = None,
     halt: Callable[[], Awaitable[str]] | None = None,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
@@ -69,12 +77,25 @@ async def serve_grpc(
     journal is lost): from then on health is NOT_SERVING and every call is UNAVAILABLE
     with that reason, until the signal.
 
+    ``idle_timeout``: close connections with no call open that send nothing for so long;
+    ``stream_send_timeout``: end a stream whose client leaves its window shut for so long;
+    ``keepalive``: PING every connection this often, close it when a ping goes unanswered
+    (seconds; None: never).
+
     Cancellation: a cancel from outside skips the signal wait and drains (shielded, bounded
     by ``grace``).
     """
-    edge = Edge(service, metrics, max_message_bytes=max_message_bytes)
+    quiet_client_gone()
+    edge = Edge(
+        service,
+        metrics,
+        max_message_bytes=max_message_bytes,
+        stream_send_timeout=stream_send_timeout,
+    )
     ready = ServiceStatus()
-    server = BatchingServer(build_handlers(edge, ready), codec=Codec())
+    server = BatchingServer(
+        build_handlers(edge, ready), codec=Codec(), config=keepalive_config(keepalive)
+    )
     server.idle_timeout = idle_timeout
     if sock is None:
         sock = bind(host, port)
