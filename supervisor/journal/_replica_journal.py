@@ -81,14 +81,11 @@ class ReplicaJournal:
             self._others, self.store.request_delete, job_id, now, message, detail
         )
 
-    async def delete_intents(self, replica: str) -> dict[str, int]:
-        return await self._run(self._others, self.store.delete_intents, replica)
-
     async def listen(
-        self, on_notify: Callable[[str], None], task_status: trio.TaskStatus[None]
+        self, on_notify: Callable[[str], None], on_listening: Callable[[], None]
     ) -> None:
         """Call ``on_notify(payload)`` (in Trio) for each notification until cancelled;
-        ``task_status.started()`` once listening. PostgreSQL only.
+        ``on_listening()`` (in Trio) once listening. PostgreSQL only.
 
         Errors: ``JournalError`` when the connection fails (the caller listens again).
         """
@@ -99,7 +96,7 @@ class ReplicaJournal:
             trio.from_thread.run_sync(on_notify, payload, trio_token=token)
 
         def listening() -> None:
-            trio.from_thread.run_sync(task_status.started, trio_token=token)
+            trio.from_thread.run_sync(on_listening, trio_token=token)
 
         try:
             await trio.to_thread.run_sync(

@@ -349,16 +349,6 @@ class ReplicaStore:
                 self._notify(connection, f"delete {record.owner} {job_id}")
         return record
 
-    def delete_intents(self, replica: str) -> dict[str, int]:
-        """The epochs of this replica's jobs with a delete intent (to find the intents whose
-        notification was missed)."""
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.text("SELECT job_id, epoch FROM jobs WHERE owner = :me AND delete_state = :req"),
-                {"me": replica, "req": DeleteState.REQUESTED.value},
-            )
-            return {job_id: int(epoch) for job_id, epoch in rows}
-
     def _notify(self, connection: sa.Connection, payload: str) -> None:
         if self.postgres:
             connection.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})

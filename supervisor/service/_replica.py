@@ -15,8 +15,10 @@ tasks, under the supervisor's nursery:
   in batches (again at once while batches come back full), and starts their actors;
 - **notifications** (PostgreSQL): ``released <replica>`` wakes the takeover at once;
   ``delete <owner> <job>`` makes the owner restart that job's actor from its row, which
-  carries the intent a peer journalled (also checked every ``RECONCILE_INTERVAL``, and
-  whenever listening starts again, for notifications missed).
+  carries the intent a peer journalled;
+- **reconcile**: every ``RECONCILE_INTERVAL``, and whenever listening starts again, the
+  actors are made to match the rows this replica owns (a notification missed, a restart
+  that failed).
 
 On SQLite there is one owner process (the journal's ``OwnerLock``): it adopts every
 unfinished job at start, whoever owned it, and nobody else ever does.
@@ -46,7 +48,7 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_ADOPT_BATCH = 500
 RECONCILE_INTERVAL = 30.0
-"""Seconds between two checks for delete intents whose notification was missed."""
+"""Seconds between two checks that the actors match the rows this replica owns."""
 _PRUNE_EVERY = 300  # heartbeats between two prunes of long-dead replicas' rows
 _RETRY = 1.0  # seconds between two tries to register again, or to listen again
 
@@ -298,9 +300,10 @@ class Replica:
                 await trio.sleep(_RETRY)
 
     async def _listen_once(self, nursery: trio.Nursery) -> None:
-        async with trio.open_nursery() as inner:
-            await inner.start(self.journal.listen, self._notified)
-            nursery.start_soon(self._reconcile)  # what was said while nobody listened
+        await self.journal.listen(
+            self._notified,
+            lambda: nursery.start_soon(self._reconcile),  # what was said while nobody listened
+        )
 
     def _notified(self, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
@@ -309,7 +312,7 @@ class Replica:
         elif kind == "delete":
             owner, _, job_id = rest.partition(" ")
             if owner == self.id and self._host is not None and self._nursery and job_id:
-                self._nursery.start_soon(self._host.refresh, job_id)
+                self._nursery.start_soon(self._refresh, job_id)
 
     async def _reconcile_periodically(self) -> None:
         while True:
@@ -317,18 +320,27 @@ class Replica:
             await self._reconcile()
 
     async def _reconcile(self) -> None:
-        """Restart the actors whose rows carry a delete intent they have not seen."""
+        """Make the actors match the rows this replica owns: restart those whose row
+        changed under them (a peer's delete intent whose notification was missed) and start
+        those missing (a restart that failed)."""
         if self.suspended or self._host is None:
             return
         try:
-            intents = await self.journal.delete_intents(self.id)
+            owned = await self.journal.owned(self.id)
         except JournalError as exc:
-            _log.warning("replica %s: cannot read delete intents: %s", self.id, exc)
+            _log.warning("replica %s: cannot read its jobs: %s", self.id, exc)
             return
         live = self._host.epochs()
-        for job_id, epoch in intents.items():
-            if live.get(job_id, epoch) != epoch:
-                await self._host.refresh(job_id)
+        for job_id, epoch in owned.items():
+            if live.get(job_id) != epoch:
+                await self._refresh(job_id)
+
+    async def _refresh(self, job_id: str) -> None:
+        assert self._host is not None
+        try:
+            await self._host.refresh(job_id)
+        except JournalError as exc:  # the next reconcile tries again
+            _log.warning("replica %s: job %s not refreshed: %s", self.id, job_id, exc)
 
     # -- release -----------------------------------------------------------------------------
 

@@ -286,6 +286,16 @@ class Supervisor(StatelessAnswers):
             await self._stop_one(handle)
         return len(stale)
 
+    async def _refresh_soon(self, handle: JobHandle) -> None:
+        """``refresh`` after a fenced-out write, waiting out journal faults."""
+        for pause in (0.5, 1, 2, 4, 8, 16, 30):
+            try:
+                await self.refresh(handle.job_id, handle.last_kwargs)
+                return
+            except JournalError as exc:
+                _log.warning("job %s: cannot read its row yet: %s", handle.job_id, exc)
+                await trio.sleep(pause)  # then the replica's reconcile takes over
+
     def epochs(self) -> dict[str, int]:
         return {job_id: handle.record.epoch for job_id, handle in self._jobs.items()}
 
@@ -426,7 +436,7 @@ class Supervisor(StatelessAnswers):
                         self.fenced += 1
                         _log.warning("job %s: fenced out; actor stopped", handle.job_id)
                         if self._replica is not None and self._outer is not None:
-                            self._outer.start_soon(self.refresh, handle.job_id, handle.last_kwargs)
+                            self._outer.start_soon(self._refresh_soon, handle)
                         return
                     except Exception:
                         _log.exception("job %s: actor failed; restarting it", handle.job_id)
