@@ -97,6 +97,7 @@ class ReplicaStore:
                 ),
                 {"id": replica, "host": host, "pid": pid, "now": now, "node": this_node()},
             )
+        _HERE.add(replica)
         return now
 
     def heartbeat(self, replica: str) -> bool:
@@ -155,7 +156,9 @@ class ReplicaStore:
             {"me": replica, "before": before},
         ).all()
         late = [id_ for id_, is_late, _, _ in rows if is_late]
-        gone = [id_ for id_, is_late, node, pid in rows if not is_late and _gone(node, pid)]
+        gone = [
+            id_ for id_, is_late, node, pid in rows if not is_late and _gone(id_, node, pid)
+        ]
         if not self.postgres or not (late or gone):
             return sorted(late + gone)
         # Lock, then check again: the heartbeat of a late one may have committed meanwhile.
@@ -301,7 +304,8 @@ class ReplicaStore:
             )
             connection.execute(sa.text("DELETE FROM replicas WHERE id = :me"), {"me": replica})
             self._notify(connection, f"released {replica}")
-            return int(result.rowcount)
+        _HERE.discard(replica)
+        return int(result.rowcount)
 
     def prune(self) -> int:
         """Delete the rows of replicas dead for ``PRUNE_AFTER`` that own no unfinished job,
@@ -389,13 +393,16 @@ def this_node() -> str | None:
     return f"{boot}:{namespace}"
 
 
-def _gone(node: str | None, pid: int) -> bool:
-    """A replica of this node whose process has exited (or is this very pid, reused by a
-    restart): dead, whatever its last heartbeat says."""
+_HERE: set[str] = set()  # the replicas registered by this process and not released
+
+
+def _gone(replica: str, node: str | None, pid: int) -> bool:
+    """A replica of this node whose process has exited (or had this very pid, reused by a
+    restart: a container's pid 1): dead, whatever its last heartbeat says."""
     if node is None or node != this_node():
         return False
     if pid == os.getpid():
-        return True
+        return replica not in _HERE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
