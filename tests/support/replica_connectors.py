@@ -13,7 +13,9 @@ see. The "external service" is that directory:
   end); a cancelled job is ABORTED.
 
 ``REPLICA_TEST_POLL_INTERVAL`` (seconds, default 1) sets the poll interval: the tests keep it
-short so that a takeover shows in the log within a second.
+short so that a takeover shows in the log within a second. ``REPLICA_TEST_WHO`` (an integer)
+stands in for the pid in the log, for a process that runs in a PID namespace of its own
+(where every replica is pid 1).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "CALLS_LOG",
     "POLL_INTERVAL_ENV",
     "TASK_TYPE",
+    "WHO_ENV",
     "ReplicaTestConnector",
     "ReplicaTestMeta",
     "done_path",
@@ -41,6 +44,9 @@ TASK_TYPE = "replica-test"
 #: The shared call log, in the job's directory.
 CALLS_LOG = "calls.log"
 POLL_INTERVAL_ENV = "REPLICA_TEST_POLL_INTERVAL"
+WHO_ENV = "REPLICA_TEST_WHO"
+#: Who makes the calls, in the log: this process's pid, unless told otherwise.
+_WHO = os.environ.get(WHO_ENV) or str(os.getpid())
 
 _descriptors: dict[str, int] = {}
 
@@ -96,12 +102,12 @@ class ReplicaTestConnector(AsyncConnector[ReplicaTestMeta]):
         custom = task_template.custom.to_dict() if task_template.custom is not None else {}
         directory = str(custom["dir"])
         job = idempotency_key or f"job-{time.monotonic_ns()}"
-        _record(directory, f"create {job} {os.getpid()}")
+        _record(directory, f"create {job} {_WHO}")
         return ReplicaTestMeta(job=job, dir=directory)
 
     async def get(self, resource_meta: ReplicaTestMeta, **kwargs: Any) -> Resource:
         job, directory = resource_meta.job, resource_meta.dir
-        _record(directory, f"get {job} {os.getpid()} {time.monotonic():.6f}")
+        _record(directory, f"get {job} {_WHO} {time.monotonic():.6f}")
         if os.path.exists(_cancelled_path(directory, job)):  # noqa: ASYNC240 (a local stat)
             return Resource(phase=Phase.ABORTED, message="cancelled")
         if done_path(Path(directory), job).exists():
@@ -110,5 +116,5 @@ class ReplicaTestConnector(AsyncConnector[ReplicaTestMeta]):
 
     async def delete(self, resource_meta: ReplicaTestMeta, **kwargs: Any) -> None:
         job, directory = resource_meta.job, resource_meta.dir
-        _record(directory, f"cancel {job} {os.getpid()}")
+        _record(directory, f"cancel {job} {_WHO}")
         os.close(os.open(_cancelled_path(directory, job), os.O_WRONLY | os.O_CREAT, 0o644))

@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import grpc
+import psycopg
 from flyteidl2.connector import connector_pb2 as pb
 from flyteidl2.connector import service_pb2_grpc
 from flyteidl2.core import execution_pb2, identifier_pb2, tasks_pb2
@@ -46,7 +47,14 @@ from google.protobuf import struct_pb2
 
 from supervisor.wire import payload_of
 
-from .replica_connectors import CALLS_LOG, POLL_INTERVAL_ENV, TASK_TYPE, ReplicaTestMeta, done_path
+from .replica_connectors import (
+    CALLS_LOG,
+    POLL_INTERVAL_ENV,
+    TASK_TYPE,
+    WHO_ENV,
+    ReplicaTestMeta,
+    done_path,
+)
 from .server import POLL_INTERVAL, ServerProcess, ServerTimeout
 
 __all__ = [
@@ -54,6 +62,7 @@ __all__ = [
     "CallLog",
     "Job",
     "Lease",
+    "NamespacedServer",
     "Replica",
     "ReplicaSet",
     "RoundRobinClient",
@@ -62,6 +71,8 @@ __all__ = [
 
 #: Deadline of one RPC: generous, so only a hung replica trips it.
 CALL_TIMEOUT = 15.0
+#: The first ``Replica.who`` of replicas in containers (above any real pid).
+CONTAINER_WHO = 10_000_000
 #: Concurrent RPCs of ``RoundRobinClient``'s bulk calls.
 CLIENT_THREADS = 16
 _Phase = execution_pb2.TaskExecution
@@ -109,12 +120,28 @@ class Lease:
         ]
 
 
-class Replica:
-    """One replica process: a ``ServerProcess`` that has (at most) one run."""
+class NamespacedServer(ServerProcess):
+    """A ``ServerProcess`` in a PID namespace of its own, where it is pid 1: a container.
 
-    def __init__(self, name: str, server: ServerProcess) -> None:
+    ``unshare --kill-child`` takes the server down with it, kill -9 included. Signals other
+    than SIGKILL reach ``unshare``, not the server: this one is for kill -9 only.
+    """
+
+    def command(self) -> list[str]:
+        return ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *super().command()]
+
+
+class Replica:
+    """One replica process: a ``ServerProcess`` that has (at most) one run.
+
+    ``who`` is how the connector's log names it: its pid, or a number of its own when it
+    runs in a PID namespace (where its pid is 1).
+    """
+
+    def __init__(self, name: str, server: ServerProcess, who: int | None = None) -> None:
         self.name = name
         self.server = server
+        self.who = who or 0
         self.pid = 0
         self.address = ""
         self.paused = False  # SIGSTOPped: the client sends it nothing
@@ -123,6 +150,7 @@ class Replica:
         """Wait for the spawned process to serve. Errors: as ``ServerProcess.wait_serving``."""
         self.server.wait_serving()
         self.pid = self.server.pid
+        self.who = self.who or self.pid
         self.address = self.server.address
         return self
 
@@ -173,7 +201,7 @@ class Replica:
         return total
 
     def __repr__(self) -> str:
-        return f"<{self.name} pid {self.pid} {self.address}>"
+        return f"<{self.name} pid {self.pid} who {self.who} {self.address}>"
 
 
 class ReplicaSet:
@@ -186,6 +214,8 @@ class ReplicaSet:
         lease: the lease flags and poll interval (None: no lease flags, for a server that
             predates replicas).
         args: more ``serve`` arguments for every replica.
+        containers: each replica in a PID namespace of its own (``NamespacedServer``), as
+            containers on one host are: every one is pid 1, all see the same boot id.
     """
 
     def __init__(
@@ -194,8 +224,11 @@ class ReplicaSet:
         log_dir: Path,
         lease: Lease | None = Lease(),
         args: Sequence[str] = (),
+        *,
+        containers: bool = False,
     ) -> None:
         self.journal = journal
+        self.containers = containers
         self.log_dir = log_dir
         self.lease = lease or Lease()
         self._lease_flags = lease is not None
@@ -226,13 +259,19 @@ class ReplicaSet:
         flags = ["--entry-points", "false", "--modules", "tests.support.replica_connectors"]
         if self._lease_flags:
             flags += self.lease.flags()
-        server = ServerProcess(
+        env = {POLL_INTERVAL_ENV: f"{self.lease.poll_interval:g}"}
+        who = None
+        if self.containers:
+            who = CONTAINER_WHO + len(self.all)
+            env[WHO_ENV] = str(who)
+        kind = NamespacedServer if self.containers else ServerProcess
+        server = kind(
             [*flags, "--grace", "5", *self.args],
-            env={POLL_INTERVAL_ENV: f"{self.lease.poll_interval:g}"},
+            env=env,
             log_dir=self.log_dir / name,
             journal=self.journal,
         )
-        replica = Replica(name, server)
+        replica = Replica(name, server, who)
         self.all.append(replica)
         server.spawn()
         return replica
@@ -242,8 +281,21 @@ class ReplicaSet:
         """The replicas that serve: running, listening, not SIGSTOPped."""
         return [r for r in self.all if r.running and r.address and not r.paused]
 
-    def by_pid(self) -> dict[int, Replica]:
-        return {r.pid: r for r in self.all}
+    def by_who(self) -> dict[int, Replica]:
+        """The replicas by the name the call log gives them (``Replica.who``)."""
+        return {r.who: r for r in self.all}
+
+    def execute(self, statement: str, *params: object) -> None:
+        """Run one SQL statement on the replicas' database (psycopg placeholders ``%s``)."""
+        conninfo = self.journal.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(statement, params)
+
+    def move_to_another_host(self, replica: Replica) -> None:
+        """Make ``replica``'s row name another node: peers then judge it by its heartbeat
+        alone (they cannot look up the pid of a process on another host)."""
+        (replica_id,) = replica.replica_ids
+        self.execute("UPDATE replicas SET node = %s WHERE id = %s", "another-host", replica_id)
 
     def calls(self) -> CallLog:
         return CallLog(self.jobs_dir / CALLS_LOG)
@@ -255,7 +307,9 @@ class ReplicaSet:
 
     def logs(self) -> str:
         """Every replica's log, each under its name: for assertion messages."""
-        return "\n".join(f"--- {r.name} (pid {r.pid})\n{r.log()[-4000:]}" for r in self.all)
+        return "\n".join(
+            f"--- {r.name} (pid {r.pid}, who {r.who})\n{r.log()[-4000:]}" for r in self.all
+        )
 
     def close(self) -> None:
         for replica in self.all:
@@ -421,7 +475,7 @@ _CATEGORY = pb.TaskCategory(name=TASK_TYPE, version=0)
 @dataclass(frozen=True)
 class Poll:
     job: str
-    pid: int
+    who: int  # who polled: ``Replica.who``
     at: float  # time.monotonic() of the replica when it polled
 
 
@@ -474,19 +528,19 @@ class CallLog:
         """external id -> the pids that polled it in ``[start, end)``."""
         found: dict[str, set[int]] = defaultdict(set)
         for poll in self.polls_between(start, end):
-            found[poll.job].add(poll.pid)
+            found[poll.job].add(poll.who)
         return found
 
     def last_poller(self) -> dict[str, int]:
         """external id -> the pid that polled it last."""
-        return {poll.job: poll.pid for poll in self.polls}
+        return {poll.job: poll.who for poll in self.polls}
 
     def first_poll(self, after: float, pids: Iterable[int] | None = None) -> dict[str, Poll]:
         """external id -> its first poll at or after ``after`` (by one of ``pids``)."""
         wanted = None if pids is None else set(pids)
         first: dict[str, Poll] = {}
         for poll in self.polls_between(after):
-            if (wanted is None or poll.pid in wanted) and poll.job not in first:
+            if (wanted is None or poll.who in wanted) and poll.job not in first:
                 first[poll.job] = poll
         return first
 
