@@ -75,6 +75,12 @@ async def journal(journal_url: str) -> AsyncIterator[Journal]:
 def test_public_surface() -> None:
     assert sorted(supervisor.journal.__all__) == sorted(
         [
+            "Adopted",
+            "CANCELLABLE",
+            "CHANNEL",
+            "ReplicaJournal",
+            "ReplicaRow",
+            "ReplicaStore",
             "CreateState",
             "DeleteState",
             "EventRecord",

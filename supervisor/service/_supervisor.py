@@ -723,7 +723,7 @@ class Supervisor(StatelessAnswers):
                 create_request=bytes(stripped),
                 owner=self._owner(),
             )
-            adopted = Put(record, "adopted", lifecycle_detail(delete=delete))
+            adopted = Put(record, "adopted", lifecycle_detail(replica=self._owner(), delete=delete))
             existing = await self._journal.write_if_absent(adopted)
             if existing is not None:
                 if delete and not is_settled(existing):
@@ -781,7 +781,7 @@ class Supervisor(StatelessAnswers):
         if record.delete_state == DeleteState.REQUESTED:
             return record
         now = self._wall_clock()
-        detail = lifecycle_detail(by=replica.id)
+        detail = lifecycle_detail(replica=replica.id)
         updated = await replica.journal.request_delete(
             record.job_id, now, "cancel requested: waiting for the job's owner to cancel it", detail
         )
