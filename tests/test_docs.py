@@ -24,6 +24,7 @@ MENTIONS = [
     ROOT / "docs" / "recovery-testing.md",
     ROOT / "Dockerfile",
     ROOT / "deploy" / "kubernetes.yaml",
+    ROOT / "deploy" / "kubernetes-replicas.yaml",
 ]
 
 
