@@ -57,7 +57,7 @@ from ..journal import (
     is_settled,
     is_unfinished,
 )
-from ..observe import Metrics, bind_job, job_fields
+from ..observe import Metrics, ReplicaStatistics, bind_job, job_fields
 from ..wire import (
     MetaSeal,
     adopted_job_id,
@@ -478,6 +478,18 @@ class Supervisor(StatelessAnswers):
             stats["takeovers"] = self._replica.takeovers
             stats["self_fenced"] = self._replica.self_fenced
         return stats
+
+    def replica_statistics(self) -> ReplicaStatistics | None:
+        """The replica's counters (None without one); safe from another thread."""
+        replica = self._replica
+        if replica is None:
+            return None
+        return ReplicaStatistics(
+            owned=len(self._jobs),
+            takeovers=replica.takeovers,
+            self_fenced=replica.self_fenced,
+            heartbeat_age=replica.heartbeat_age_now(),
+        )
 
     @property
     def replica(self) -> Replica | None:
