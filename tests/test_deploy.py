@@ -1,6 +1,7 @@
-"""The Dockerfile and the Kubernetes manifest: linted and validated with tools that run here
+"""The Dockerfile and the Kubernetes manifests: linted and validated with tools that run here
 (hadolint, kubernetes-validate: no Docker engine, no cluster), and held to the code's
-defaults (ports, user, journal location, version).
+defaults (ports, user, journal location, version). ``kubernetes.yaml`` is one replica on a
+SQLite volume; ``kubernetes-replicas.yaml`` three on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import Any
 
 import pytest
 
-from supervisor.cli import Settings
+from supervisor.cli import ENVIRONMENT, Settings, parse_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 MANIFEST = ROOT / "deploy" / "kubernetes.yaml"
+REPLICAS_MANIFEST = ROOT / "deploy" / "kubernetes-replicas.yaml"
+MANIFESTS = [MANIFEST, REPLICAS_MANIFEST]
 #: The oldest Kubernetes with gRPC probes generally available, and the newest we know.
 KUBERNETES_VERSIONS = ["1.27.0", "1.33.0"]
 TOOL_TIMEOUT = 120.0
@@ -46,9 +49,9 @@ def version() -> str:
     return str(project["version"])
 
 
-def documents() -> list[dict[str, Any]]:
+def documents(manifest: Path = MANIFEST) -> list[dict[str, Any]]:
     yaml: Any = importlib.import_module("yaml")  # PyYAML comes with kubernetes-validate
-    return [doc for doc in yaml.safe_load_all(MANIFEST.read_text()) if doc]
+    return [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc]
 
 
 def instructions(name: str) -> list[str]:
@@ -69,11 +72,12 @@ def test_the_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
 @pytest.mark.parametrize("kubernetes", KUBERNETES_VERSIONS)
-def test_the_manifest_is_valid_kubernetes(kubernetes: str) -> None:
-    result = run(tool("kubernetes-validate"), "--strict", "-k", kubernetes, str(MANIFEST))
+def test_the_manifest_is_valid_kubernetes(kubernetes: str, manifest: Path) -> None:
+    result = run(tool("kubernetes-validate"), "--strict", "-k", kubernetes, str(manifest))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("passed") == len(documents())
+    assert result.stdout.count("passed") == len(documents(manifest))
 
 
 def test_the_validator_rejects_a_misspelt_field(tmp_path: Path) -> None:
@@ -134,19 +138,21 @@ def test_the_build_context_holds_what_the_build_copies() -> None:
 # -- the manifest agrees with the image and the code ---------------------------------------------
 
 
-def _deployment() -> dict[str, Any]:
-    [deployment] = [doc for doc in documents() if doc["kind"] == "Deployment"]
+def _deployment(manifest: Path = MANIFEST) -> dict[str, Any]:
+    [deployment] = [doc for doc in documents(manifest) if doc["kind"] == "Deployment"]
     return deployment
 
 
-def test_the_probes_ask_the_grpc_health_service_on_the_grpc_port() -> None:
-    [container] = _deployment()["spec"]["template"]["spec"]["containers"]
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_the_probes_ask_the_grpc_health_service_on_the_grpc_port(manifest: Path) -> None:
+    [container] = _deployment(manifest)["spec"]["template"]["spec"]["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == Settings().port
 
 
-def test_the_pod_runs_as_the_images_user_with_the_image_of_this_version() -> None:
-    spec = _deployment()["spec"]["template"]["spec"]
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_the_pod_runs_as_the_images_user_with_the_image_of_this_version(manifest: Path) -> None:
+    spec = _deployment(manifest)["spec"]["template"]["spec"]
     [user] = instructions("USER")
     assert spec["securityContext"]["runAsUser"] == int(user.split(":")[0])
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -163,7 +169,114 @@ def test_the_journal_volume_is_mounted_where_the_image_keeps_it() -> None:
     assert _deployment()["spec"]["replicas"] == 1  # one owner of a SQLite journal
 
 
-def test_the_service_exposes_grpc_and_metrics() -> None:
-    [service] = [doc for doc in documents() if doc["kind"] == "Service"]
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_the_service_exposes_grpc_and_metrics(manifest: Path) -> None:
+    [service] = [
+        doc
+        for doc in documents(manifest)
+        if doc["kind"] == "Service" and doc["metadata"]["name"] == "connector-supervisor"
+    ]
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
     assert ports == {"grpc": Settings().port, "metrics": Settings().metrics_port}
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_the_container_uses_only_settings_that_exist(manifest: Path) -> None:
+    [container] = _deployment(manifest)["spec"]["template"]["spec"]["containers"]
+    names = [variable["name"] for variable in container["env"]]
+    assert set(names) <= set(ENVIRONMENT.values())
+    command, *flags = container["args"]
+    assert command == "serve"
+    # The flags and the literal values parse as serve reads them (argparse exits otherwise).
+    literal = {v["name"]: v["value"] for v in container["env"] if "value" in v}
+    parse_serve(flags, literal)
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_the_pod_outlives_the_grace_of_a_shutdown(manifest: Path) -> None:
+    """SIGTERM gives calls ``--grace`` seconds, then stops the actors (and, with replicas,
+    releases their jobs): the kubelet must not SIGKILL before that."""
+    spec = _deployment(manifest)["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    literal = {v["name"]: v["value"] for v in container["env"] if "value" in v}
+    grace = parse_serve([], literal).grace
+    assert spec["terminationGracePeriodSeconds"] >= grace + 30
+
+
+# -- the replicas manifest -------------------------------------------------------------------------
+
+
+def _replicas_env() -> dict[str, dict[str, Any]]:
+    [container] = _deployment(REPLICAS_MANIFEST)["spec"]["template"]["spec"]["containers"]
+    return {variable["name"]: variable for variable in container["env"]}
+
+
+def test_three_replicas_roll_one_at_a_time_never_below_three() -> None:
+    spec = _deployment(REPLICAS_MANIFEST)["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+
+
+def test_a_disruption_budget_keeps_two_replicas_of_these_pods() -> None:
+    deployment = _deployment(REPLICAS_MANIFEST)
+    [budget] = [doc for doc in documents(REPLICAS_MANIFEST) if doc["kind"] == "PodDisruptionBudget"]
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"]["minAvailable"] == 2
+    assert budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert (
+        deployment["spec"]["selector"]["matchLabels"] == budget["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_the_replicas_probe_as_the_single_server_does() -> None:
+    [one] = _deployment(MANIFEST)["spec"]["template"]["spec"]["containers"]
+    [each] = _deployment(REPLICAS_MANIFEST)["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert each[probe] == one[probe]
+
+
+def test_the_journal_is_postgresql_from_a_secret_that_must_exist() -> None:
+    journal = _replicas_env()["SUPERVISOR_JOURNAL"]
+    reference = journal["valueFrom"]["secretKeyRef"]
+    assert (reference["name"], reference["key"]) == ("connector-supervisor-journal", "url")
+    assert not reference.get("optional", False)  # no SQLite fallback: one owner per file
+    spec = _deployment(REPLICAS_MANIFEST)["spec"]["template"]["spec"]
+    assert not [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+    assert "postgresql://" in REPLICAS_MANIFEST.read_text()  # the Secret's example says so
+
+
+def test_every_replica_reads_one_resource_meta_key_from_a_secret() -> None:
+    env = _replicas_env()
+    assert "SUPERVISOR_META_KEY" not in env  # a file, from the Secret: never a literal key
+    key_file = Path(env["SUPERVISOR_META_KEY_FILE"]["value"])
+    spec = _deployment(REPLICAS_MANIFEST)["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    [mount] = [m for m in container["volumeMounts"] if key_file.is_relative_to(m["mountPath"])]
+    assert mount["readOnly"] is True
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == "connector-supervisor-meta-key"
+    assert key_file.relative_to(mount["mountPath"]).as_posix() == "key"
+    assert secret["defaultMode"] == 0o440  # readable by the pod's group (fsGroup), no one else
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+    assert parse_serve([], {"SUPERVISOR_META_KEY_FILE": str(key_file)}).meta_key_file == str(
+        key_file
+    )
+
+
+def test_a_headless_service_lists_every_replica_for_round_robin_clients() -> None:
+    deployment = _deployment(REPLICAS_MANIFEST)
+    [headless] = [
+        doc
+        for doc in documents(REPLICAS_MANIFEST)
+        if doc["kind"] == "Service" and doc["spec"].get("clusterIP") == "None"
+    ]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert headless["spec"]["selector"].items() <= labels.items()
+    assert [p["port"] for p in headless["spec"]["ports"]] == [Settings().port]
+    assert f"dns:///{headless['metadata']['name']}." in REPLICAS_MANIFEST.read_text()

@@ -75,6 +75,14 @@ async def journal(journal_url: str) -> AsyncIterator[Journal]:
 def test_public_surface() -> None:
     assert sorted(supervisor.journal.__all__) == sorted(
         [
+            "Adopted",
+            "CANCELLABLE",
+            "CHANNEL",
+            "ReplicaJournal",
+            "ReplicaReport",
+            "ReplicaRow",
+            "ReplicaStatus",
+            "ReplicaStore",
             "CreateState",
             "DeleteState",
             "EventRecord",
@@ -94,6 +102,7 @@ def test_public_surface() -> None:
             "Outcome",
             "PhaseCount",
             "Owner",
+            "OwnerCount",
             "Put",
             "current_revision",
             "downgrade",

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy as sa
 import trio
 
 from flyteproto.flyteidl2 import connector as pb
@@ -104,6 +105,14 @@ def population() -> list[Put]:
     ]
 
 
+#: Owners of the population's jobs, as replicas leave them (the rest have none: released).
+OWNERS = {
+    "aaaa1111": "node-a-101-aaaaaa",
+    "bbbb2222": "node-a-101-aaaaaa",
+    "dddd4444": "node-b-7-b",
+}
+
+
 def populate(url: str) -> None:
     async def write() -> None:
         async with Journal.open(url) as journal:
@@ -111,6 +120,16 @@ def populate(url: str) -> None:
                 await journal.write(put)
 
     trio.run(write)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for job_id, owner in OWNERS.items():
+                connection.execute(
+                    sa.text("UPDATE jobs SET owner = :owner, epoch = 3 WHERE job_id = :job"),
+                    {"owner": owner, "job": job_id},
+                )
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -183,16 +202,29 @@ def test_ls_json_says_what_the_supervisor_is_doing(
     assert jobs["bbbb2222"]["phase"] == "SUCCEEDED"
     assert jobs["aaaa1111"]["resource_meta"] == '{"job_id":"aaaa1111"}'
     assert jobs["cccc3333"]["live"] is True
+    assert {k: v["owner"] for k, v in jobs.items()} == {
+        job_id: OWNERS.get(job_id) for job_id in jobs
+    }
+    assert (jobs["aaaa1111"]["epoch"], jobs["cccc3333"]["epoch"]) == (3, 0)
 
 
 def test_ls_prints_a_table(capsys: pytest.CaptureFixture[str], url: str) -> None:
     code, out, _ = cli(capsys, "journal", "ls", "--journal", url, "--limit", "2")
     assert code == 0
     header, first, second, more = out.splitlines()
-    assert header.split() == ["JOB", "TASK", "TYPE", "PHASE", "STATE", "AGE", "UPDATED", "MESSAGE"]
-    assert first.split()[:5] == ["cccc3333", "process", "v0", "QUEUED", "creating"]
+    columns = ["JOB", "TASK", "TYPE", "PHASE", "STATE", "OWNER", "AGE", "UPDATED", "MESSAGE"]
+    assert header.split() == columns
+    assert first.split()[:6] == ["cccc3333", "process", "v0", "QUEUED", "creating", "-"]
     assert second.split()[:4] == ["eeee5555", "process", "v0", "FAILED"]
     assert more == "(more may follow: --offset 2)"
+
+
+def test_ls_names_each_jobs_owner(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    code, out, _ = cli(capsys, "journal", "ls", "--journal", url, "--phase", "running")
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["aaaa1111"][5] == OWNERS["aaaa1111"]
+    assert rows["dddd4444"][5] == OWNERS["dddd4444"]
 
 
 # -- show --------------------------------------------------------------------------------------
@@ -278,6 +310,24 @@ def test_stats_prints_a_summary(capsys: pytest.CaptureFixture[str], url: str) ->
     assert "jobs         5 (3 live)" in out
     assert "pending      1 create(s), 1 delete(s)" in out
     assert "oldest live  dddd4444" in out
+
+
+def test_stats_counts_jobs_by_owner(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    code, out, _ = cli(capsys, "journal", "stats", "--journal", url, "--json")
+    assert code == 0
+    assert json.loads(out)["owners"] == [
+        {"owner": "node-a-101-aaaaaa", "jobs": 2, "live": 1},  # bbbb2222 is done
+        {"owner": "node-b-7-b", "jobs": 1, "live": 1},
+        {"owner": None, "jobs": 2, "live": 1},  # released (or never owned) last
+    ]
+    code, out, _ = cli(capsys, "journal", "stats", "--journal", url)
+    table = out.split("OWNER", 1)[1].splitlines()
+    assert table[0].split() == ["JOBS", "LIVE"]
+    assert [line.split() for line in table[1:]] == [
+        ["node-a-101-aaaaaa", "2", "1"],
+        ["node-b-7-b", "1", "1"],
+        ["(none)", "2", "1"],
+    ]
 
 
 # -- read-only -----------------------------------------------------------------------------------

@@ -36,7 +36,13 @@ from supervisor.journal import (
     JournalStatistics,
     Put,
 )
-from supervisor.observe import MAX_TASK_TYPES, OPERATIONS, Metrics, MetricsServer
+from supervisor.observe import (
+    MAX_TASK_TYPES,
+    OPERATIONS,
+    Metrics,
+    MetricsServer,
+    ReplicaStatistics,
+)
 from tests.support.operators import (
     CALL_TIMEOUT,
     SAMPLE_ARGS,
@@ -273,6 +279,9 @@ class _Source:
     def live_records(self) -> list[JobRecord]:
         return self.records
 
+    def replica_statistics(self) -> ReplicaStatistics | None:
+        return ReplicaStatistics(owned=5, takeovers=4, self_fenced=1, heartbeat_age=0.5)
+
 
 @dataclasses.dataclass
 class _Journal:
@@ -287,6 +296,7 @@ class _Journal:
             last_commit_seconds=0.1,
             max_batch_size=1,
             pending_puts=self.pending,
+            puts_fenced=6,
         )
 
 
@@ -296,6 +306,16 @@ def test_the_journal_backlog_and_resumed_jobs_are_read_at_scrape_time() -> None:
     assert value(metrics, "supervisor_journal_pending_puts") == 7
     assert value(metrics, "supervisor_journal_failed_batches_total") == 3
     assert value(metrics, "supervisor_jobs_resumed") == 2
+
+
+def test_the_replicas_figures_are_read_at_scrape_time() -> None:
+    metrics = Metrics()
+    metrics.watch(_Source(), _Journal())
+    assert value(metrics, "supervisor_jobs_owned") == 5
+    assert value(metrics, "supervisor_takeovers_total") == 4
+    assert value(metrics, "supervisor_self_fenced_total") == 1
+    assert value(metrics, "supervisor_heartbeat_age_seconds") == 0.5
+    assert value(metrics, "supervisor_fenced_writes_total") == 6
 
 
 # -- the endpoint --------------------------------------------------------------------------

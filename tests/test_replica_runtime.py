@@ -107,9 +107,10 @@ async def phase_of(sup: Supervisor, meta: bytes) -> int:
 
 async def eventually(what: str, check: Callable[[], Awaitable[bool]]) -> None:
     with trio.move_on_after(DEADLINE):
-        while not await check():
+        while True:
+            if await check():
+                return
             await trio.sleep(0.05)
-        return
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -187,7 +188,7 @@ async def test_a_crashed_replicas_jobs_are_taken_over_after_the_dead_interval(
         for meta in metas:
             service.set_state(external_id(meta), "DONE")
         for meta in metas:
-            await eventually("SUCCEEDED", lambda m=meta: _is(phase_of(b.supervisor, m), SUCCEEDED))
+            await eventually("SUCCEEDED", _phase_is(b.supervisor, meta, SUCCEEDED))
         assert b.replica.takeovers == 20
 
 
@@ -236,6 +237,10 @@ async def test_a_replica_whose_heartbeats_fail_stops_acting_and_drops_the_jobs_t
             service.set_state(job, "DONE")
             await eventually("SUCCEEDED", lambda: _is(phase_of(b.supervisor, meta), SUCCEEDED))
             assert ("a", "get", job) not in calls.log[fenced_at:]
+
+
+def _phase_is(sup: Supervisor, meta: bytes, expected: int) -> Callable[[], Awaitable[bool]]:
+    return lambda: _is(phase_of(sup, meta), expected)
 
 
 async def _true(value: bool) -> bool:

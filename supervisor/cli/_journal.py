@@ -163,9 +163,10 @@ def add_journal_commands(
 
     stats = commands.add_parser(
         "stats",
-        help="counts by connector and phase, oldest live job, pending work",
-        description="Count jobs by connector and phase; show the oldest live job, the "
-        "creates and deletes under way, and when the journal was last written. Read-only.",
+        help="counts by connector, phase and owner, oldest live job, pending work",
+        description="Count jobs by connector and phase, and by owner (replica); show the "
+        "oldest live job, the creates and deletes under way, and when the journal was last "
+        "written. Read-only.",
     )
     _add_journal(stats, environ)
     _add_json(stats)
@@ -245,13 +246,15 @@ def _ls(args: argparse.Namespace) -> int:
             f"{r.task_type} v{r.task_type_version}",
             _phase(r.phase),
             state_of(r),
+            r.owner or "-",
             _age(now - r.created_at),
             _age(now - r.updated_at),
             _short(r.message),
         ]
         for r in records
     ]
-    _print_table(["JOB", "TASK TYPE", "PHASE", "STATE", "AGE", "UPDATED", "MESSAGE"], rows)
+    header = ["JOB", "TASK TYPE", "PHASE", "STATE", "OWNER", "AGE", "UPDATED", "MESSAGE"]
+    _print_table(header, rows)
     if not records:
         print("no jobs" + (" at this offset" if args.offset else ""))
     elif len(records) == args.limit:
@@ -392,6 +395,8 @@ def job_json(record: JobRecord) -> dict[str, Any]:
         "live": is_unfinished(record),
         "create_state": record.create_state.value,
         "delete_state": record.delete_state.value,
+        "owner": record.owner,  # the replica whose actor runs it; None: nobody's (released)
+        "epoch": record.epoch,
         "message": record.message,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
@@ -428,6 +433,7 @@ def summary_json(summary: JournalSummary) -> dict[str, Any]:
             {"connector": c.connector, "phase": _phase(c.phase), "jobs": c.jobs, "live": c.live}
             for c in summary.counts
         ],
+        "owners": [{"owner": o.owner, "jobs": o.jobs, "live": o.live} for o in summary.owners],
     }
 
 
@@ -610,3 +616,7 @@ def _print_summary(summary: JournalSummary, url: str, now: float) -> None:
         print()
         rows = [[c.connector, _phase(c.phase), str(c.jobs), str(c.live)] for c in summary.counts]
         _print_table(["CONNECTOR", "PHASE", "JOBS", "LIVE"], rows)
+    if summary.owners:
+        print()
+        owners = [[o.owner or "(none)", str(o.jobs), str(o.live)] for o in summary.owners]
+        _print_table(["OWNER", "JOBS", "LIVE"], owners)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m supervisor serve|journal|run|health|c0|verify-recovery ...``.
+"""Command line: ``python -m supervisor serve|journal|replicas|run|health|c0|verify-recovery``.
 
 ``serve`` starts in an order that changes nothing before it can serve: bind the metrics
 and gRPC ports, open (and migrate) the journal, resume unfinished jobs, then accept calls.
@@ -29,6 +29,8 @@ from ._c0 import DESCRIPTION as _C0
 from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message, report
 from ._health import check_health
 from ._journal import add_journal_commands, journal_command
+from ._replicas import DESCRIPTION as _REPLICAS
+from ._replicas import add_replicas_arguments, replicas_command
 from ._run import add_run_arguments, run_command
 from ._settings import Settings, add_health_arguments, add_serve_arguments
 from ._verify import add_verify_arguments, verify_command
@@ -278,6 +280,10 @@ def build_parser(
         "journal", help="inspect and manage the journal database", description=_JOURNAL
     )
     add_journal_commands(journal_parser, environ)
+    replicas_parser = commands.add_parser(
+        "replicas", help="list the replicas on the journal, live and dead", description=_REPLICAS
+    )
+    add_replicas_arguments(replicas_parser, environ)
     run_parser = commands.add_parser(
         "run", help="run one connector task locally, without a cluster", description=_RUN
     )
@@ -345,6 +351,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return health(args)
     if args.command == C0_COMMAND:
         return run_c0(args)
+    if args.command == "replicas":
+        code = replicas_command(args)
+        sys.stdout.flush()
+        return code
     code = journal_command(args)
     sys.stdout.flush()
     return code

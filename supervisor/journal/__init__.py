@@ -26,7 +26,10 @@ from ._owner import Owner as Owner
 from ._protocol import JournalLike as JournalLike
 from ._reader import JournalReader as JournalReader
 from ._reader import JournalSummary as JournalSummary
+from ._reader import OwnerCount as OwnerCount
 from ._reader import PhaseCount as PhaseCount
+from ._reader import ReplicaReport as ReplicaReport
+from ._reader import ReplicaStatus as ReplicaStatus
 from ._records import CreateState as CreateState
 from ._records import DeleteState as DeleteState
 from ._records import EventRecord as EventRecord
@@ -77,10 +80,13 @@ __all__ = [
     "JournalURLError",
     "Outcome",
     "Owner",
+    "OwnerCount",
     "PhaseCount",
     "Put",
     "ReplicaJournal",
+    "ReplicaReport",
     "ReplicaRow",
+    "ReplicaStatus",
     "ReplicaStore",
     "Store",
     "create_engine",

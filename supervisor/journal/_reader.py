@@ -7,6 +7,7 @@ sessions are read-only. It is synchronous: the CLI is not a Trio program.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,10 +21,17 @@ from ._errors import JournalError
 from ._migrate import head_revision
 from ._records import CreateState, DeleteState, EventRecord, JobQuery, JobRecord
 from ._rules import UNFINISHED
-from ._schema import events, jobs
+from ._schema import events, jobs, replicas
 from ._store import Store
 
-__all__ = ["JournalReader", "JournalSummary", "PhaseCount"]
+__all__ = [
+    "JournalReader",
+    "JournalSummary",
+    "OwnerCount",
+    "PhaseCount",
+    "ReplicaReport",
+    "ReplicaStatus",
+]
 
 _T = TypeVar("_T")
 
@@ -42,6 +50,15 @@ class PhaseCount:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnerCount:
+    """Jobs whose row names ``owner`` (None: released, nobody's); ``live`` of them unfinished."""
+
+    owner: str | None
+    jobs: int
+    live: int
+
+
+@dataclass(frozen=True, slots=True)
 class JournalSummary:
     """What ``journal stats`` shows."""
 
@@ -53,6 +70,38 @@ class JournalSummary:
     pending_creates: int  # create intent journalled, outcome not yet
     pending_deletes: int  # cancel intent journalled, not yet carried out
     last_write: float | None  # wall time of the newest event
+    owners: tuple[OwnerCount, ...] = ()  # by owner, None (released) last
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """One row of ``replicas``, judged at the journal's clock."""
+
+    id: str
+    host: str
+    pid: int
+    started: float  # journal clock, seconds since the epoch
+    heartbeat: float  # journal clock: the last committed heartbeat
+    heartbeat_age: float  # seconds, at ``ReplicaReport.now``
+    live: bool  # heartbeat_age below the dead-after interval
+    jobs: int  # unfinished jobs it owns
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReport:
+    """What ``replicas`` shows: every replica row, and the unfinished jobs nobody listed owns."""
+
+    now: float  # the journal's clock (PostgreSQL's ``clock_timestamp()``; SQLite: this host's)
+    clock: str  # "database" or "local"
+    dead_after: float
+    replicas: tuple[ReplicaStatus, ...]  # oldest first
+    released: int  # unfinished jobs with no owner (released at a SIGTERM, or never owned)
+    orphaned: int  # unfinished jobs whose owner has no row (pruned, or from another journal)
+
+    @property
+    def unowned(self) -> int:
+        """Unfinished jobs no listed replica owns: the next heartbeat of a live one adopts them."""
+        return self.released + self.orphaned
 
 
 class JournalReader:
@@ -141,6 +190,10 @@ class JournalReader:
             last_write = connection.execute(
                 sa.select(events.c.at).order_by(events.c.seq.desc()).limit(1)
             ).scalar_one_or_none()
+            live_jobs = sa.func.sum(_IS_UNFINISHED).label("live")
+            owners = connection.execute(
+                sa.select(jobs.c.owner, count, live_jobs).group_by(jobs.c.owner)
+            ).all()
         live_of = {(row.connector, row.phase): row.n for row in live}
         counts = tuple(
             PhaseCount(row.connector, row.phase, row.n, live_of.get((row.connector, row.phase), 0))
@@ -156,6 +209,50 @@ class JournalReader:
             pending_creates=pending_creates,
             pending_deletes=pending_deletes,
             last_write=last_write,
+            owners=tuple(
+                OwnerCount(row.owner, row.n, int(row.live or 0))
+                for row in sorted(owners, key=lambda row: (row.owner is None, row.owner or ""))
+            ),
+        )
+
+    def replica_report(self, dead_after: float) -> ReplicaReport:
+        """Every replica with its heartbeat age and unfinished jobs, by the journal's clock: a
+        replica whose last heartbeat is ``dead_after`` seconds old or older is dead."""
+        return self._read(self._replica_report, dead_after)
+
+    def _replica_report(self, dead_after: float) -> ReplicaReport:
+        owned = sa.func.count().label("n")
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                sa.select(replicas).order_by(replicas.c.started, replicas.c.id)
+            ).all()
+            counts = connection.execute(
+                sa.select(jobs.c.owner, owned).where(sa.text(UNFINISHED)).group_by(jobs.c.owner)
+            ).all()
+            # After the rows: a heartbeat committed meanwhile is then never "in the future".
+            now, clock = _clock(connection)
+        jobs_of: dict[str | None, int] = {row.owner: row.n for row in counts}
+        listed = tuple(
+            ReplicaStatus(
+                id=row.id,
+                host=row.host,
+                pid=row.pid,
+                started=row.started,
+                heartbeat=row.heartbeat,
+                heartbeat_age=now - row.heartbeat,
+                live=now - row.heartbeat < dead_after,
+                jobs=jobs_of.pop(row.id, 0),
+            )
+            for row in rows
+        )
+        released = jobs_of.pop(None, 0)
+        return ReplicaReport(
+            now=now,
+            clock=clock,
+            dead_after=dead_after,
+            replicas=listed,
+            released=released,
+            orphaned=sum(jobs_of.values()),
         )
 
     def _read(self, query: Callable[..., _T], *args: object) -> _T:
@@ -163,6 +260,19 @@ class JournalReader:
             return query(*args)
         except sa.exc.SQLAlchemyError as exc:
             raise JournalError(f"journal read failed: {exc}") from exc
+
+
+_IS_UNFINISHED = sa.case((sa.text(f"({UNFINISHED})"), 1), else_=0)
+"""1 for an unfinished job, else 0: summed, the live jobs of a group."""
+
+
+def _clock(connection: sa.Connection) -> tuple[float, str]:
+    """The journal's clock: PostgreSQL's (which stamps heartbeats), or this host's for SQLite
+    (one host owns a SQLite journal, and stamps its heartbeats with this same clock)."""
+    if connection.dialect.name == "postgresql":
+        now = connection.execute(sa.text("SELECT extract(epoch from clock_timestamp())"))
+        return float(now.scalar_one()), "database"
+    return time.time(), "local"
 
 
 def _revision(engine: sa.Engine) -> str | None:

@@ -156,9 +156,7 @@ class ReplicaStore:
             {"me": replica, "before": before},
         ).all()
         late = [id_ for id_, is_late, _, _ in rows if is_late]
-        gone = [
-            id_ for id_, is_late, node, pid in rows if not is_late and _gone(id_, node, pid)
-        ]
+        gone = [id_ for id_, is_late, node, pid in rows if not is_late and _gone(id_, node, pid)]
         if not self.postgres or not (late or gone):
             return sorted(late + gone)
         # Lock, then check again: the heartbeat of a late one may have committed meanwhile.

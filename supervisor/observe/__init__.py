@@ -15,6 +15,7 @@ from ._metrics import OPERATIONS as OPERATIONS
 from ._metrics import ConnectorMetrics as ConnectorMetrics
 from ._metrics import Metrics as Metrics
 from ._metrics import MetricsServer as MetricsServer
+from ._metrics import ReplicaStatistics as ReplicaStatistics
 from ._metrics import RpcCall as RpcCall
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "KeyValueFormatter",
     "Metrics",
     "MetricsServer",
+    "ReplicaStatistics",
     "RpcCall",
     "bind_job",
     "configure_logging",

@@ -62,6 +62,7 @@ __all__ = [
     "ConnectorMetrics",
     "Metrics",
     "MetricsServer",
+    "ReplicaStatistics",
     "RpcCall",
 ]
 
@@ -136,6 +137,18 @@ class SupervisorSource(Protocol):
     def resumed(self) -> int: ...
 
     def live_records(self) -> Sequence[JobRecord]: ...
+
+    def replica_statistics(self) -> ReplicaStatistics | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatistics:
+    """A replica's counters, as the scrape-time collector reports them."""
+
+    owned: int  # jobs with a live actor here
+    takeovers: int
+    self_fenced: int
+    heartbeat_age: float  # seconds since the last committed heartbeat
 
 
 class JournalSource(Protocol):
@@ -390,7 +403,28 @@ class _SupervisorCollector:
             "supervisor_jobs_resumed", "Unfinished jobs resumed from the journal at start"
         )
         resumed.add_metric([], self._source.resumed)
-        return [live, age, resumed]
+        replica = self._source.replica_statistics()
+        if replica is None:
+            return [live, age, resumed]
+        owned = GaugeMetricFamily(
+            "supervisor_jobs_owned", "Unfinished jobs this replica owns and runs"
+        )
+        owned.add_metric([], replica.owned)
+        takeovers = CounterMetricFamily(
+            "supervisor_takeovers", "Jobs this replica took over from dead or released replicas"
+        )
+        takeovers.add_metric([], replica.takeovers)
+        fenced = CounterMetricFamily(
+            "supervisor_self_fenced",
+            "Times this replica's lease lapsed and its actors stopped acting",
+        )
+        fenced.add_metric([], replica.self_fenced)
+        beat = GaugeMetricFamily(
+            "supervisor_heartbeat_age_seconds",
+            "Seconds since this replica's last committed heartbeat",
+        )
+        beat.add_metric([], replica.heartbeat_age)
+        return [live, age, resumed, owned, takeovers, fenced, beat]
 
 
 class _JournalCollector:
@@ -411,7 +445,12 @@ class _JournalCollector:
             "supervisor_journal_failed_batches", "Journal transactions that failed"
         )
         failed.add_metric([], stats.batches_failed)
-        return [pending, failed]
+        fenced = CounterMetricFamily(
+            "supervisor_fenced_writes",
+            "Journal writes refused: the job's row has another owner or epoch now",
+        )
+        fenced.add_metric([], stats.puts_fenced)
+        return [pending, failed, fenced]
 
 
 _PHASE_NAMES: dict[int, str] = {int(p): p.name or str(int(p)) for p in Phase}

@@ -34,6 +34,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -110,6 +111,7 @@ class Replica:
         self._heartbeat_wall: float | None = None
         self._on_heartbeat = on_heartbeat
         self._beats = 0
+        self._confirmed_monotonic = time.monotonic()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -154,6 +156,10 @@ class Replica:
         """Seconds since the start of the last heartbeat known to have committed."""
         return max(0.0, trio.current_time() - self.lease.confirmed)
 
+    def heartbeat_age_now(self) -> float:
+        """``heartbeat_age`` from any thread (a scrape): on the OS's monotonic clock."""
+        return max(0.0, time.monotonic() - self._confirmed_monotonic)
+
     async def _register(self) -> None:
         started = trio.current_time()
         await self.journal.register(self.id, socket.gethostname(), os.getpid())
@@ -178,6 +184,7 @@ class Replica:
                 await trio.sleep(min(self.rules.heartbeat_interval, 1.0) / 2)
                 continue
             self.lease.renewed(started)
+            self._confirmed_monotonic = time.monotonic() - (trio.current_time() - started)
             if self.suspended:
                 self._resume()
             self._beats += 1

@@ -57,7 +57,7 @@ from ..journal import (
     is_settled,
     is_unfinished,
 )
-from ..observe import Metrics, bind_job, job_fields
+from ..observe import Metrics, ReplicaStatistics, bind_job, job_fields
 from ..wire import (
     MetaSeal,
     adopted_job_id,
@@ -479,6 +479,18 @@ class Supervisor(StatelessAnswers):
             stats["self_fenced"] = self._replica.self_fenced
         return stats
 
+    def replica_statistics(self) -> ReplicaStatistics | None:
+        """The replica's counters (None without one); safe from another thread."""
+        replica = self._replica
+        if replica is None:
+            return None
+        return ReplicaStatistics(
+            owned=len(self._jobs),
+            takeovers=replica.takeovers,
+            self_fenced=replica.self_fenced,
+            heartbeat_age=replica.heartbeat_age_now(),
+        )
+
     @property
     def replica(self) -> Replica | None:
         return self._replica
@@ -723,7 +735,7 @@ class Supervisor(StatelessAnswers):
                 create_request=bytes(stripped),
                 owner=self._owner(),
             )
-            adopted = Put(record, "adopted", lifecycle_detail(delete=delete))
+            adopted = Put(record, "adopted", lifecycle_detail(replica=self._owner(), delete=delete))
             existing = await self._journal.write_if_absent(adopted)
             if existing is not None:
                 if delete and not is_settled(existing):
@@ -781,7 +793,7 @@ class Supervisor(StatelessAnswers):
         if record.delete_state == DeleteState.REQUESTED:
             return record
         now = self._wall_clock()
-        detail = lifecycle_detail(by=replica.id)
+        detail = lifecycle_detail(replica=replica.id)
         updated = await replica.journal.request_delete(
             record.job_id, now, "cancel requested: waiting for the job's owner to cancel it", detail
         )
