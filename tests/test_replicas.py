@@ -38,7 +38,7 @@ from tests.support.replicas import (
     RpcFailed,
     wait_until,
 )
-from tests.support.server import ServerExited
+from tests.support.server import ServerExited, ServerTimeout
 
 pytestmark = [pytest.mark.slow, pytest.mark.replicas]
 
@@ -85,10 +85,31 @@ def wait_all_polled(
 ) -> None:
     log = replicas.calls()
     ids = [job.external_id for job in jobs]
-    wait_until(
-        f"all {len(ids)} jobs polled",
-        lambda: log.refresh().polled(ids, after),
-        timeout=timeout,
+    try:
+        wait_until(
+            f"all {len(ids)} jobs polled", lambda: log.refresh().polled(ids, after), timeout=timeout
+        )
+    except ServerTimeout:
+        raise AssertionError(unpolled(replicas, log, ids, after)) from None
+
+
+def unpolled(replicas: ReplicaSet, log: CallLog, ids: Sequence[str], after: float) -> str:
+    """Which jobs were not polled after ``after``: who polled them last, and when."""
+    first = log.first_poll(after)
+    missing = [job for job in ids if job not in first]
+    last = {poll.job: poll for poll in log.polls}
+    who = replicas.by_who()
+    sample = [
+        f"{job} last polled by {who[p.who].name if p.who in who else p.who} "
+        f"{time.monotonic() - p.at:.1f}s ago"
+        if (p := last.get(job))
+        else f"{job} never polled"
+        for job in missing[:8]
+    ]
+    return (
+        f"{len(missing)} of {len(ids)} jobs not polled since {time.monotonic() - after:.1f}s ago: "
+        + "; ".join(sample)
+        + f"\n{replicas.logs()}"
     )
 
 
@@ -98,11 +119,14 @@ def assert_single_pollers(replicas: ReplicaSet, jobs: Sequence[Job], since: floa
     log = replicas.calls()
     ids = [job.external_id for job in jobs]
     later = since + replicas.lease.poll_interval
-    wait_until(
-        "every job polled once more",
-        lambda: time.monotonic() > later and log.refresh().polled(ids, later),
-        timeout=30.0,
-    )
+    try:
+        wait_until(
+            "every job polled once more",
+            lambda: time.monotonic() > later and log.refresh().polled(ids, later),
+            timeout=30.0,
+        )
+    except ServerTimeout:
+        raise AssertionError(unpolled(replicas, log, ids, later)) from None
     pollers = log.pollers(since)
     doubles = {job: sorted(pids) for job in ids if len(pids := pollers.get(job, set())) > 1}
     assert not doubles, (
@@ -275,7 +299,8 @@ def test_sigstop_past_dead_after_fences_the_stopped_replica(
         assert fenced >= 1, f"no self-fencing or fenced write counted\n{victim.log()[-3000:]}"
         # Its own clock jumped past dead_after as it woke: no actor of its may make an
         # external call before it has learnt which of its jobs were taken over meanwhile.
-        assert_single_pollers(replicas, jobs, since=resumed_at)
+        running = [job for job in jobs if job not in deleted]  # the deleted ones have ended
+        assert_single_pollers(replicas, running, since=resumed_at)
         stale = [p for p in log.refresh().polls_between(resumed_at) if p.who == victim.who]
         assert not stale, (
             f"the fenced replica polled {len(stale)} time(s) after SIGCONT, e.g. {stale[:3]}"
@@ -451,6 +476,12 @@ def test_get_task_on_a_non_owner_makes_no_external_call(calm_replicas: ReplicaSe
     with RoundRobinClient(replicas) as client:
         job = client.create(on=owner)
         wait_all_polled(replicas, [job])
+        # The call log shows a poll as it starts; its outcome is journalled a moment later.
+        wait_until(
+            "a non-owner to answer RUNNING from the journal",
+            lambda: client.get(job, on=non_owners[0]).phase == Phase.RUNNING,
+            timeout=10.0,
+        )
         log = replicas.calls()
         burst_at = time.monotonic()
         for replica in non_owners * 25:

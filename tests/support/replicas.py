@@ -420,11 +420,14 @@ class RoundRobinClient:
 
     # Bulk -------------------------------------------------------------------------------
 
-    def create_jobs(self, count: int) -> list[Job]:
-        """``count`` new tasks, created concurrently, spread over the replicas in turn."""
+    def create_jobs(
+        self, count: int, *, on: Replica | None = None, threads: int = CLIENT_THREADS
+    ) -> list[Job]:
+        """``count`` new tasks, created concurrently, spread over the replicas in turn (or
+        all on ``on``, which then owns them)."""
         names = [f"{self._run}-{next(self._numbers)}" for _ in range(count)]
-        with ThreadPoolExecutor(CLIENT_THREADS) as pool:
-            return list(pool.map(self.create, names))
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda name: self.create(name, on=on), names))
 
     def phases(self, jobs: Sequence[Job]) -> dict[str, int]:
         """external id -> phase, as the replicas answer GetTask now (concurrently)."""
