@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import product
 from pathlib import Path
 
+import grpc
 import pytest
 from flyteidl2.core import execution_pb2
 
@@ -133,6 +134,16 @@ def assert_single_pollers(replicas: ReplicaSet, jobs: Sequence[Job], since: floa
         f"{len(doubles)} job(s) polled by two processes after the bound, e.g. "
         f"{dict(list(doubles.items())[:5])}; pids: {replicas.by_who()}"
     )
+    wanted = set(ids)
+    twice = {
+        job: found
+        for job, found in log.repeated(since, replicas.lease.poll_interval / 2).items()
+        if job in wanted
+    }
+    assert not twice, (
+        f"{len(twice)} job(s) polled twice within half a poll interval by one process (two "
+        f"actors for one job), e.g. {dict(list(twice.items())[:5])}; pids: {replicas.by_who()}"
+    )
 
 
 def assert_exactly_once(
@@ -140,8 +151,11 @@ def assert_exactly_once(
     client: RoundRobinClient,
     jobs: Sequence[Job],
     deleted: Sequence[Job] = (),
+    *,
+    recreated: frozenset[str] = frozenset(),
 ) -> None:
-    """End every external job; then nothing is lost, nothing created or cancelled twice."""
+    """End every external job; then nothing is lost, nothing created or cancelled twice
+    (but the ``recreated`` ones: a create retried with the same idempotency key)."""
     replicas.finish(jobs)
     lost = client.wait_final(jobs, timeout=FINAL_TIMEOUT)
     assert not lost, (
@@ -151,7 +165,8 @@ def assert_exactly_once(
     log = replicas.calls().refresh()
     missing = [job.external_id for job in jobs if log.creates[job.external_id] == 0]
     assert not missing, f"CreateTask answered but no external create: {missing[:5]}"
-    assert not log.duplicated_creates(), f"external creates duplicated: {log.duplicated_creates()}"
+    duplicated = {job: n for job, n in log.duplicated_creates().items() if job not in recreated}
+    assert not duplicated, f"external creates duplicated: {duplicated}"
     assert not log.duplicated_cancels(), f"external cancels duplicated: {log.duplicated_cancels()}"
     deleted_ids = {job.external_id for job in deleted}
     uncalled = [job for job in deleted_ids if log.cancels[job] != 1]
@@ -180,23 +195,23 @@ def spread(times: Sequence[float]) -> str:
     return f"p50 {times[len(times) // 2]:.2f}s, max {times[-1]:.2f}s"
 
 
-@pytest.mark.parametrize("where", ["this host", "another host"])
+@pytest.mark.parametrize(("where", "count"), [("this host", 300), ("another host", 150)])
 def test_kill_9_survivors_poll_every_orphan_within_the_bound(
-    make_replicas: Callable[[Lease], ReplicaSet], where: str
+    make_replicas: Callable[[Lease], ReplicaSet], where: str, count: int
 ) -> None:
     """On this host, peers see at once that the victim's process is gone; a replica on
     another host is dead only once its heartbeat is ``dead_after`` old."""
     replicas = make_replicas(FAST)
     replicas.start(3)
     with RoundRobinClient(replicas) as client:
-        jobs = client.create_jobs(300)
+        jobs = client.create_jobs(count)
         wait_all_polled(replicas, jobs)
         victim = replicas[0]
         if where == "another host":
             replicas.move_to_another_host(victim)
         log = replicas.calls()
         orphans = owned_by(log, victim, jobs)
-        assert len(orphans) >= 50, f"the victim owns {len(orphans)} of 300 jobs"
+        assert len(orphans) >= count // 6, f"the victim owns {len(orphans)} of {count} jobs"
 
         killed_at = time.monotonic()
         victim.kill()
@@ -222,6 +237,52 @@ def test_kill_9_survivors_poll_every_orphan_within_the_bound(
         assert_exactly_once(replicas, client, jobs)
 
 
+def test_kill_9_during_creates_loses_no_task(
+    make_replicas: Callable[[Lease], ReplicaSet],
+) -> None:
+    """Creates in flight on a replica killed: the client retries them on the others (as
+    Propeller retries a failed CreateTask); every task gets its job, and a create the
+    victim had started is made again only with the same idempotency key."""
+    replicas = make_replicas(FAST)
+    victim, *_ = replicas.start(3)
+    with RoundRobinClient(replicas) as client, ThreadPoolExecutor(16) as pool:
+        deadline = time.monotonic() + 60.0
+
+        def create(name: str) -> Job:
+            while True:
+                try:
+                    return client.create(name)
+                except RpcFailed as exc:
+                    if exc.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.1)
+
+        futures = [pool.submit(create, f"during-kill-{uuid.uuid4().hex[:8]}") for _ in range(300)]
+        wait_until(
+            "a third of the creates", lambda: sum(f.done() for f in futures) >= 100, timeout=60
+        )
+        victim.kill()
+        jobs = [future.result() for future in futures]
+        wait_all_polled(replicas, jobs)
+        log = replicas.calls().refresh()
+        again = {job: who for job, who in log.creators.items() if len(who) > 1}
+        wrong = {job: who for job, who in again.items() if len(who) > 2 or who[0] != victim.who}
+        assert not wrong, (
+            f"creates repeated, not after the victim's: {wrong}; replicas {replicas.by_who()}\n"
+            + "\n".join(f"{job}:\n{replicas.history(job)}" for job in list(wrong)[:3])
+            + "\n"
+            + "\n".join(
+                f"{r.name}: {line}"
+                for r in replicas.all
+                for line in r.log().splitlines()
+                if any(job in line for job in wrong)
+            )
+        )
+        print(f"kill -9 during creates: {len(again)} create(s) retried by the new owner")
+        assert_single_pollers(replicas, jobs, since=time.monotonic())
+        assert_exactly_once(replicas, client, jobs, recreated=frozenset(again))
+
+
 # Containers on one host: every replica is pid 1 ---------------------------------------------
 
 
@@ -240,7 +301,7 @@ def test_replicas_in_containers_on_one_host_keep_their_own_jobs(
                 pytest.skip(f"cannot make PID namespaces here: {exc}")
             raise
         with RoundRobinClient(replicas) as client:
-            jobs = client.create_jobs(60)
+            jobs = client.create_jobs(30)
             wait_all_polled(replicas, jobs)
             # Two heartbeats and takeover rounds later, nobody has taken anybody's jobs.
             assert_single_pollers(replicas, jobs, since=time.monotonic() + FAST.dead_after)
@@ -373,9 +434,12 @@ def test_rolling_restart_of_all_replicas_loses_nothing(
         with GetTaskLoad(client, jobs) as load:
             for old in originals:
                 owned = owned_by(log, old, jobs)
+                # As a RollingUpdate with a surge: the new pod starts, the old one is told
+                # to stop; the new one is ready after the old one has gone.
+                new = replicas.launch()
                 stopping_at = time.monotonic()
                 assert old.stop(timeout=30.0) == 0, f"SIGTERM exit\n{old.log()[-3000:]}"
-                replicas.spawn()
+                new.wait_serving()
                 others = {r.who for r in replicas.live}
                 takeovers += wait_taken_over(log, owned, stopping_at, others, ROLLING.dead_after)
         assert not load.failures, (

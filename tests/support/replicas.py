@@ -254,6 +254,10 @@ class ReplicaSet:
             raise
         return started
 
+    def launch(self) -> Replica:
+        """A new replica process, not waited for (``Replica.wait_serving``)."""
+        return self._spawn()
+
     def _spawn(self) -> Replica:
         name = f"replica-{next(self._names)}"
         flags = ["--entry-points", "false", "--modules", "tests.support.replica_connectors"]
@@ -290,6 +294,17 @@ class ReplicaSet:
         conninfo = self.journal.replace("postgresql+psycopg://", "postgresql://", 1)
         with psycopg.connect(conninfo, autocommit=True) as connection:
             connection.execute(statement, params)
+
+    def history(self, job: str) -> str:
+        """The job's journalled events, one a line: for assertion messages."""
+        conninfo = self.journal.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(conninfo) as connection:
+            rows = connection.execute(
+                "SELECT at, kind, phase, detail FROM events WHERE job_id = %s ORDER BY seq", (job,)
+            ).fetchall()
+        return "\n".join(
+            f"  {at:.3f} {kind} phase {phase} {detail}" for at, kind, phase, detail in rows
+        )
 
     def move_to_another_host(self, replica: Replica) -> None:
         """Make ``replica``'s row name another node: peers then judge it by its heartbeat
@@ -492,6 +507,7 @@ class CallLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.creates: Counter[str] = Counter()
+        self.creators: dict[str, list[int]] = defaultdict(list)
         self.cancels: Counter[str] = Counter()
         self.cancellers: dict[str, list[int]] = defaultdict(list)
         self.polls: list[Poll] = []
@@ -510,6 +526,7 @@ class CallLog:
             kind, job, pid, *rest = line.split()
             if kind == "create":
                 self.creates[job] += 1
+                self.creators[job].append(int(pid))
             elif kind == "cancel":
                 self.cancels[job] += 1
                 self.cancellers[job].append(int(pid))
@@ -532,6 +549,18 @@ class CallLog:
         found: dict[str, set[int]] = defaultdict(set)
         for poll in self.polls_between(start, end):
             found[poll.job].add(poll.who)
+        return found
+
+    def repeated(self, since: float, gap: float) -> dict[str, tuple[int, float]]:
+        """Jobs polled twice by one process less than ``gap`` seconds apart after ``since``
+        (two actors of one job in one replica): external id -> (who, the gap)."""
+        last: dict[tuple[str, int], float] = {}
+        found: dict[str, tuple[int, float]] = {}
+        for poll in self.polls_between(since):
+            previous = last.get((poll.job, poll.who))
+            if previous is not None and poll.at - previous < gap:
+                found.setdefault(poll.job, (poll.who, poll.at - previous))
+            last[(poll.job, poll.who)] = poll.at
         return found
 
     def last_poller(self) -> dict[str, int]:
