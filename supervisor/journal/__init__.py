@@ -24,6 +24,9 @@ from ._migrate import upgrade as upgrade
 from ._owner import JournalBusy as JournalBusy
 from ._owner import Owner as Owner
 from ._protocol import JournalLike as JournalLike
+from ._proxy import JOURNAL_WRITES as JOURNAL_WRITES
+from ._proxy import JournalCall as JournalCall
+from ._proxy import JournalProxy as JournalProxy
 from ._reader import JournalReader as JournalReader
 from ._reader import JournalSummary as JournalSummary
 from ._reader import PhaseCount as PhaseCount
@@ -46,6 +49,7 @@ from ._store import Outcome as Outcome
 from ._store import Store as Store
 
 __all__ = [
+    "JOURNAL_WRITES",
     "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",
@@ -59,9 +63,11 @@ __all__ = [
     "JobRecord",
     "Journal",
     "JournalBusy",
+    "JournalCall",
     "JournalError",
     "JournalLike",
     "JournalLost",
+    "JournalProxy",
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",
