@@ -6,6 +6,8 @@
 packages below it (``ALLOWED``), ``_errors`` is for everyone, and nothing imports ``cli``.
 (c) No two modules of ``supervisor/`` import each other, even through others: a cycle
 broken by an import inside a function is still a cycle (move what both need below both).
+(d) ``connectors/`` (the SDK, under everything) imports nothing of ``supervisor``, not even
+inside a function.
 """
 
 from __future__ import annotations
@@ -154,6 +156,16 @@ def test_tests_benchmarks_and_examples_use_public_names(path: Path) -> None:
         and not any(name == m or name.startswith(m + ".") for m in allowed)
     }
     assert private == set()
+
+
+@pytest.mark.parametrize("path", sources("connectors"), ids=lambda p: module_name(p))
+def test_the_connector_sdk_imports_nothing_of_the_supervisor(path: Path) -> None:
+    upward = [
+        f"line {line}: {name}"
+        for line, name in imported(path)
+        if name == "supervisor" or name.startswith("supervisor.")
+    ]
+    assert upward == []
 
 
 def test_the_rules_resolve_relative_imports_and_see_private_modules() -> None:
