@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from supervisor.cli import Settings
+from supervisor.edge import LIVENESS_SERVICE
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -143,6 +144,15 @@ def test_the_probes_ask_the_grpc_health_service_on_the_grpc_port() -> None:
     [container] = _deployment()["spec"]["template"]["spec"]["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == Settings().port
+
+
+def test_liveness_asks_the_name_that_journal_outages_leave_serving() -> None:
+    """Readiness (and startup) ask the whole server, NOT_SERVING in a journal outage: a
+    liveness probe on it would restart every pod in a database outage."""
+    [container] = _deployment()["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["grpc"].get("service", "") == ""
 
 
 def test_the_pod_runs_as_the_images_user_with_the_image_of_this_version() -> None:

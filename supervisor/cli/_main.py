@@ -25,7 +25,7 @@ __all__ = ["build_parser", "main"]
 
 def health(args: argparse.Namespace) -> int:
     """Exit 0 only when the server at ``--address`` answers SERVING."""
-    serving, text = check_health(args.address, timeout=args.timeout)
+    serving, text = check_health(args.address, timeout=args.timeout, service=args.service)
     print(text, file=sys.stdout if serving else sys.stderr)
     return 0 if serving else 1
 
@@ -79,7 +79,8 @@ _RUN = (
 )
 _HEALTH = (
     "Ask a server's grpc.health.v1.Health service for its status; exit 0 only when it is "
-    "SERVING (1 otherwise). For container health checks and probes."
+    "SERVING (1 otherwise). For container health checks and probes: readiness by default "
+    "(NOT_SERVING while the journal refuses writes), liveness with --service liveness."
 )
 _VERIFY = (
     "Drive a server as Flyte's executor does (CreateTask re-sent after errors, GetTask on a "
