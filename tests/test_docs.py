@@ -54,6 +54,9 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--meta-key-file": ("/run/secrets/meta-key", "/run/secrets/meta-key"),
     "--adopt-unsigned": ("yes", True),
     "--standby": ("yes", True),
+    "--heartbeat-interval": ("0.5", 0.5),
+    "--dead-after": ("4", 4.0),
+    "--adopt-batch": ("100", 100),
 }
 
 

@@ -75,6 +75,12 @@ async def journal(journal_url: str) -> AsyncIterator[Journal]:
 def test_public_surface() -> None:
     assert sorted(supervisor.journal.__all__) == sorted(
         [
+            "Adopted",
+            "CANCELLABLE",
+            "CHANNEL",
+            "ReplicaJournal",
+            "ReplicaRow",
+            "ReplicaStore",
             "CreateState",
             "DeleteState",
             "EventRecord",
@@ -539,7 +545,7 @@ async def test_write_after_close_is_refused(journal_url: str) -> None:
 
 
 async def test_open_without_upgrade_refuses_an_unmigrated_database(journal_url: str) -> None:
-    with pytest.raises(JournalError, match="expected 0003"):
+    with pytest.raises(JournalError, match="expected 0004"):
         async with Journal.open(journal_url, upgrade=False):
             pass
 
@@ -570,7 +576,7 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
 def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: str) -> None:
     assert current_revision(journal_url) is None
     upgrade(journal_url)
-    assert current_revision(journal_url) == head_revision() == "0003"
+    assert current_revision(journal_url) == head_revision() == "0004"
     assert _tables(journal_url) >= {"jobs", "events", "replicas", "settings"}
 
     downgrade(journal_url)

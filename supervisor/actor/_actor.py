@@ -51,6 +51,7 @@ from ..journal import (
     TERMINAL_PHASES,
     CreateState,
     DeleteState,
+    FencedOut,
     JobRecord,
     JournalError,
     JournalLike,
@@ -82,6 +83,14 @@ def _unsealed(_task_type: str, _version: int, meta: bytes) -> bytes:
     return meta
 
 
+def _always() -> bool:
+    return True
+
+
+async def _at_once() -> None:
+    await trio.lowlevel.checkpoint()
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What every actor of one connector shares (all of it read-only or thread-safe)."""
@@ -95,6 +104,10 @@ class JobContext:
     faults: JournalFaults = dataclasses.field(default_factory=JournalFaults)
     #: (task type, version, the connector's bytes) -> the resource_meta we hand out (MAC'd).
     seal: Callable[[str, int, bytes], bytes] = _unsealed
+    #: False while this replica's lease may have lapsed: no external call may start then;
+    #: ``wait_to_act`` waits until it is confirmed (the actor is stopped if its job moved).
+    may_act: Callable[[], bool] = _always
+    wait_to_act: Callable[[], Awaitable[None]] = _at_once
 
 
 class JobHandle:
@@ -402,7 +415,7 @@ class _Actor:
             )
             if not isinstance(meta, ResourceMeta):
                 raise TypeError(f"create returned {type(meta).__name__}, not a ResourceMeta")
-        except (trio.Cancelled, KeyboardInterrupt):
+        except (trio.Cancelled, KeyboardInterrupt, FencedOut):
             raise
         except Exception as exc:
             _log.warning(
@@ -496,7 +509,7 @@ class _Actor:
             try:
                 await self.external(self.connector.delete, self.meta)
                 break
-            except (trio.Cancelled, KeyboardInterrupt):
+            except (trio.Cancelled, KeyboardInterrupt, FencedOut):
                 raise
             except JobNotFound:
                 break
@@ -582,6 +595,8 @@ class _Actor:
         """
         metrics = self.ctx.metrics
         async with self.ctx.limiter:
+            if not self.ctx.may_act():  # another replica may own the job by now
+                await self.ctx.wait_to_act()
             if due is not None:
                 metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
             metrics.count_call(getattr(fn, "__name__", ""))  # create, get or delete
@@ -598,7 +613,7 @@ class _Actor:
         try:
             resource = await self.external(self.connector.get, self.meta, due=due)
             seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
-        except (trio.Cancelled, KeyboardInterrupt):
+        except (trio.Cancelled, KeyboardInterrupt, FencedOut):
             raise
         except Exception as exc:
             metrics.polls.inc()

@@ -22,7 +22,7 @@ from connectors import ConnectorRegistry, load_connectors
 
 from ..journal import Journal, Owner, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
-from ..service import Supervisor
+from ..service import LeaseRules, Replica, Supervisor
 from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message, report
 from ._settings import Settings
 from ._web import pages_for
@@ -74,10 +74,17 @@ async def _serve(
             metrics=metrics,
             meta_key=meta_key,
             adopt_unsigned=settings.adopt_unsigned,
+            replica=Replica(
+                journal.replicas,
+                LeaseRules(settings.heartbeat_interval, settings.dead_after),
+                adopt_batch=settings.adopt_batch,
+            ),
         ).running() as supervisor,
         trio.open_nursery() as nursery,
     ):
         metrics.watch(supervisor, journal)
+        assert supervisor.replica is not None
+        print(f"replica {supervisor.replica.id}")
         print(f"journal {safe_url(settings.journal)}: resumed {supervisor.resumed} job(s)")
         print(f"resource_meta MACs: {_key_origin(settings)}", flush=True)
         # A cancel ends serve_grpc the way SIGTERM does (drain, then return): c0 --timeout.
@@ -186,6 +193,11 @@ def serve(settings: Settings) -> int:
         if debug:
             _log.exception("cannot load connectors")
         print(f"error: cannot load connectors: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        LeaseRules(settings.heartbeat_interval, settings.dead_after)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if settings.ui and settings.metrics_port is None:
         print("error: --ui serves on the metrics port: give --metrics-port", file=sys.stderr)

@@ -64,6 +64,9 @@ ENVIRONMENT: dict[str, str] = {
     "--meta-key-file": "SUPERVISOR_META_KEY_FILE",
     "--adopt-unsigned": "SUPERVISOR_ADOPT_UNSIGNED",
     "--standby": "SUPERVISOR_STANDBY",
+    "--heartbeat-interval": "SUPERVISOR_HEARTBEAT_INTERVAL",
+    "--dead-after": "SUPERVISOR_DEAD_AFTER",
+    "--adopt-batch": "SUPERVISOR_ADOPT_BATCH",
 }
 
 
@@ -91,6 +94,9 @@ class Settings:
     adopt_unsigned: bool = False
     stop_after: float | None = None  # seconds; then stop as on SIGTERM (c0 --timeout)
     standby: bool = False
+    heartbeat_interval: float = 2.0  # replicas: seconds between two heartbeats
+    dead_after: float = 10.0  # replicas: a replica without a heartbeat this long is dead
+    adopt_batch: int = 500  # replicas: jobs taken over per transaction
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -116,6 +122,9 @@ class Settings:
             meta_key_file=args.meta_key_file or None,
             adopt_unsigned=args.adopt_unsigned,
             standby=args.standby,
+            heartbeat_interval=args.heartbeat_interval,
+            dead_after=args.dead_after,
+            adopt_batch=args.adopt_batch,
         )
 
     def resource_meta_key(self) -> bytes | None:
@@ -192,6 +201,16 @@ def _positive_int(value: str) -> int:
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
     return number
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {value!r}")
+    return seconds
 
 
 def _seconds_or_off(value: str) -> float | None:
@@ -442,6 +461,35 @@ def add_serve_arguments(
         "(a hot standby), instead of refusing to start",
         type=_bool,
         metavar="BOOL",
+    )
+    _add(
+        parser,
+        "--heartbeat-interval",
+        str(d.heartbeat_interval),
+        env,
+        "replicas: seconds between two heartbeats of this replica in the journal",
+        type=_positive_seconds,
+        metavar="SECONDS",
+    )
+    _add(
+        parser,
+        "--dead-after",
+        str(d.dead_after),
+        env,
+        "replicas: a replica without a heartbeat for this long is dead and its jobs are "
+        "taken over (at least three heartbeat intervals); this replica stops its own jobs "
+        "one heartbeat interval sooner when it cannot heartbeat",
+        type=_positive_seconds,
+        metavar="SECONDS",
+    )
+    _add(
+        parser,
+        "--adopt-batch",
+        str(d.adopt_batch),
+        env,
+        "replicas: jobs taken over from dead replicas per transaction",
+        type=_positive_int,
+        metavar="N",
     )
 
 

@@ -36,6 +36,12 @@ from ._records import EventRecord as EventRecord
 from ._records import JobQuery as JobQuery
 from ._records import JobRecord as JobRecord
 from ._records import Put as Put
+from ._replica_journal import ReplicaJournal as ReplicaJournal
+from ._replicas import CHANNEL as CHANNEL
+from ._replicas import Adopted as Adopted
+from ._replicas import ReplicaRow as ReplicaRow
+from ._replicas import ReplicaStore as ReplicaStore
+from ._rules import CANCELLABLE as CANCELLABLE
 from ._rules import NO_EXTERNAL_JOB as NO_EXTERNAL_JOB
 from ._rules import TERMINAL_PHASES as TERMINAL_PHASES
 from ._rules import UNFINISHED as UNFINISHED
@@ -49,10 +55,13 @@ from ._store import Outcome as Outcome
 from ._store import Store as Store
 
 __all__ = [
+    "CANCELLABLE",
+    "CHANNEL",
     "JOURNAL_WRITES",
     "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",
+    "Adopted",
     "CreateState",
     "DeleteState",
     "EventRecord",
@@ -76,6 +85,9 @@ __all__ = [
     "Owner",
     "PhaseCount",
     "Put",
+    "ReplicaJournal",
+    "ReplicaRow",
+    "ReplicaStore",
     "Store",
     "create_engine",
     "current_revision",

@@ -34,6 +34,7 @@ from . import _engine, _migrate
 from ._errors import FencedOut, JournalError, JournalLost
 from ._owner import Owner, OwnerLock
 from ._records import EventRecord, JobQuery, JobRecord, Put
+from ._replica_journal import REPLICA_CONNECTIONS, ReplicaJournal
 from ._store import IfAbsent, Outcome, Store
 
 __all__ = ["CLOSE_TIMEOUT", "WATCH_INTERVAL", "Journal", "JournalStatistics"]
@@ -114,6 +115,7 @@ class Journal:
         self._reader_threads = trio.CapacityLimiter(_engine.READ_CONCURRENCY)
         self._lost: str | None = None
         self._lost_event = trio.Event()
+        self._replicas: ReplicaJournal | None = None
 
     @classmethod
     @asynccontextmanager
@@ -140,7 +142,11 @@ class Journal:
         ``upgrade=False``, when its schema is not at the head revision. ``ValueError`` for an
         unsupported URL.
         """
-        engine = await trio.to_thread.run_sync(_engine.create_engine, url)
+        engine = await trio.to_thread.run_sync(
+            lambda: _engine.create_engine(
+                url, connections=_engine.READ_CONCURRENCY + 1 + REPLICA_CONNECTIONS
+            )
+        )
         path = _engine.sqlite_path(url)
         lock = OwnerLock(path) if path is not None and path.name != ":memory:" else None
         try:
@@ -213,6 +219,17 @@ class Journal:
         request = _Request((put,), if_absent=True)
         await self._submit(request)
         return request.found
+
+    async def flush(self) -> None:
+        """Return once every put submitted before this call has committed or failed."""
+        await self._submit(_Request(()))
+
+    @property
+    def replicas(self) -> ReplicaJournal:
+        """The replica operations (heartbeats, takeover, delete intents) on this journal."""
+        if self._replicas is None:
+            self._replicas = ReplicaJournal(self._store.engine)
+        return self._replicas
 
     @property
     def lost(self) -> str | None:

@@ -16,6 +16,7 @@ from connectors import TERMINAL_PHASES as _FINAL
 from ._records import CreateState, DeleteState, JobRecord
 
 __all__ = [
+    "CANCELLABLE",
     "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",
@@ -70,3 +71,6 @@ UNFINISHED = (
 Literal SQL, not bound parameters, so both SQLite and PostgreSQL match queries to the
 partial index ``ix_jobs_unfinished``, whose predicate it is.
 """
+
+CANCELLABLE = f"(create_state NOT IN ({_NO_JOB_SQL}) AND phase NOT IN ({_FINAL_SQL}))"
+"""SQL: an external job exists and has not finished (with no delete intent: not settled)."""

@@ -86,6 +86,8 @@ replicas = sa.Table(
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("started", _Seconds, nullable=False),  # database clock, seconds since the epoch
     sa.Column("heartbeat", _Seconds, nullable=False),  # database clock
+    # kernel boot id and PID namespace: where ``pid`` can be checked (None: unknown)
+    sa.Column("node", sa.String),
 )
 """One row per running (or dead, not yet pruned) supervisor process on this journal."""
 settings = sa.Table(

@@ -31,9 +31,9 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def lifecycle_detail(**fields: object) -> str:
-    """An event's detail: the replica, and ``fields``."""
-    return json.dumps({"replica": replica_name(), **fields})
+def lifecycle_detail(*, replica: str | None = None, **fields: object) -> str:
+    """An event's detail: the replica (its id; without one, host:pid), and ``fields``."""
+    return json.dumps({"replica": replica or replica_name(), **fields})
 
 
 async def journal_resumed(

@@ -15,14 +15,16 @@ create, so a job is adopted once however its lookups race.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import trio
 
@@ -44,6 +46,7 @@ from ..actor import (
     run_actor,
 )
 from ..journal import (
+    Adopted,
     CreateState,
     DeleteState,
     FencedOut,
@@ -52,6 +55,7 @@ from ..journal import (
     JournalLike,
     Put,
     is_settled,
+    is_unfinished,
 )
 from ..observe import Metrics, bind_job, job_fields
 from ..wire import (
@@ -68,6 +72,7 @@ from ..wire import (
     retry_attempt,
 )
 from ._lifecycle import journal_resumed, lifecycle_detail
+from ._replica import Replica
 from ._stateless import StatelessAnswers
 from ._superseded import earlier_attempts, superseded_reason
 
@@ -81,6 +86,9 @@ ADOPTION_FIRST_POLL_WAIT = 5.0
 ACTOR_RESTART_DELAY = 5.0
 #: The journal setting that holds the generated resource_meta key (when none is configured).
 META_KEY_SETTING = "resource_meta_key"
+#: A CreateTask of a job another replica is creating waits this long for it, then UNAVAILABLE.
+PEER_CREATE_WAIT = 30.0
+_PEER_CREATE_POLL = (0.05, 1.0)  # first and longest pause between two reads of its row
 
 _MetaKey = tuple[str, int, bytes]
 Kwargs = Mapping[str, str]
@@ -116,10 +124,13 @@ class Supervisor(StatelessAnswers):
         metrics: Metrics | None = None,
         meta_key: bytes | None = None,
         adopt_unsigned: bool = False,
+        replica: Replica | None = None,
     ) -> None:
         """``meta_key`` MACs the resource_metas we hand out (shared by replicas); without one,
         a key generated into the journal is used. ``adopt_unsigned`` adopts metas without a
-        MAC (a migration window); see ``MetaSeal``."""
+        MAC (a migration window); see ``MetaSeal``. ``replica``: this process's lease on
+        the journal's jobs (``serve`` always has one); without it, the supervisor runs
+        every unfinished job of the journal and records no owner (tests, embedding)."""
         super().__init__(registry)
         self._meta_key = meta_key
         self._adopt_unsigned = adopt_unsigned
@@ -133,7 +144,12 @@ class Supervisor(StatelessAnswers):
         self._locks: dict[str, trio.Lock] = {}
         self._contexts: dict[int, JobContext] = {}
         self._seen: set[str] = set()  # live jobs a GetTask has named (_superseded)
-        self._nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None  # the actors'
+        self._outer: trio.Nursery | None = None
+        self._actors_scope: trio.CancelScope | None = None
+        self._actors_done = trio.Event()
+        self._scopes: dict[str, tuple[JobHandle, trio.CancelScope, trio.Event]] = {}
+        self._replica = replica
         self._faults = JournalFaults(self._metrics.journal_errors, self._metrics.journal_waiting)
         self.resumed = 0
         self.fenced = 0  # actors stopped because another replica took their job
@@ -142,20 +158,172 @@ class Supervisor(StatelessAnswers):
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Supervisor]:
-        """Start the actors' nursery and resume unfinished jobs; on exit cancel the actors.
+        """Start the actors' nursery and resume unfinished jobs (with a replica: take over
+        those nobody alive owns); on exit stop the actors, then release the replica's jobs.
 
-        Cancelling an actor never touches its external job: the journal holds everything
-        needed to carry on after a restart.
+        Stopping an actor never touches its external job: the journal holds everything
+        needed to carry on after a restart, here or on a peer.
         """
+        replica = self._replica
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self._outer = nursery
+            lease = trio.CancelScope()
             try:
                 await self._open_seal()
-                await self.resume()
+                await nursery.start(self._host_actors)
+                if replica is None:
+                    await self.resume()
+                else:
+                    await nursery.start(self._keep_lease, lease, replica)
+                    self.resumed = replica.adopted_at_start
+                    if self.resumed:
+                        _log.info("resumed %d unfinished job(s)", self.resumed)
                 yield self
             finally:
-                self._nursery = None
+                lease.cancel()
+                with trio.CancelScope(shield=True):
+                    await self._stop_actors()
+                    if replica is not None:
+                        await self._release(replica)
+                self._outer = None
                 nursery.cancel_scope.cancel()
+
+    async def _keep_lease(
+        self, scope: trio.CancelScope, replica: Replica, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with scope:
+            await replica.run(self, task_status=task_status)
+
+    async def _host_actors(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """The actors' nursery, until ``_stop_actors`` cancels it (a self-fence, the end)."""
+        done = self._actors_done = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._actors_scope = scope
+                async with trio.open_nursery() as actors:
+                    self._nursery = actors
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            done.set()
+
+    async def _stop_actors(self) -> None:
+        if self._actors_scope is not None:
+            self._actors_scope.cancel()
+            self._actors_scope = None
+        await self._actors_done.wait()
+
+    async def _release(self, replica: Replica) -> None:
+        """Commit what the stopped actors submitted, then give their jobs back."""
+        if isinstance(self._journal, _Flushable):
+            with trio.move_on_after(10):
+                # Release anyway if it fails: what did not commit is redone by the next owner.
+                with contextlib.suppress(JournalError, trio.ClosedResourceError):
+                    await self._journal.flush()
+        await replica.release()
+
+    # -- the replica's host (``ReplicaHost``) ------------------------------------------------
+
+    def take(self, adopted: Sequence[Adopted]) -> None:
+        """Start the actors of jobs this replica just took over (their rows are ours now)."""
+        for item in adopted:
+            record = item.record
+            connector = self._connector_of(record)
+            if connector is None:
+                continue
+            old = self._jobs.get(record.job_id)
+            if old is not None:  # an actor of an earlier epoch: replace it
+                assert self._outer is not None
+                self._outer.start_soon(self._replace, connector, old, record)
+                continue
+            self._start(connector, record, kwargs=None, resumed=True)
+
+    async def _replace(
+        self, connector: AsyncConnector[Any], old: JobHandle, record: JobRecord
+    ) -> None:
+        async with self._job_lock(record.job_id):
+            kwargs = old.last_kwargs
+            await self._stop_one(old)
+            if self._jobs.get(record.job_id) is None:
+                self._start(connector, record, kwargs=kwargs, resumed=True)
+
+    async def stop_actors(self) -> None:
+        """Stop every actor (a self-fence) and open a new nursery for the next ones."""
+        await self._stop_actors()
+        assert self._outer is not None
+        await self._outer.start(self._host_actors)
+
+    async def refresh(self, job_id: str, kwargs: Mapping[str, str] | None = None) -> None:
+        """Restart the job's actor from its row if the row changed under it (a peer's delete
+        intent); stop it if the job is no longer this replica's."""
+        replica = self._replica
+        async with self._job_lock(job_id):
+            row = await self._journal.get(job_id)
+            handle = self._jobs.get(job_id)
+            if handle is not None:
+                if row is not None and _fence(handle.record) == _fence(row):
+                    return
+                kwargs = handle.last_kwargs
+                await self._stop_one(handle)
+            if row is None or replica is None or not replica.may_act():
+                return
+            if row.owner != replica.id or not is_unfinished(row):
+                return
+            connector = self._connector_of(row)
+            if connector is not None and self._jobs.get(job_id) is None:
+                self._start(connector, row, kwargs=kwargs, resumed=True)
+
+    async def keep_only(self, owned: dict[str, int]) -> int:
+        """Stop the actors whose job is not in ``owned`` with its epoch (after a lapsed
+        lease: those jobs were taken over). How many were stopped."""
+        stale = [
+            handle
+            for job_id, handle in list(self._jobs.items())
+            if owned.get(job_id) != handle.record.epoch
+        ]
+        for handle in stale:
+            await self._stop_one(handle)
+        return len(stale)
+
+    async def _refresh_soon(self, handle: JobHandle) -> None:
+        """``refresh`` after a fenced-out write, waiting out journal faults."""
+        for pause in (0.5, 1, 2, 4, 8, 16, 30):
+            try:
+                await self.refresh(handle.job_id, handle.last_kwargs)
+                return
+            except JournalError as exc:
+                _log.warning("job %s: cannot read its row yet: %s", handle.job_id, exc)
+                await trio.sleep(pause)  # then the replica's reconcile takes over
+
+    def epochs(self) -> dict[str, int]:
+        return {job_id: handle.record.epoch for job_id, handle in self._jobs.items()}
+
+    async def _stop_one(self, handle: JobHandle) -> None:
+        run = self._scopes.get(handle.job_id)
+        if run is not None and run[0] is handle:
+            run[1].cancel()
+            await run[2].wait()
+
+    def _owner(self) -> str | None:
+        return self._replica.id if self._replica is not None else None
+
+    def _require_lease(self) -> None:
+        if self._replica is not None and not self._replica.may_act():
+            raise Unavailable("this replica lost its lease on the journal for now; retry")
+
+    def _connector_of(self, record: JobRecord) -> AsyncConnector[Any] | None:
+        try:
+            return connector_for_type(self.registry, record.task_type, record.task_type_version)
+        except NotFound:
+            _log.error(
+                "job %s: no connector for %s v%d: left in the journal, not resumed",
+                record.job_id,
+                record.task_type,
+                record.task_type_version,
+                extra=job_fields(record.job_id, record.connector),
+            )
+            return None
 
     async def _open_seal(self) -> None:
         key = self._meta_key
@@ -178,20 +346,9 @@ class Supervisor(StatelessAnswers):
         for record in await self._journal.unfinished():
             if record.job_id in self._jobs:
                 continue
-            try:
-                connector = connector_for_type(
-                    self.registry, record.task_type, record.task_type_version
-                )
-            except NotFound:
-                _log.error(
-                    "job %s: no connector for %s v%d: left in the journal, not resumed",
-                    record.job_id,
-                    record.task_type,
-                    record.task_type_version,
-                    extra=job_fields(record.job_id, record.connector),
-                )
-                continue
-            found.append((connector, record))
+            connector = self._connector_of(record)
+            if connector is not None:
+                found.append((connector, record))
         stamped = await journal_resumed(
             self._journal, [record for _, record in found], self._wall_clock()
         )
@@ -217,6 +374,8 @@ class Supervisor(StatelessAnswers):
                 metrics=self._metrics.connector(connector.name),
                 faults=self._faults,
                 seal=self._seal.seal,
+                may_act=self._replica.may_act if self._replica is not None else _always,
+                wait_to_act=self._replica.wait_to_act if self._replica is not None else _now,
             )
             self._contexts[id(connector)] = ctx
         return ctx
@@ -255,30 +414,40 @@ class Supervisor(StatelessAnswers):
         """Run an actor; restart it (from its journalled state) if it dies of a bug."""
         ctx = self._context(connector)
         bind_job(handle.job_id, connector.name)  # every log line of this task names the job
+        ended = trio.Event()
         try:
-            while True:
-                try:
-                    await run_actor(
-                        handle,
-                        ctx,
-                        kwargs=kwargs,
-                        resumed=resumed,
-                        request=request,
-                        new_intent=new_intent,
-                    )
-                    return
-                except FencedOut:
-                    # Another replica owns the job now: stop, never touching the external job.
-                    self.fenced += 1
-                    _log.warning("job %s: fenced out by a new owner; actor stopped", handle.job_id)
-                    return
-                except Exception:
-                    _log.exception("job %s: actor failed; restarting it", handle.job_id)
-                    handle.inbox = Inbox()
-                    resumed, request, new_intent = True, None, False
-                    await trio.sleep(ACTOR_RESTART_DELAY)
+            with trio.CancelScope() as scope:
+                self._scopes[handle.job_id] = (handle, scope, ended)
+                while True:
+                    try:
+                        await run_actor(
+                            handle,
+                            ctx,
+                            kwargs=kwargs,
+                            resumed=resumed,
+                            request=request,
+                            new_intent=new_intent,
+                        )
+                        return
+                    except FencedOut:
+                        # The row changed under the actor: another replica owns the job now
+                        # (stop, never touching the external job), or a peer journalled an
+                        # intent for it (restart from the row: ``refresh``).
+                        self.fenced += 1
+                        _log.warning("job %s: fenced out; actor stopped", handle.job_id)
+                        if self._replica is not None and self._outer is not None:
+                            self._outer.start_soon(self._refresh_soon, handle)
+                        return
+                    except Exception:
+                        _log.exception("job %s: actor failed; restarting it", handle.job_id)
+                        handle.inbox = Inbox()
+                        resumed, request, new_intent = True, None, False
+                        await trio.sleep(ACTOR_RESTART_DELAY)
         finally:
+            if self._scopes.get(handle.job_id, (None,))[0] is handle:
+                del self._scopes[handle.job_id]
             self._forget(handle)
+            ended.set()
 
     def _forget(self, handle: JobHandle) -> None:
         if self._jobs.get(handle.job_id) is handle:
@@ -304,11 +473,21 @@ class Supervisor(StatelessAnswers):
         return [handle.record for handle in tuple(self._jobs.values())]
 
     def statistics(self) -> dict[str, int]:
-        return {"live_jobs": len(self._jobs), "resumed": self.resumed, "fenced": self.fenced}
+        stats = {"live_jobs": len(self._jobs), "resumed": self.resumed, "fenced": self.fenced}
+        if self._replica is not None:
+            stats["takeovers"] = self._replica.takeovers
+            stats["self_fenced"] = self._replica.self_fenced
+        return stats
+
+    @property
+    def replica(self) -> Replica | None:
+        return self._replica
 
     def journal_fault(self) -> str | None:
         """Why the journal fails while actors wait to write their results; None when none
         does (health is NOT_SERVING meanwhile)."""
+        if self._replica is not None and not self._replica.may_act():
+            return "this replica lost its lease on the journal"
         return self._faults.fault()
 
     # -- CreateTask ------------------------------------------------------------------------
@@ -324,6 +503,7 @@ class Supervisor(StatelessAnswers):
         job_id = job_id_for(template.type, template.task_type_version, metadata)
         kwargs = connection_kwargs(request.connection)
         require_connection(connector, kwargs)
+        self._require_lease()
         async with self._job_lock(job_id):
             handle = self._jobs.get(job_id)
             if handle is not None and handle.record.create_state == CreateState.FAILED:
@@ -346,9 +526,21 @@ class Supervisor(StatelessAnswers):
                 elif existing.create_state == CreateState.ABANDONED:
                     raise ConnectorFailed(existing.message)
                 elif existing.create_state == CreateState.PENDING:
-                    handle = self._start(connector, existing, kwargs=kwargs, resumed=True)
-                else:  # FAILED: this request tries the create again
-                    await self._journal.write(intent)
+                    mine = await self._claim(existing)
+                    if mine is None:  # a live peer is creating it
+                        return await self._peer_create(job_id)
+                    handle = self._start(connector, mine, kwargs=kwargs, resumed=True)
+                else:  # FAILED: this request tries the create again, as the job's owner now
+                    record = dataclasses.replace(
+                        record, epoch=existing.epoch + (record.owner != existing.owner)
+                    )
+                    retry = Put(record, intent.kind, intent.detail, expect=_fence(existing))
+                    try:
+                        await self._journal.write(retry)
+                    except FencedOut as exc:
+                        raise Unavailable(
+                            "the job changed while its create was retried; retry"
+                        ) from exc
                     handle = self._start(
                         connector, record, kwargs=kwargs, resumed=False, request=request
                     )
@@ -384,6 +576,32 @@ class Supervisor(StatelessAnswers):
             except trio.ClosedResourceError:
                 continue  # its actor has ended: nothing runs on
 
+    async def _claim(self, record: JobRecord) -> JobRecord | None:
+        """The row of a journalled job without a live actor here, made this replica's if
+        nobody alive owns it: None while a live peer does."""
+        replica = self._replica
+        if replica is None:
+            return record
+        if record.owner == replica.id:
+            return record
+        return await replica.journal.claim(replica.id, record.job_id, replica.rules.dead_after)
+
+    async def _peer_create(self, job_id: str) -> pb.CreateTaskResponse:
+        """Wait for the create a peer replica is making (reading its row), and answer as it
+        would. Errors: Unavailable after ``PEER_CREATE_WAIT``; ConnectorFailed."""
+        pause, longest = _PEER_CREATE_POLL
+        with trio.move_on_after(PEER_CREATE_WAIT):
+            while True:
+                await trio.sleep(pause)
+                pause = min(pause * 2, longest)
+                row = await self._journal.get(job_id)
+                if row is None or row.create_state == CreateState.PENDING:
+                    continue
+                if row.create_state == CreateState.CREATED and row.resource_meta is not None:
+                    return pb.CreateTaskResponse(resource_meta=row.resource_meta)
+                raise ConnectorFailed(row.message)
+        raise Unavailable("another replica is still creating this job; retry")
+
     def _new_record(
         self, connector: AsyncConnector[Any], job_id: str, request: pb.CreateTaskRequest
     ) -> JobRecord:
@@ -405,6 +623,7 @@ class Supervisor(StatelessAnswers):
             message="creating the external job",
             create_request=bytes(_without_secrets(request)),
             deadline=now + timeout.total_seconds() if timeout else None,
+            owner=self._owner(),
         )
 
     # -- GetTask ---------------------------------------------------------------------------
@@ -481,6 +700,7 @@ class Supervisor(StatelessAnswers):
         """
         name, version, meta = key
         job_id = adopted_job_id(name, version, meta)
+        self._require_lease()
         async with self._job_lock(job_id):
             handle = self._jobs.get(job_id)
             if handle is not None:
@@ -501,13 +721,13 @@ class Supervisor(StatelessAnswers):
                 resource_meta=meta,
                 message="adopted: waiting for the first poll",
                 create_request=bytes(stripped),
+                owner=self._owner(),
             )
-            adopted = Put(record, "adopted", lifecycle_detail(delete=delete))
+            adopted = Put(record, "adopted", lifecycle_detail(replica=self._owner(), delete=delete))
             existing = await self._journal.write_if_absent(adopted)
             if existing is not None:
                 if delete and not is_settled(existing):
-                    kwargs = connection_kwargs(connection) or None
-                    return self._start(connector, existing, kwargs=kwargs, resumed=True)
+                    return await self._delete_journalled(connector, existing, connection)
                 return existing
             self._metrics.connector(connector.name).adoptions.inc()
             _log.info(
@@ -529,7 +749,8 @@ class Supervisor(StatelessAnswers):
     ) -> JobHandle | JobRecord:
         """Start the actor of a journalled job that has none, unless one started meanwhile
         (an adoption that committed while ``record`` was read) or the job has settled since
-        (its record is returned)."""
+        (its record is returned). With replicas, only for a job this replica may own: one a
+        live peer owns gets a journalled delete intent instead (``_delete_journalled``)."""
         async with self._job_lock(record.job_id):
             handle = self._jobs.get(record.job_id)
             if handle is not None:
@@ -537,7 +758,41 @@ class Supervisor(StatelessAnswers):
             current = await self._journal.get(record.job_id)
             if current is None or is_settled(current):
                 return current or record
-            return self._start(connector, current, kwargs=kwargs or None, resumed=True)
+            mine = await self._claim(current)
+            if mine is None:
+                return await self._request_delete(current)
+            return self._start(connector, mine, kwargs=kwargs or None, resumed=True)
+
+    async def _delete_journalled(
+        self, connector: AsyncConnector[Any], record: JobRecord, connection: Connection | None
+    ) -> JobHandle | JobRecord:
+        """A delete of a journalled, unsettled job with no actor here (under its lock)."""
+        mine = await self._claim(record)
+        if mine is None:
+            return await self._request_delete(record)
+        kwargs = connection_kwargs(connection) or None
+        return self._start(connector, mine, kwargs=kwargs, resumed=True)
+
+    async def _request_delete(self, record: JobRecord) -> JobRecord:
+        """Journal the intent to cancel a job a live peer runs, and wake that peer: its
+        actor restarts from the row and makes the one external cancel. The row as now."""
+        replica = self._replica
+        assert replica is not None
+        if record.delete_state == DeleteState.REQUESTED:
+            return record
+        now = self._wall_clock()
+        detail = lifecycle_detail(replica=replica.id)
+        updated = await replica.journal.request_delete(
+            record.job_id, now, "cancel requested: waiting for the job's owner to cancel it", detail
+        )
+        if updated is not None:
+            _log.info(
+                "job %s: delete intent journalled for its owner %s",
+                record.job_id,
+                updated.owner,
+                extra=job_fields(record.job_id, record.connector),
+            )
+        return updated or record
 
     # -- GetTaskLogs, GetTaskMetrics -------------------------------------------------------
 
@@ -561,29 +816,50 @@ class Supervisor(StatelessAnswers):
         key = (category.name, category.version, request.resource_meta)
         kwargs = connection_kwargs(request.connection)
         handle = self._by_meta.get(key)
-        if handle is None:
-            found = await self._find(connector, key)
-            if found is None:
-                found = await self._adopt(connector, key, request.connection, delete=True)
+        for _ in range(2):  # again once, from the journal, if the actor is fenced out
+            if handle is None:
+                handle = await self._delete_unknown(connector, key, request.connection, kwargs)
+                if handle is None:
+                    return pb.DeleteTaskResponse()  # settled, or the intent is journalled
+            # Every DeleteTask brings the connection again: a resumed job waiting for it to
+            # carry out a journalled cancel (or holding stale secrets) gets it even when we
+            # answer at once.
+            self._offer_credentials(handle, kwargs)
+            if is_settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
+                return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
+            message = Cancel(kwargs)
+            try:
+                handle.inbox.put(message)
+                await message.reply.wait()
+                return pb.DeleteTaskResponse()
+            except trio.ClosedResourceError:
+                if self._replica is None or is_settled(handle.record):
+                    return pb.DeleteTaskResponse()  # the actor has ended: the job is finished
+            except FencedOut:
+                pass  # the row changed under the actor: its owner or intent is elsewhere
+            await self._stop_one(handle)
+            handle = None
+        raise Unavailable("the job changed owner while it was being cancelled; retry")
+
+    async def _delete_unknown(
+        self,
+        connector: AsyncConnector[Any],
+        key: _MetaKey,
+        connection: Connection | None,
+        kwargs: Mapping[str, str],
+    ) -> JobHandle | None:
+        """The live actor to cancel a job without one in hand, or None when nothing is left
+        to do here (settled, or the intent is journalled for the job's owner)."""
+        found = await self._find(connector, key)
+        if found is None:
+            found = await self._adopt(connector, key, connection, delete=True)
+        if isinstance(found, JobRecord):
+            if is_settled(found):
+                return None
+            found = await self._revive(connector, found, kwargs)
             if isinstance(found, JobRecord):
-                if is_settled(found):
-                    return pb.DeleteTaskResponse()
-                found = await self._revive(connector, found, kwargs)
-                if isinstance(found, JobRecord):
-                    return pb.DeleteTaskResponse()  # settled meanwhile
-            handle = found
-        # Every DeleteTask brings the connection again: a resumed job waiting for it to carry
-        # out a journalled cancel (or holding stale secrets) gets it even when we answer at once.
-        self._offer_credentials(handle, kwargs)
-        if is_settled(handle.record) or handle.record.delete_state == DeleteState.REQUESTED:
-            return pb.DeleteTaskResponse()  # nothing to cancel, or the intent is journalled
-        message = Cancel(kwargs)
-        try:
-            handle.inbox.put(message)
-        except trio.ClosedResourceError:
-            return pb.DeleteTaskResponse()  # the actor has ended: the job is finished
-        await message.reply.wait()
-        return pb.DeleteTaskResponse()
+                return None
+        return found
 
     def _offer_credentials(self, handle: JobHandle, kwargs: Mapping[str, str]) -> None:
         if not kwargs or kwargs == handle.last_kwargs:
@@ -593,6 +869,23 @@ class Supervisor(StatelessAnswers):
         except trio.ClosedResourceError:
             return
         handle.last_kwargs = dict(kwargs)
+
+
+@runtime_checkable
+class _Flushable(Protocol):
+    async def flush(self) -> None: ...
+
+
+def _always() -> bool:
+    return True
+
+
+async def _now() -> None:
+    await trio.lowlevel.checkpoint()
+
+
+def _fence(record: JobRecord) -> tuple[str | None, int]:
+    return (record.owner, record.epoch)
 
 
 def _meta_key(record: JobRecord) -> _MetaKey:
