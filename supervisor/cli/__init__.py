@@ -8,8 +8,8 @@ from ._c0 import c0_main as c0_main
 from ._c0 import c0_settings as c0_settings
 from ._health import split_address as split_address
 from ._journal import meta_candidates as meta_candidates
-from ._journal import parse_age as parse_age
-from ._journal import parse_phase as parse_phase
+from ._journal_json import parse_age as parse_age
+from ._journal_json import parse_phase as parse_phase
 from ._main import build_parser as build_parser
 from ._main import main as main
 from ._run import InvalidRunInput as InvalidRunInput

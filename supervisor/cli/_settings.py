@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..edge import LIVENESS_SERVICE
+
 __all__ = [
     "DEFAULT_HEALTH_TIMEOUT",
     "DEFAULT_JOURNAL",
@@ -509,6 +511,14 @@ def add_health_arguments(
         default=DEFAULT_HEALTH_TIMEOUT,
         metavar="SECONDS",
         help="give up after this long (default %(default)s)",
+    )
+    parser.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help=f"the health service name to ask: the whole server (readiness: NOT_SERVING "
+        f"while the journal refuses writes) by default, {LIVENESS_SERVICE!r} for liveness "
+        "(SERVING while the process answers)",
     )
 
 
