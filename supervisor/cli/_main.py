@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return verify_command(args, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return _dispatch(args)
     except BrokenPipeError:
@@ -114,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        return serve(Settings.from_args(args))
+        given: list[str] = args.argv
+        flags = given[given.index("serve") + 1 :] if "serve" in given else []
+        return serve(Settings.from_args(args), flags)
     if args.command == "run":
         return run_command(args)
     if args.command == "health":

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 import trio
 import trio_asyncio
@@ -26,6 +27,7 @@ from ..service import LeaseRules, Replica, Supervisor
 from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message, report
 from ._settings import Settings
 from ._web import pages_for
+from ._workers import REUSE_PORT_ENV, run_workers
 
 __all__ = ["build_registry", "serve"]
 
@@ -173,8 +175,13 @@ def _tls(settings: Settings) -> ssl.SSLContext | None:
     return server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
 
 
-def serve(settings: Settings) -> int:
-    """Run the service until SIGTERM/SIGINT; a user's mistake is one line and an exit code."""
+def serve(settings: Settings, argv: Sequence[str] = ()) -> int:
+    """Run the service until SIGTERM/SIGINT; a user's mistake is one line and an exit code.
+
+    ``argv``: the flags given, for ``--workers`` above 1 (``_workers``), whose workers get
+    them again."""
+    if settings.workers > 1:
+        return run_workers(settings, argv)
     configure_logging(settings.log_level, settings.log_format)
     debug = settings.log_level.upper() == "DEBUG"
     try:
@@ -237,6 +244,8 @@ def _bind(host: str, port: int) -> socket.socket:
         raise UserError(f"cannot serve gRPC on {host}:{port}: {exc}", EXIT_PORT) from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if os.environ.get(REUSE_PORT_ENV):  # one of ``--workers``: they share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)  # grpclib listens on it once the jobs are resumed
     except OSError as exc:
         sock.close()

@@ -67,6 +67,7 @@ ENVIRONMENT: dict[str, str] = {
     "--heartbeat-interval": "SUPERVISOR_HEARTBEAT_INTERVAL",
     "--dead-after": "SUPERVISOR_DEAD_AFTER",
     "--adopt-batch": "SUPERVISOR_ADOPT_BATCH",
+    "--workers": "SUPERVISOR_WORKERS",
 }
 
 
@@ -97,6 +98,7 @@ class Settings:
     heartbeat_interval: float = 2.0  # replicas: seconds between two heartbeats
     dead_after: float = 10.0  # replicas: a replica without a heartbeat this long is dead
     adopt_batch: int = 500  # replicas: jobs taken over per transaction
+    workers: int = 1  # serve processes (replicas) on this machine, one port (PostgreSQL)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -125,6 +127,7 @@ class Settings:
             heartbeat_interval=args.heartbeat_interval,
             dead_after=args.dead_after,
             adopt_batch=args.adopt_batch,
+            workers=args.workers,
         )
 
     def resource_meta_key(self) -> bytes | None:
@@ -488,6 +491,17 @@ def add_serve_arguments(
         str(d.adopt_batch),
         env,
         "replicas: jobs taken over from dead replicas per transaction",
+        type=_positive_int,
+        metavar="N",
+    )
+    _add(
+        parser,
+        "--workers",
+        str(d.workers),
+        env,
+        "serve processes on this machine, one replica each, sharing the gRPC port "
+        "(SO_REUSEPORT) and the journal: one per core; above 1 needs a PostgreSQL journal; "
+        "worker i serves metrics on --metrics-port + i",
         type=_positive_int,
         metavar="N",
     )
