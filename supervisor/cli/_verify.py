@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 
 import trio
 
-from connectors.verify import DIR_ENV_VAR, TASK_TYPE, read_events
+from connectors.verify import DIR_ENV_VAR, TASK_TYPE, read_events, read_jobs
 
 from ..journal import JournalError, JournalReader, safe_url
 from ..verify import FAULT_KINDS, External, FaultOutcome, JobOutcome, Plan, Report, make_plan
@@ -621,31 +620,33 @@ class _Run:
 
 
 def _external(record_dir: Path, names: set[str]) -> dict[str, External]:
+    """Per execution, the external jobs that exist and the calls the service recorded.
+
+    Jobs are counted from the service's job files, not from ``create`` lines: a kill
+    between a job's creation and its line leaves a job no line calls new. Likewise a cancel
+    that took effect counts once even when the kill cut its line.
+    """
     found: dict[str, External] = {name: External() for name in names}
-    jobs_dir = record_dir / "jobs"
     for event in read_events(record_dir):
         ext = found.get(event.execution)
         if ext is None:
             continue
         if event.op == "create":
             ext.creates += 1
-            if event.new:
-                ext.jobs += 1
-                if ext.ends_at is None:
-                    ext.ends_at = _ends_at(jobs_dir / f"{event.key}.json")
         elif event.op == "cancel":
             ext.cancels += 1
         elif event.op == "get":
             ext.gets += 1
+    for job in sorted(read_jobs(record_dir), key=lambda job: job.started):
+        ext = found.get(job.execution)
+        if ext is None:
+            continue
+        ext.jobs += 1
+        if ext.ends_at is None:
+            ext.ends_at = job.ends_at
+        if job.cancelled:
+            ext.cancels = max(ext.cancels, 1)
     return found
-
-
-def _ends_at(path: Path) -> float | None:
-    try:
-        job = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return float(job["started"]) + float(job["seconds"])
 
 
 def _error(exc: Any) -> str:

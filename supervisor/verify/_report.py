@@ -44,7 +44,7 @@ class JobOutcome:
 class External:
     """The external calls made for one task execution (as the service recorded them)."""
 
-    jobs: int = 0  # external jobs made (creates the service did not de-duplicate)
+    jobs: int = 0  # external jobs made for it (creates the service did not de-duplicate)
     creates: int = 0  # create calls
     cancels: int = 0
     gets: int = 0
