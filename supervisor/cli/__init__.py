@@ -18,11 +18,13 @@ from ._run import read_template as read_template
 from ._settings import ENVIRONMENT as ENVIRONMENT
 from ._settings import Settings as Settings
 from ._settings import parse_serve as parse_serve
+from ._verify_evidence import add_lost_evidence as add_lost_evidence
 
 __all__ = [
     "ENVIRONMENT",
     "InvalidRunInput",
     "Settings",
+    "add_lost_evidence",
     "build_parser",
     "c0_main",
     "c0_settings",
