@@ -4,6 +4,9 @@
 call of an operation fail (``fail_next``), hang until cancelled (``hang_next``), or forget
 a job (``lose``). ``latency`` makes every call take that long (on Trio's clock, so MockClock
 tests stay instant). ``FakeConnector`` serves task type ``fake`` against one.
+
+The crash test that runs a connector under a real supervisor is the supervisor's:
+``supervisor.verify.verify_recovery``. The SDK imports nothing of the supervisor.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ __all__ = [
     "FakeMeta",
     "FakeService",
     "isolated_default_registry",
-    "verify_recovery",
 ]
 
 
@@ -209,19 +211,3 @@ class FakeConnector(AsyncConnector[FakeMeta]):
     async def delete(self, resource_meta: FakeMeta, **kwargs: Any) -> None:
         self.seen_kwargs.append(dict(kwargs))
         await self.service.cancel(resource_meta.job_id)
-
-
-async def verify_recovery(connector: AsyncConnector[Any], **options: Any) -> Any:
-    """Crash-test ``connector`` under a real supervisor, on Trio's (mock) clock.
-
-    The schedule of ``python -m supervisor verify-recovery``, in-process: jobs created,
-    polled and deleted as Flyte's executor does, while the supervisor crashes (at random,
-    right after a create, right after a cancel) and restarts on its journal. Options and
-    the report: ``supervisor.verify.verify_recovery``.
-
-    Errors: ``supervisor.verify.RecoveryViolation`` (an AssertionError) with the report.
-    """
-    # The supervisor sits above the SDK: reached only when a test asks for it.
-    from supervisor.verify import verify_recovery as run
-
-    return await run(connector, **options)

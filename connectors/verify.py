@@ -7,9 +7,13 @@ directory named by ``SUPERVISOR_VERIFY_DIR`` (the server's environment, never a 
 - ``events.log``: one JSON line per external call (``create``, ``get``, ``cancel``),
   appended with one ``write`` on an ``O_APPEND`` descriptor, so lines from any number of
   server processes (and a kill -9 at any moment) never interleave or tear;
-- ``jobs/KEY.json``: one external job, made with ``O_EXCL`` (a second create with the same
-  idempotency key finds it: the service de-duplicates, as BigQuery does with job ids);
-  ``jobs/KEY.cancelled``: the cancel took effect.
+- ``jobs/KEY.json``: one external job, written whole under another name (``tmp/``) and
+  then hard-linked into place, so it appears whole or not at all, kill -9 included (a
+  second create with the same idempotency key finds it: the service de-duplicates, as
+  BigQuery does with job ids); ``jobs/KEY.cancelled``: the cancel took effect.
+
+The files, not ``events.log``, say which external jobs exist (``read_jobs``): a kill
+between a job's creation and its ``create`` line leaves a job that no line calls new.
 
 A job runs for the template's ``custom.seconds`` (wall clock) and then SUCCEEDED with
 output ``done = true``; a cancel before that makes it ABORTED. ``custom.cancel_seconds``
@@ -44,11 +48,13 @@ __all__ = [
     "DIR_ENV_VAR",
     "EVENTS_FILE",
     "TASK_TYPE",
+    "ExternalJob",
     "VerifyConnector",
     "VerifyEvent",
     "VerifyJob",
     "execution_name",
     "read_events",
+    "read_jobs",
 ]
 
 TASK_TYPE = "verify"
@@ -69,6 +75,22 @@ class VerifyEvent:
     key: str
     execution: str  # the task execution it was made for ("" when unknown)
     new: bool = False  # create: a new external job (not one the service de-duplicated)
+
+
+@dataclass(frozen=True)
+class ExternalJob:
+    """One external job, as ``jobs/KEY.json`` holds it."""
+
+    key: str
+    execution: str
+    started: float  # wall clock
+    seconds: float
+    cancelled: bool  # a cancel took effect
+
+    @property
+    def ends_at(self) -> float:
+        """When it ends by itself (wall clock)."""
+        return self.started + self.seconds
 
 
 @dataclass
@@ -101,6 +123,21 @@ def read_events(directory: Path) -> list[VerifyEvent]:
     return events
 
 
+def read_jobs(directory: Path) -> list[ExternalJob]:
+    """Every external job made in ``directory`` so far."""
+    found = []
+    for path in sorted((directory / "jobs").glob("*.json")):
+        try:
+            job = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        cancelled = path.with_suffix(".cancelled").exists()
+        found.append(
+            ExternalJob(path.stem, job["execution"], job["started"], job["seconds"], cancelled)
+        )
+    return found
+
+
 class _Service:
     """The directory, read and written from worker threads (blocking file calls)."""
 
@@ -108,6 +145,8 @@ class _Service:
         self.directory = directory
         self.jobs = directory / "jobs"
         self.jobs.mkdir(parents=True, exist_ok=True)
+        self.drafts = directory / "tmp"
+        self.drafts.mkdir(exist_ok=True)
 
     def record(self, op: str, key: str, execution: str, *, new: bool = False) -> None:
         line = json.dumps(
@@ -128,15 +167,21 @@ class _Service:
                 "execution": execution,
             }
         )
-        try:
-            fd = os.open(self.jobs / f"{key}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            self.record("create", key, execution, new=False)
-            return
+        # Whole or not at all: written under a name of its own, then linked into place (a
+        # link never replaces a file). A kill before the link leaves a stray in ``tmp/``.
+        draft = self.drafts / f"{key}.{uuid.uuid4().hex}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, body.encode())
         finally:
             os.close(fd)
+        try:
+            os.link(draft, self.jobs / f"{key}.json")
+        except FileExistsError:
+            self.record("create", key, execution, new=False)
+            return
+        finally:
+            os.unlink(draft)
         self.record("create", key, execution, new=True)
 
     def job(self, key: str) -> dict[str, Any]:
@@ -145,8 +190,8 @@ class _Service:
         except FileNotFoundError:
             raise JobNotFound(key) from None
         except ValueError:
-            # Written in one call but not yet visible whole: the next poll sees it.
-            raise RuntimeError(f"job {key} is being created") from None
+            # Never seen (jobs appear whole): a broken service, as the poll says.
+            raise RuntimeError(f"job {key} is not a whole job") from None
         return job
 
     def get(self, key: str) -> Resource:

@@ -33,6 +33,7 @@ from flyteidl2.core import execution_pb2, identifier_pb2, security_pb2, tasks_pb
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from supervisor.edge import LIVENESS_SERVICE
 from tests.support.crash_connectors import (
     DELETE_CALLS,
     DELETE_DONE,
@@ -620,10 +621,12 @@ def test_sigterm_leaves_the_external_job_running_and_a_restart_polls_it_to_succe
 # 8. The journal down under a running server ------------------------------------------------
 
 
-def health_of(server: ServerProcess) -> int:
+def health_of(server: ServerProcess, service: str = "") -> int:
+    """The health status of ``service``: "" (the whole server) is readiness."""
     with grpc.insecure_channel(server.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        status: int = stub.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT).status
+        request = health_pb2.HealthCheckRequest(service=service)
+        status: int = stub.Check(request, timeout=CALL_TIMEOUT).status
         return status
 
 
@@ -673,6 +676,8 @@ def _create_through_an_outage(
         assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
         assert "journal is unavailable" in error.details()
         wait_for("NOT_SERVING", lambda: health_of(server) != serving, timeout=STATE_TIMEOUT)
+        # Readiness is out; liveness is not: the outage restarts no pod.
+        assert health_of(server, LIVENESS_SERVICE) == serving
         with pytest.raises(grpc.RpcError) as again:
             rpc.create(request)  # Propeller's retry, during the outage
         assert again.value.code() == grpc.StatusCode.UNAVAILABLE

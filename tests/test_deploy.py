@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from supervisor.cli import ENVIRONMENT, Settings, parse_serve
+from supervisor.edge import LIVENESS_SERVICE
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -148,6 +149,16 @@ def test_the_probes_ask_the_grpc_health_service_on_the_grpc_port(manifest: Path)
     [container] = _deployment(manifest)["spec"]["template"]["spec"]["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == Settings().port
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_liveness_asks_the_name_that_journal_outages_leave_serving(manifest: Path) -> None:
+    """Readiness (and startup) ask the whole server, NOT_SERVING in a journal outage: a
+    liveness probe on it would restart every pod in a database outage."""
+    [container] = _deployment(manifest)["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["grpc"].get("service", "") == ""
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)

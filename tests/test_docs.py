@@ -58,6 +58,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--heartbeat-interval": ("0.5", 0.5),
     "--dead-after": ("4", 4.0),
     "--adopt-batch": ("100", 100),
+    "--workers": ("4", 4),
 }
 
 

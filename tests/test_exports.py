@@ -17,6 +17,7 @@ import supervisor.edge
 import supervisor.journal
 import supervisor.observe
 import supervisor.service
+import supervisor.verify
 import supervisor.wire
 
 SUBPACKAGES = [
@@ -26,6 +27,7 @@ SUBPACKAGES = [
     supervisor.journal,
     supervisor.observe,
     supervisor.service,
+    supervisor.verify,
     supervisor.wire,
 ]
 PACKAGES = [connectors, supervisor, *SUBPACKAGES]

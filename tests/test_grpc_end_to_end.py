@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpclib.reflection.v1 import reflection_pb2
 
+from supervisor.edge import LIVENESS_SERVICE
 from supervisor.wire import payload_of
 from tests.support.sample_connectors import BrokenMeta, EchoMeta, KwargsMeta, SlowMeta
 from tests.support.server import ServerProcess, wait_for
@@ -521,7 +522,7 @@ def test_logs_a_connector_does_not_provide_are_unimplemented(client: Client) -> 
 # Health, reflection, startup output ----------------------------------------------------
 
 
-@pytest.mark.parametrize("service", ["", ASYNC_SERVICE, METADATA_SERVICE])
+@pytest.mark.parametrize("service", ["", ASYNC_SERVICE, METADATA_SERVICE, LIVENESS_SERVICE])
 def test_health_reports_serving(channel: Any, service: str) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=CALL_TIMEOUT)
@@ -699,6 +700,10 @@ def test_health_reports_not_serving_while_draining(in_flight_at_sigterm: InFligh
     health = health_pb2_grpc.HealthStub(in_flight_at_sigterm.channel)
     response = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=CALL_TIMEOUT)
     assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    # Liveness: the process still answers while it drains.
+    request = health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE)
+    response = health.Check(request, timeout=CALL_TIMEOUT)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_call_still_running_after_the_grace_period_is_cut_off(

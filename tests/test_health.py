@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import split_address
+from supervisor.edge import LIVENESS_SERVICE
 from tests.support.operators import SAMPLE_ARGS, run_cli
 from tests.support.server import REPO_ROOT, ServerProcess
 
@@ -78,8 +79,13 @@ def test_a_running_server_is_healthy_at_its_port(tmp_path: Path) -> None:
         server.start()
         environment = {**os.environ, "SUPERVISOR_PORT": str(server.port)}
         result = run_cli(["health"], env=environment)  # 127.0.0.1 and SUPERVISOR_PORT
+        liveness = run_cli(["health", "--service", LIVENESS_SERVICE], env=environment)
+        unknown = run_cli(["health", "--service", "no.Such"], env=environment)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"127.0.0.1:{server.port}: SERVING"
+    assert (liveness.returncode, liveness.stdout.strip()) == (0, result.stdout.strip())
+    assert unknown.returncode == 1
+    assert "NOT_FOUND" in unknown.stderr, unknown.stderr
 
 
 @pytest.mark.parametrize(

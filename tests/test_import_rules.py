@@ -4,12 +4,16 @@
 ``supervisor.x``, relative forms included); tests, benchmarks and examples use public names.
 (b) The layering of ``supervisor/__init__.py``'s docstring: a package imports only the
 packages below it (``ALLOWED``), ``_errors`` is for everyone, and nothing imports ``cli``.
+(c) No two modules of ``supervisor/`` import each other, even through others: a cycle
+broken by an import inside a function is still a cycle (move what both need below both).
+(d) ``connectors/`` (the SDK, under everything) imports nothing of ``supervisor``, not even
+inside a function.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Set
 from pathlib import Path
 
 import pytest
@@ -46,21 +50,30 @@ def module_name(path: Path) -> str:
 def imported(path: Path) -> Iterator[tuple[int, str]]:
     """Every dotted name ``path`` imports (modules, and module.name for ``from`` imports),
     relative imports resolved."""
+    for node, module in _imports(path):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        else:
+            yield node.lineno, module
+            for alias in node.names:
+                yield node.lineno, f"{module}.{alias.name}"
+
+
+def _imports(path: Path) -> Iterator[tuple[ast.Import | ast.ImportFrom, str]]:
+    """Every import statement of ``path`` (at any depth) and, for ``from`` imports, the
+    module it names, relative imports resolved ("" for a plain ``import``)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name
+            yield node, ""
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join([*base, *([node.module] if node.module else [])])
+                yield node, ".".join([*base, *([node.module] if node.module else [])])
             else:
-                module = node.module or ""
-            yield node.lineno, module
-            for alias in node.names:
-                yield node.lineno, f"{module}.{alias.name}"
+                yield node, node.module or ""
 
 
 def private_owner(name: str) -> str | None:
@@ -145,6 +158,16 @@ def test_tests_benchmarks_and_examples_use_public_names(path: Path) -> None:
     assert private == set()
 
 
+@pytest.mark.parametrize("path", sources("connectors"), ids=lambda p: module_name(p))
+def test_the_connector_sdk_imports_nothing_of_the_supervisor(path: Path) -> None:
+    upward = [
+        f"line {line}: {name}"
+        for line, name in imported(path)
+        if name == "supervisor" or name.startswith("supervisor.")
+    ]
+    assert upward == []
+
+
 def test_the_rules_resolve_relative_imports_and_see_private_modules() -> None:
     names = {name for _, name in imported(SUPERVISOR / "actor" / "_actor.py")}
     assert {"supervisor.journal", "supervisor.actor._answer", "supervisor._errors"} <= names
@@ -152,3 +175,62 @@ def test_the_rules_resolve_relative_imports_and_see_private_modules() -> None:
     assert private_owner("supervisor.journal.Journal") is None
     assert private_owner("supervisor.__main__") is None
     assert private_owner("supervisor._errors.NotFound") == "supervisor"
+
+
+def module_edges(path: Path, modules: Set[str]) -> set[str]:
+    """The modules of ``modules`` that ``path`` imports, at any depth of its code: for
+    ``from package import name``, the submodule ``name`` when it is one, else the package."""
+    edges = set()
+    for node, module in _imports(path):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            names = [f"{module}.{alias.name}" for alias in node.names]
+            names = [name if name in modules else module for name in names]
+        for name in names:
+            parts = name.split(".")
+            while parts and ".".join(parts) not in modules:
+                parts.pop()
+            if parts:
+                edges.add(".".join(parts))
+    return edges - {module_name(path)}
+
+
+def cycles(graph: Mapping[str, Set[str]]) -> list[list[str]]:
+    """Each group of nodes that reach each other (more than one), sorted."""
+    reach = {node: _reachable(graph, node) for node in graph}
+    groups = {
+        tuple(sorted({node} | {other for other in reach[node] if node in reach[other]}))
+        for node in graph
+        if node in reach[node]
+    }
+    return sorted(list(group) for group in groups)
+
+
+def _reachable(graph: Mapping[str, Set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(graph.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
+
+
+def test_supervisor_modules_import_each_other_in_one_direction_only() -> None:
+    paths = sources("supervisor")
+    modules = {module_name(p) for p in paths}
+    graph = {module_name(p): module_edges(p, modules) for p in paths}
+    assert cycles(graph) == []
+
+
+def test_the_cycle_rule_sees_cycles_through_others() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    # ``from . import _engine`` takes a submodule, not the package; a function's import counts.
+    modules = {module_name(p) for p in sources("supervisor")}
+    journal = module_edges(SUPERVISOR / "journal" / "_journal.py", modules)
+    assert {"supervisor.journal._engine", "supervisor.journal._migrate"} <= journal
+    assert "supervisor.journal" not in journal
+    assert "supervisor.edge" in module_edges(SUPERVISOR / "cli" / "_serve.py", modules)

@@ -21,6 +21,7 @@ from flyteidl2.connector import service_pb2_grpc
 from flyteidl2.core import tasks_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from supervisor.edge import LIVENESS_SERVICE
 from tests.support.server import ServerProcess, wait_for
 
 SERVER_ARGS = ["--entry-points", "false", "--modules", "tests.support.sample_connectors"]
@@ -38,9 +39,9 @@ def create(stub: Any, name: str) -> bytes:
     return meta
 
 
-def health_of(channel: Any) -> int:
+def health_of(channel: Any, service: str = "") -> int:
     stub = health_pb2_grpc.HealthStub(channel)
-    answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT)
+    answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=CALL_TIMEOUT)
     status: int = answer.status
     return status
 
@@ -62,6 +63,8 @@ def assert_stopped_serving(
         lambda: health_of(channel) == health_pb2.HealthCheckResponse.NOT_SERVING,
         timeout=NOTICE_TIMEOUT,
     )
+    # Liveness stays SERVING: a restart would start the pod on a new, empty journal.
+    assert health_of(channel, LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(grpc.RpcError) as caught:
         create(stub, "after")
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,4 +1,4 @@
-"""``connectors.testing.verify_recovery``: the crash schedule in-process, on MockClock."""
+"""``supervisor.verify.verify_recovery``: the crash schedule in-process, on MockClock."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from connectors.testing import FakeConnector, FakeMeta, FakeService, verify_recovery
+from connectors.testing import FakeConnector, FakeMeta, FakeService
 from flyteproto.flyteidl2.connector import TaskExecutionMetadata
 from flyteproto.flyteidl2.core import TaskTemplate
-from supervisor.verify import RecoveryViolation
+from supervisor.verify import RecoveryViolation, verify_recovery
 
 #: Every crash point, the one right after an external cancel (before its journal write)
 #: included: a resumed cancel asks the service first (issue 11), so it does not cancel twice.

@@ -11,10 +11,12 @@ import pytest
 import trio
 
 from connectors import JobNotFound, Phase
-from connectors.verify import VerifyConnector, VerifyJob, read_events
+from connectors.verify import VerifyConnector, VerifyJob, read_events, read_jobs
 from flyteproto.flyteidl2.connector import TaskExecutionMetadata
 from flyteproto.flyteidl2.core import Identifier, TaskExecutionIdentifier, TaskTemplate
 from flyteproto.google.protobuf import Struct
+from supervisor.cli import add_lost_evidence
+from supervisor.journal import CreateState, DeleteState, JobRecord, Journal, Put
 from supervisor.verify import External, FaultOutcome, JobOutcome, Plan, Report, make_plan
 from tests.support.server import REPO_ROOT
 
@@ -161,3 +163,139 @@ def test_a_mistake_is_one_line_and_exit_2(args: list[str], error: str) -> None:
         check=False,
     )
     assert (done.returncode, done.stderr) == (2, f"error: {error}\n")
+
+
+#: Runs one verify create in a child that SIGKILLs itself before its Nth file-system call
+#: in the service's directory (open, write, close, link, rename, unlink, ...): a kill -9 of
+#: the server at that point of the external call.
+_KILLED_CREATE = """
+import os, signal, sys
+from pathlib import Path
+import trio
+from connectors.verify import VerifyConnector
+from flyteproto.flyteidl2.connector import TaskExecutionMetadata
+from flyteproto.flyteidl2.core import Identifier, TaskExecutionIdentifier, TaskTemplate
+from flyteproto.google.protobuf import Struct
+
+directory, kill_at = Path(sys.argv[1]).resolve(), int(sys.argv[2])
+fds, calls = set(), [0]
+
+def step():
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls[0] += 1
+
+def by_path(fn):
+    def call(path, *args, **kwargs):
+        if str(Path(path).resolve()).startswith(str(directory)):
+            step()
+            result = fn(path, *args, **kwargs)
+            if fn is OPEN:
+                fds.add(result)
+            return result
+        return fn(path, *args, **kwargs)
+    return call
+
+def by_fd(fn):
+    def call(fd, *args, **kwargs):
+        if fd in fds:
+            step()
+        return fn(fd, *args, **kwargs)
+    return call
+
+OPEN = os.open
+for name in ("open", "link", "rename", "replace", "unlink", "mkdir"):
+    setattr(os, name, by_path(getattr(os, name)))
+for name in ("write", "close", "fsync"):
+    setattr(os, name, by_fd(getattr(os, name)))
+
+metadata = TaskExecutionMetadata(
+    task_execution_id=TaskExecutionIdentifier(task_id=Identifier(name="a"))
+)
+template = TaskTemplate(type="verify", custom=Struct.from_dict({"seconds": 0}))
+connector = VerifyConnector(directory)
+trio.run(lambda: connector.create(template, "", task_execution_metadata=metadata,
+                                  idempotency_key="k"))
+"""
+
+
+@pytest.mark.slow  # a child process per kill point
+async def test_a_kill_at_any_point_of_a_verify_create_leaves_a_job_the_retry_can_use(
+    tmp_path: Path,
+) -> None:
+    """The server is killed mid-create; its resumed actor creates again with the same key
+    (the reconcile) and polls: the job must be there, whole, once (a half-written job was
+    "being created" forever: the lost job of verify-recovery's kill runs)."""
+    for kill_at in range(50):
+        directory = tmp_path / str(kill_at)
+        directory.mkdir()
+        child = await trio.run_process(
+            [sys.executable, "-c", _KILLED_CREATE, str(directory), str(kill_at)],
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        if child.returncode == 0:
+            break  # the create made fewer calls: every point has been tried
+        assert child.returncode == -9, child
+        connector = VerifyConnector(directory)
+        job = await connector.create(
+            template(seconds=0), "", task_execution_metadata=metadata("a"), idempotency_key="k"
+        )
+        assert (await connector.get(job)).phase == Phase.SUCCEEDED, kill_at
+        assert [j.execution for j in read_jobs(directory)] == ["//a/0"], kill_at
+    else:
+        pytest.fail("the create never finished")
+    assert kill_at > 2  # the kill points were reached (open, write, close at least)
+
+
+async def test_a_lost_job_is_reported_with_its_journal_row_external_calls_and_log_lines(
+    tmp_path: Path,
+) -> None:
+    connector = VerifyConnector(tmp_path)
+    await connector.create(
+        template(seconds=3600), "", task_execution_metadata=metadata("a"), idempotency_key="k1"
+    )
+    t0 = 1_000_000.0
+    url = f"sqlite:///{tmp_path}/j.db"
+    record = JobRecord(
+        job_id="k1",
+        task_type="verify",
+        task_type_version=0,
+        connector="Verify connector",
+        attempt=0,
+        create_state=CreateState.CREATED,
+        delete_state=DeleteState.NONE,
+        phase=int(Phase.QUEUED),
+        created_at=t0 + 1,
+        updated_at=t0 + 2,
+        resource_meta=b"m",
+        message="polling failed",
+    )
+    async with Journal.open(url) as journal:
+        await journal.write(Put(record, "created", '{"reconciled": true}'))
+    (tmp_path / "server-1.err").write_text(
+        'ts=1970-01-12T13:46:42.000Z level=warning job_id=k1 msg="k1: polling failed"\n'
+        'ts=1970-01-12T13:46:42.000Z level=info msg="another job"\n'
+    )
+    lost = JobOutcome(name="//a/0", created=True, phase="QUEUED", lost="still QUEUED")
+    lost.history.append("  1.00s CreateTask OK after 0.10s")
+    fine = JobOutcome(name="//b/0", created=True, phase="SUCCEEDED", ended=True)
+    report = Report(1, "s", [lost, fine], [], None, started_at=t0)
+    add_lost_evidence(
+        report, {"//a/0": "k1"}, journal_url=url, log_dir=tmp_path, record_dir=tmp_path
+    )
+    [entry] = report.to_json()["lost_jobs"]
+    assert entry["name"] == "//a/0"
+    assert entry["client"] == ["  1.00s CreateTask OK after 0.10s"]
+    assert entry["journal"][0].startswith("job k1: create created, delete none, phase QUEUED")
+    assert "created QUEUED" in entry["journal"][1]
+    assert (
+        entry["external"][-1]
+        == f"jobs/k1.json: {len((tmp_path / 'jobs/k1.json').read_bytes())} bytes"
+    )
+    assert "create key k1 (new)" in entry["external"][0]
+    line = 'ts=1970-01-12T13:46:42.000Z level=warning job_id=k1 msg="k1: polling failed"'
+    assert entry["logs"] == [f"  2.00s server-1: {line}"]
+    text = report.render()
+    assert "lost job //a/0: still QUEUED" in text
+    assert "    job k1: create created" in text

@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from ._serve import serve
 from ._settings import Settings, metrics_port, parse_serve
 
 __all__ = ["C0_COMMAND", "DESCRIPTION", "add_c0_arguments", "c0_main", "c0_settings", "run_c0"]
@@ -123,8 +124,6 @@ def c0_main(argv: Sequence[str] | None = None) -> int:
 
 def run_c0(args: argparse.Namespace) -> int:
     """Serve with the ``c0`` flags in ``args``."""
-    from ._main import serve
-
     working_dir = os.getcwd()
     if all(os.path.realpath(path or ".") != working_dir for path in sys.path):
         sys.path.append(working_dir)

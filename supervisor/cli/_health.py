@@ -1,6 +1,7 @@
 """The health probe's client: ``python -m supervisor health``.
 
-It asks ``grpc.health.v1.Health/Check`` for the server's overall status with grpclib, on a
+It asks ``grpc.health.v1.Health/Check`` for the server's overall status (readiness; or a
+named service's, ``--service liveness`` for liveness) with grpclib, on a
 short-lived asyncio loop of its own (``asyncio.run``): the probe is a separate process, not
 part of the service, whose asyncio lives in the ``edge`` package. grpclib's health messages are
 imported only when a check runs: they share protobuf's default descriptor pool with any
@@ -16,8 +17,9 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 __all__ = ["check_health", "health_status", "split_address"]
 
 
-async def health_status(address: str) -> str:
-    """The server's overall status at ``HOST:PORT``: SERVING, NOT_SERVING, UNKNOWN, ...
+async def health_status(address: str, service: str = "") -> str:
+    """The status of ``service`` (the whole server: "") at ``HOST:PORT``: SERVING,
+    NOT_SERVING, UNKNOWN, ...
 
     Errors: OSError (refused, unreachable), GRPCError, StreamTerminatedError, ProtocolError;
     ValueError for an address that is not HOST:PORT.
@@ -29,19 +31,20 @@ async def health_status(address: str) -> str:
     host, port = split_address(address)
     channel = Channel(host, port)
     try:
-        response = await HealthStub(channel).Check(HealthCheckRequest(service=""))
+        response = await HealthStub(channel).Check(HealthCheckRequest(service=service))
     finally:
         channel.close()
     name: str = HealthCheckResponse.ServingStatus.Name(response.status)
     return name
 
 
-def check_health(address: str, *, timeout: float) -> tuple[bool, str]:
-    """``(serving, text)``: serving only when the server answers SERVING within ``timeout``."""
+def check_health(address: str, *, timeout: float, service: str = "") -> tuple[bool, str]:
+    """``(serving, text)``: serving only when the server answers SERVING for ``service``
+    (the whole server: "") within ``timeout``."""
 
     async def bounded() -> str:
         async with asyncio.timeout(timeout):
-            return await health_status(address)
+            return await health_status(address, service)
 
     try:
         status = asyncio.run(bounded())

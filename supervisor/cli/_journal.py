@@ -7,7 +7,8 @@ the journal holds none, and of the journalled request only names are shown (secr
 config keys, environment variable names), never values.
 
 Exit codes: 0 done, 1 no such job, 2 bad arguments or journal URL, 3 journal error. A
-closed pipe (``journal ls | head``) ends the output quietly (``cli._main``).
+closed pipe (``journal ls | head``) ends the output quietly (``cli._main``). The JSON and
+words of records are ``_journal_json``'s (shared with ``journal web``, ``_web``).
 """
 
 from __future__ import annotations
@@ -16,19 +17,12 @@ import argparse
 import base64
 import binascii
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from betterproto2 import Casing
-
-from connectors import Phase
-
 from ..journal import (
-    CreateState,
-    DeleteState,
     EventRecord,
     JobQuery,
     JobRecord,
@@ -37,48 +31,34 @@ from ..journal import (
     JournalSummary,
     current_revision,
     head_revision,
-    is_unfinished,
-    phase_is_final,
     safe_url,
     upgrade,
 )
 from ._errors import EXIT_NOT_FOUND, EXIT_USAGE, UserError, report
+from ._journal_json import (
+    age_text,
+    event_json,
+    job_json,
+    loads_or_text,
+    meta_text,
+    output_names,
+    parse_age,
+    parse_phase,
+    phase_name,
+    request_summary,
+    state_of,
+    summary_json,
+)
 from ._settings import add_debug_argument, add_journal_argument
+from ._web import serve_web
 
-__all__ = ["add_journal_commands", "journal_command", "parse_age", "parse_phase"]
+__all__ = ["add_journal_commands", "journal_command", "meta_candidates"]
 
 #: Characters of a message shown in a table row.
 MESSAGE_WIDTH = 60
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
 # -- arguments -----------------------------------------------------------------------------
-
-
-def parse_age(text: str) -> float:
-    """``90``, ``90s``, ``10m``, ``2h``, ``7d``, ``1w``, ``1h30m``: seconds."""
-    value = text.strip().lower()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    parts = _AGE.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise argparse.ArgumentTypeError(f"not an age like 90s, 10m, 2h, 7d or 1h30m: {text!r}")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
-
-
-def parse_phase(text: str) -> int:
-    """A phase name (``running``, ``RETRYABLE_FAILED``) or number."""
-    value = text.strip().upper()
-    if value.isdigit():
-        return int(value)
-    for phase in Phase:
-        if phase.name == value:
-            return int(phase)
-    names = ", ".join(p.name or "" for p in Phase)
-    raise argparse.ArgumentTypeError(f"not a phase ({names}): {text!r}")
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -244,11 +224,11 @@ def _ls(args: argparse.Namespace) -> int:
         [
             r.job_id,
             f"{r.task_type} v{r.task_type_version}",
-            _phase(r.phase),
+            phase_name(r.phase),
             state_of(r),
             r.owner or "-",
-            _age(now - r.created_at),
-            _age(now - r.updated_at),
+            age_text(now - r.created_at),
+            age_text(now - r.updated_at),
             _short(r.message),
         ]
         for r in records
@@ -348,153 +328,17 @@ def _revision(args: argparse.Namespace) -> int:
     return 0
 
 
-def _web(args: argparse.Namespace) -> int:
-    from ._web import serve_web  # the HTTP server only for this command
-
-    return serve_web(args)
-
-
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ls": _ls,
     "show": _show,
     "stats": _stats,
-    "web": _web,
+    "web": serve_web,
     "upgrade": _upgrade,
     "revision": _revision,
 }
 
 
-# -- JSON ----------------------------------------------------------------------------------
-
-
-def state_of(record: JobRecord) -> str:
-    """What the supervisor is doing with the job, in a word or two."""
-    if record.create_state == CreateState.PENDING:
-        return "creating"
-    if record.delete_state == DeleteState.REQUESTED:
-        return "cancelling"
-    if record.delete_state == DeleteState.DONE:
-        return "cancelled"
-    if record.create_state == CreateState.FAILED:
-        return "create failed"
-    if record.create_state == CreateState.ABANDONED:
-        return "abandoned"
-    return "done" if phase_is_final(record) else "live"
-
-
-def job_json(record: JobRecord) -> dict[str, Any]:
-    """A job as JSON: plain values; ``resource_meta`` as text (or ``base64:...``)."""
-    return {
-        "job_id": record.job_id,
-        "task_type": record.task_type,
-        "task_type_version": record.task_type_version,
-        "connector": record.connector,
-        "attempt": record.attempt,
-        "phase": _phase(record.phase),
-        "state": state_of(record),
-        "live": is_unfinished(record),
-        "create_state": record.create_state.value,
-        "delete_state": record.delete_state.value,
-        "owner": record.owner,  # the replica whose actor runs it; None: nobody's (released)
-        "epoch": record.epoch,
-        "message": record.message,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "finished_at": record.finished_at,
-        "deadline": record.deadline,
-        "resource_meta": meta_text(record.resource_meta),
-        "log_links": [_snake_keys(link) for link in json.loads(record.log_links)],
-        "custom_info": json.loads(record.custom_info) if record.custom_info else None,
-        "outputs": _output_names(record.outputs),
-    }
-
-
-def event_json(event: EventRecord) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "at": event.at,
-        "kind": event.kind,
-        "phase": _phase(event.phase),
-        "detail": _loads(event.detail),
-    }
-
-
-def summary_json(summary: JournalSummary) -> dict[str, Any]:
-    oldest = summary.oldest_live
-    return {
-        "revision": summary.revision,
-        "jobs": summary.jobs,
-        "live": summary.live,
-        "pending_creates": summary.pending_creates,
-        "pending_deletes": summary.pending_deletes,
-        "last_write": summary.last_write,
-        "oldest_live": job_json(oldest) if oldest is not None else None,
-        "counts": [
-            {"connector": c.connector, "phase": _phase(c.phase), "jobs": c.jobs, "live": c.live}
-            for c in summary.counts
-        ],
-        "owners": [{"owner": o.owner, "jobs": o.jobs, "live": o.live} for o in summary.owners],
-    }
-
-
-def request_summary(create_request: bytes | None) -> dict[str, Any] | None:
-    """What the journalled CreateTaskRequest says, by name only: no values of inputs,
-    secrets, configs or environment variables."""
-    if not create_request:
-        return None
-    from flyteproto.flyteidl2 import connector as pb
-
-    request = pb.CreateTaskRequest.parse(create_request)
-    metadata = request.task_execution_metadata
-    connection = request.connection
-    execution = metadata.task_execution_id if metadata is not None else None
-    return {
-        "output_prefix": request.output_prefix,
-        "inputs": sorted(lit.name for lit in request.inputs.literals) if request.inputs else [],
-        "task_execution_id": (
-            execution.to_dict(casing=Casing.SNAKE) if execution is not None else None
-        ),
-        "namespace": metadata.namespace if metadata is not None else "",
-        "environment_variables": sorted(metadata.environment_variables) if metadata else [],
-        "secrets": sorted(connection.secrets) if connection is not None else [],
-        "configs": sorted(connection.configs) if connection is not None else [],
-    }
-
-
-def meta_text(meta: bytes | None) -> str | None:
-    if meta is None:
-        return None
-    try:
-        return meta.decode("utf-8")
-    except UnicodeDecodeError:
-        return "base64:" + base64.b64encode(meta).decode()
-
-
-def _output_names(outputs: bytes | None) -> list[str] | None:
-    if outputs is None:
-        return None
-    from flyteproto.flyteidl2.task import Outputs
-
-    return [literal.name for literal in Outputs.parse(outputs).literals]
-
-
-def _snake_keys(value: Any) -> Any:
-    """Protobuf JSON (``showWhilePending``) with the snake_case keys of the rest of our JSON."""
-    if isinstance(value, dict):
-        return {_SNAKE.sub(r"_\1", k).lower(): _snake_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_snake_keys(item) for item in value]
-    return value
-
-
-_SNAKE = re.compile(r"(?<=[a-z0-9])([A-Z])")
-
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+# -- output (the values themselves: _journal_json) -----------------------------------------
 
 
 def _print_json(value: Any) -> None:
@@ -502,34 +346,12 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-# -- tables --------------------------------------------------------------------------------
-
-
-def _phase(phase: int) -> str:
-    try:
-        return Phase(phase).name or str(phase)
-    except ValueError:
-        return str(phase)
-
-
-def _age(seconds: float) -> str:
-    """``45s``, ``3m12s``, ``2h05m``, ``3d04h``."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
 def _when(at: float | None, now: float) -> str:
     if at is None:
         return "-"
     stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
     delta = now - at
-    return f"{stamp} ({_age(delta)} ago)" if delta >= 0 else f"{stamp} (in {_age(-delta)})"
+    return f"{stamp} ({age_text(delta)} ago)" if delta >= 0 else f"{stamp} (in {age_text(-delta)})"
 
 
 def _stamp(at: float) -> str:
@@ -559,7 +381,7 @@ def _print_job(record: JobRecord, history: Sequence[EventRecord]) -> None:
         ("task type", f"{record.task_type} v{record.task_type_version}"),
         ("connector", record.connector),
         ("attempt", str(record.attempt)),
-        ("phase", f"{_phase(record.phase)} ({state_of(record)})"),
+        ("phase", f"{phase_name(record.phase)} ({state_of(record)})"),
         ("message", " ".join(record.message.split()) or "-"),
         ("created", _when(record.created_at, now)),
         ("updated", _when(record.updated_at, now)),
@@ -568,7 +390,7 @@ def _print_job(record: JobRecord, history: Sequence[EventRecord]) -> None:
         ("resource_meta", meta_text(record.resource_meta) or "-"),
     ]
     fields += [("log link", f"{link.get('name', '')} {link.get('uri', '')}") for link in links]
-    outputs = _output_names(record.outputs)
+    outputs = output_names(record.outputs)
     if outputs is not None:
         fields.append(("outputs", ", ".join(outputs) or "(none)"))
     if request is not None:
@@ -581,12 +403,14 @@ def _print_job(record: JobRecord, history: Sequence[EventRecord]) -> None:
     for name, value in fields:
         print(f"{name.ljust(width)}  {value}")
     print()
-    rows = [[str(e.seq), _stamp(e.at), e.kind, _phase(e.phase), _detail(e.detail)] for e in history]
+    rows = [
+        [str(e.seq), _stamp(e.at), e.kind, phase_name(e.phase), _detail(e.detail)] for e in history
+    ]
     _print_table(["SEQ", "AT", "EVENT", "PHASE", "DETAIL"], rows)
 
 
 def _detail(text: str) -> str:
-    value = _loads(text)
+    value = loads_or_text(text)
     if value == {}:
         return ""
     if isinstance(value, dict):
@@ -601,8 +425,8 @@ def _print_summary(summary: JournalSummary, url: str, now: float) -> None:
         ("jobs", f"{summary.jobs} ({summary.live} live)"),
         (
             "oldest live",
-            f"{oldest.job_id} {oldest.connector} {_phase(oldest.phase)}, "
-            f"created {_age(now - oldest.created_at)} ago: {_short(oldest.message, 50) or '-'}"
+            f"{oldest.job_id} {oldest.connector} {phase_name(oldest.phase)}, "
+            f"created {age_text(now - oldest.created_at)} ago: {_short(oldest.message, 50) or '-'}"
             if oldest is not None
             else "-",
         ),
@@ -614,7 +438,9 @@ def _print_summary(summary: JournalSummary, url: str, now: float) -> None:
         print(f"{name.ljust(width)}  {value}")
     if summary.counts:
         print()
-        rows = [[c.connector, _phase(c.phase), str(c.jobs), str(c.live)] for c in summary.counts]
+        rows = [
+            [c.connector, phase_name(c.phase), str(c.jobs), str(c.live)] for c in summary.counts
+        ]
         _print_table(["CONNECTOR", "PHASE", "JOBS", "LIVE"], rows)
     if summary.owners:
         print()

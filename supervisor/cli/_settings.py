@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..edge import LIVENESS_SERVICE
+
 __all__ = [
     "DEFAULT_HEALTH_TIMEOUT",
     "DEFAULT_JOURNAL",
@@ -65,6 +67,7 @@ ENVIRONMENT: dict[str, str] = {
     "--heartbeat-interval": "SUPERVISOR_HEARTBEAT_INTERVAL",
     "--dead-after": "SUPERVISOR_DEAD_AFTER",
     "--adopt-batch": "SUPERVISOR_ADOPT_BATCH",
+    "--workers": "SUPERVISOR_WORKERS",
 }
 
 
@@ -95,6 +98,7 @@ class Settings:
     heartbeat_interval: float = 2.0  # replicas: seconds between two heartbeats
     dead_after: float = 10.0  # replicas: a replica without a heartbeat this long is dead
     adopt_batch: int = 500  # replicas: jobs taken over per transaction
+    workers: int = 1  # serve processes (replicas) on this machine, one port (PostgreSQL)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -123,6 +127,7 @@ class Settings:
             heartbeat_interval=args.heartbeat_interval,
             dead_after=args.dead_after,
             adopt_batch=args.adopt_batch,
+            workers=args.workers,
         )
 
     def resource_meta_key(self) -> bytes | None:
@@ -489,6 +494,17 @@ def add_serve_arguments(
         type=_positive_int,
         metavar="N",
     )
+    _add(
+        parser,
+        "--workers",
+        str(d.workers),
+        env,
+        "serve processes on this machine, one replica each, sharing the gRPC port "
+        "(SO_REUSEPORT) and the journal: one per core; above 1 needs a PostgreSQL journal; "
+        "worker i serves metrics on --metrics-port + i",
+        type=_positive_int,
+        metavar="N",
+    )
 
 
 def add_health_arguments(
@@ -509,6 +525,14 @@ def add_health_arguments(
         default=DEFAULT_HEALTH_TIMEOUT,
         metavar="SECONDS",
         help="give up after this long (default %(default)s)",
+    )
+    parser.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help=f"the health service name to ask: the whole server (readiness: NOT_SERVING "
+        f"while the journal refuses writes) by default, {LIVENESS_SERVICE!r} for liveness "
+        "(SERVING while the process answers)",
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -34,11 +33,12 @@ from typing import Any
 
 import trio
 
-from connectors.verify import DIR_ENV_VAR, TASK_TYPE, read_events
+from connectors.verify import DIR_ENV_VAR, TASK_TYPE, read_events, read_jobs
 
 from ..journal import JournalError, JournalReader, safe_url
 from ..verify import FAULT_KINDS, External, FaultOutcome, JobOutcome, Plan, Report, make_plan
 from ._settings import DEFAULT_JOURNAL, ENVIRONMENT
+from ._verify_evidence import add_lost_evidence, job_id_of
 from ._verify_target import Deployed, Served, TargetError
 
 __all__ = ["add_verify_arguments", "verify_command"]
@@ -168,7 +168,7 @@ def verify_command(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
     print(run.plan.describe(), file=out, flush=True)
     print(f"replay with --seed {run.plan.seed}", file=out, flush=True)
     try:
-        report, metas = trio.run(_run, run)
+        report, metas, lost_ids = trio.run(_run, run)
     except TargetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -176,6 +176,13 @@ def verify_command(args: argparse.Namespace, serve_args: Sequence[str]) -> int:
         run.target.close()
     if report.external is None and run.journal_url:
         _count_from_journal(report, run.journal_url, args.task_type, metas)
+    add_lost_evidence(
+        report,
+        lost_ids,
+        journal_url=run.journal_url,
+        log_dir=run.target.log_dir if isinstance(run.target, Served) else None,
+        record_dir=run.record_dir if args.task_type == TASK_TYPE else None,
+    )
     if run.temporary is not None:
         if report.ok:  # nothing to look into: leave no directory behind
             shutil.rmtree(run.temporary, ignore_errors=True)
@@ -356,6 +363,21 @@ class _JobState:
     request: Message
     meta: bytes | None = None
     metas: set[bytes] = field(default_factory=set)
+    last_kind: str = ""
+    first_at: float = 0.0
+    repeats: int = 0
+
+    def note(self, at: float, text: str, kind: str | None = None) -> None:
+        """Add to the client's history. A line of the same ``kind`` (default: the same text)
+        as the last one replaces it, counted: the history shows changes, not every poll."""
+        kind = text if kind is None else kind
+        history = self.outcome.history
+        if kind == self.last_kind and history:
+            self.repeats += 1
+            history[-1] = f"{self.first_at:6.2f}s {text} (x{self.repeats + 1}, to {at:.2f}s)"
+            return
+        self.last_kind, self.first_at, self.repeats = kind, at, 0
+        history.append(f"{at:6.2f}s {text}")
 
 
 @dataclass
@@ -437,12 +459,15 @@ class _Run:
             if trio.current_time() > self.give_up_at:
                 job.outcome.lost = "CreateTask never answered OK"
                 return
+            sent = self.now()
             try:
                 response = await _call(self.stub.CreateTask, job.request)
-            except grpc.RpcError:
+            except grpc.RpcError as exc:
+                job.note(sent, f"CreateTask {_error(exc)}")
                 await trio.sleep(RETRY_DELAY)
                 continue
             self._got_meta(job, response.resource_meta)
+            job.note(sent, f"CreateTask OK after {self.now() - sent:.2f}s")
         job.outcome.created = True
         await self._follow(job)
 
@@ -472,19 +497,22 @@ class _Run:
                 try:
                     await _call(self.stub.DeleteTask, delete)
                     job.outcome.delete_ok_at = self.now()
-                except grpc.RpcError:
-                    pass
+                    job.note(self.now(), "DeleteTask OK")
+                except grpc.RpcError as exc:
+                    job.note(self.now(), f"DeleteTask {_error(exc)}")
             sent = self.now()
             try:
                 resource = (await _call(self.stub.GetTask, get)).resource
             except grpc.RpcError as exc:
                 code = exc.code().name if hasattr(exc, "code") else ""
+                job.note(sent, f"GetTask {_error(exc)}")
                 if code in _GIVE_UP_CODES:
                     job.outcome.lost = f"GetTask {code}: {exc.details()}"
                     return
             else:
                 phase = execution_pb2.TaskExecution.Phase.Name(resource.phase)
                 job.outcome.phase = phase
+                job.note(sent, f"GetTask {phase}: {resource.message}".rstrip(": "), phase)
                 self._polled(job, sent)
                 if phase in _FINAL:
                     job.outcome.ended = True
@@ -592,38 +620,48 @@ class _Run:
 
 
 def _external(record_dir: Path, names: set[str]) -> dict[str, External]:
+    """Per execution, the external jobs that exist and the calls the service recorded.
+
+    Jobs are counted from the service's job files, not from ``create`` lines: a kill
+    between a job's creation and its line leaves a job no line calls new. Likewise a cancel
+    that took effect counts once even when the kill cut its line.
+    """
     found: dict[str, External] = {name: External() for name in names}
-    jobs_dir = record_dir / "jobs"
     for event in read_events(record_dir):
         ext = found.get(event.execution)
         if ext is None:
             continue
         if event.op == "create":
             ext.creates += 1
-            if event.new:
-                ext.jobs += 1
-                if ext.ends_at is None:
-                    ext.ends_at = _ends_at(jobs_dir / f"{event.key}.json")
         elif event.op == "cancel":
             ext.cancels += 1
         elif event.op == "get":
             ext.gets += 1
+    for job in sorted(read_jobs(record_dir), key=lambda job: job.started):
+        ext = found.get(job.execution)
+        if ext is None:
+            continue
+        ext.jobs += 1
+        if ext.ends_at is None:
+            ext.ends_at = job.ends_at
+        if job.cancelled:
+            ext.cancels = max(ext.cancels, 1)
     return found
 
 
-def _ends_at(path: Path) -> float | None:
-    try:
-        job = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return float(job["started"]) + float(job["seconds"])
+def _error(exc: Any) -> str:
+    """An RpcError in a few words: its code and details."""
+    code = exc.code().name if hasattr(exc, "code") else type(exc).__name__
+    details = exc.details() if hasattr(exc, "details") else ""
+    return f"{code}: {details}" if details else str(code)
 
 
 def _fmt(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f}s"
 
 
-async def _run(setup: _Setup) -> tuple[Report, dict[str, bytes]]:
+async def _run(setup: _Setup) -> tuple[Report, dict[str, bytes], dict[str, str]]:
+    """The report, the resource_meta of each job created, and the job id of each lost."""
     import grpc
     from flyteidl2.connector import service_pb2_grpc
 
@@ -642,7 +680,12 @@ async def _run(setup: _Setup) -> tuple[Report, dict[str, bytes]]:
             display.stop()
             nursery.cancel_scope.cancel()
         metas = {j.outcome.name: j.meta for j in run.jobs if j.meta is not None}
-        return run.report(), metas
+        lost = {
+            j.outcome.name: job_id_of(j.request.SerializeToString())
+            for j in run.jobs
+            if j.outcome.lost
+        }
+        return run.report(), metas, lost
 
 
 class _Display:

@@ -32,13 +32,13 @@ from ..journal import (
     safe_url,
 )
 from ._errors import EXIT_PORT, UserError, port_message
-from ._journal import (
-    _age,
-    _phase,
+from ._journal_json import (
+    age_text,
     event_json,
     job_json,
     parse_age,
     parse_phase,
+    phase_name,
     request_summary,
     state_of,
 )
@@ -166,7 +166,7 @@ def _list_page(reader: JournalReader, url: str, query: Mapping[str, str]) -> str
             _e(f"{r.task_type} v{r.task_type_version}"),
             f'<span class="{_css(r)}">{_e(job_json(r)["phase"])}</span>',
             _e(state_of(r)),
-            _e(_age(now - r.created_at)),
+            _e(age_text(now - r.created_at)),
             _e(" ".join(r.message.split())[:100]),
         ]
         for r in records
@@ -185,7 +185,7 @@ def _list_page(reader: JournalReader, url: str, query: Mapping[str, str]) -> str
 
 def _counts(summary: JournalSummary, url: str) -> str:
     rows = [
-        [_e(c.connector), _e(_phase(c.phase)), str(c.jobs), str(c.live)] for c in summary.counts
+        [_e(c.connector), _e(phase_name(c.phase)), str(c.jobs), str(c.live)] for c in summary.counts
     ]
     head = (
         f"<p>{_e(url)} · {summary.jobs} jobs, <b>{summary.live} live</b> · "
@@ -269,7 +269,7 @@ def _css(record: JobRecord) -> str:
     state = state_of(record)
     if state in ("live", "creating", "cancelling"):
         return "live"
-    return "failed" if "FAIL" in _phase(record.phase) else "done"
+    return "failed" if "FAIL" in phase_name(record.phase) else "done"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

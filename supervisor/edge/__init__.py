@@ -7,6 +7,7 @@ use asyncio of their own). Sits on ``service`` (it calls a ``ConnectorService``)
 """
 
 from ._edge import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
+from ._edge import LIVENESS_SERVICE as LIVENESS_SERVICE
 from ._edge import Codec as Codec
 from ._edge import Edge as Edge
 from ._grpclib import BatchingTransport as BatchingTransport
@@ -18,6 +19,7 @@ from ._tls import server_tls as server_tls
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "LIVENESS_SERVICE",
     "MAX_MESSAGE_CHARS",
     "BatchingTransport",
     "Codec",

@@ -48,13 +48,19 @@ from ._messages import bounded
 if TYPE_CHECKING:
     from grpclib.health.check import ServiceStatus
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Codec", "Edge", "build_handlers"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "LIVENESS_SERVICE", "Codec", "Edge", "build_handlers"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _ASYNC = "/flyteidl2.connector.AsyncConnectorService/"
 _METADATA = "/flyteidl2.connector.ConnectorMetadataService/"
+
+#: The health service name for liveness probes: SERVING for as long as the process answers,
+#: through journal outages and drains. Readiness is the whole server's status (name ""),
+#: NOT_SERVING while the journal refuses writes: a probe that restarts on it would restart
+#: the pod in every database outage.
+LIVENESS_SERVICE = "liveness"
 
 #: The largest request message accepted, as in gRPC (``serve --max-message-bytes``).
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -366,7 +372,8 @@ class _Mapped:
 
 
 def build_handlers(edge: Edge, ready: ServiceStatus) -> list[Any]:
-    """Every servable: our two services, health (SERVING once ``ready``) and reflection."""
+    """Every servable: our two services, health and reflection. Health: the whole server
+    (name "") and each service are SERVING while ``ready``; ``LIVENESS_SERVICE`` always."""
     # Registers the official descriptors in protobuf's default pool, which reflection reads.
     import flyteidl2.connector.service_pb2  # noqa: F401
 
@@ -375,5 +382,16 @@ def build_handlers(edge: Edge, ready: ServiceStatus) -> list[Any]:
     from grpclib.health.service import Health
 
     services: list[Any] = [edge.async_service(), edge.metadata_service()]
-    health = Health({service: [ready] for service in services})
-    return ServerReflection.extend([*services, health])
+    checks: dict[Any, list[ServiceStatus]] = {service: [ready] for service in services}
+    checks[_HealthName(LIVENESS_SERVICE)] = []  # no check: grpclib answers SERVING
+    return ServerReflection.extend([*services, Health(checks)])
+
+
+class _HealthName:
+    """A name in the health service that is no servable (grpclib reads it off a mapping)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __mapping__(self) -> dict[str, None]:
+        return {f"/{self._name}/": None}

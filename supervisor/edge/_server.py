@@ -5,7 +5,8 @@ health SERVING, wait for
 SIGTERM/SIGINT (or ``stop``; health is NOT_SERVING meanwhile while the service waits out a
 journal fault), then drain: mark NOT_SERVING, refuse new calls, stop
 listening, wait up to ``grace`` seconds for calls under way, close grpclib. Our shutdown
-never touches external jobs.
+never touches external jobs. "Health" here is readiness: the ``LIVENESS_SERVICE`` name
+answers SERVING throughout (``_edge.build_handlers``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ from ._migrate import upgrade as upgrade
 from ._owner import JournalBusy as JournalBusy
 from ._owner import Owner as Owner
 from ._protocol import JournalLike as JournalLike
+from ._proxy import JOURNAL_WRITES as JOURNAL_WRITES
+from ._proxy import JournalCall as JournalCall
+from ._proxy import JournalProxy as JournalProxy
 from ._reader import JournalReader as JournalReader
 from ._reader import JournalSummary as JournalSummary
 from ._reader import OwnerCount as OwnerCount
@@ -57,6 +60,7 @@ from ._store import Store as Store
 __all__ = [
     "CANCELLABLE",
     "CHANNEL",
+    "JOURNAL_WRITES",
     "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",
@@ -71,9 +75,11 @@ __all__ = [
     "JobRecord",
     "Journal",
     "JournalBusy",
+    "JournalCall",
     "JournalError",
     "JournalLike",
     "JournalLost",
+    "JournalProxy",
     "JournalReader",
     "JournalStatistics",
     "JournalSummary",

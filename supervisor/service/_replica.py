@@ -21,7 +21,8 @@ tasks, under the supervisor's nursery:
   that failed).
 
 On SQLite there is one owner process (the journal's ``OwnerLock``): it adopts every
-unfinished job at start, whoever owned it, and nobody else ever does.
+unfinished job at start, whoever owned it, and nobody else ever does; its lease cannot
+lapse (a slow heartbeat never stops its actors).
 
 ``release`` (clean shutdown) gives every job back at once, so peers adopt them without
 waiting for the dead-interval; it never touches an external job.
@@ -72,6 +73,10 @@ class ReplicaHost(Protocol):
 
     def epochs(self) -> dict[str, int]:
         """The epoch of each live actor's record."""
+
+
+def _always() -> bool:
+    return True
 
 
 def new_replica_id() -> str:
@@ -129,7 +134,8 @@ class Replica:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._heartbeats)
-            nursery.start_soon(self._watchdog)
+            if not self.exclusive:
+                nursery.start_soon(self._watchdog)
             nursery.start_soon(self._takeovers)
             if self.journal.postgres:
                 nursery.start_soon(self._notifications)
@@ -138,6 +144,9 @@ class Replica:
     @property
     def may_act(self) -> Callable[[], bool]:
         """False while the lease may have lapsed: no external call may start then."""
+
+        if self.exclusive:  # nobody else may take a job over: the lease cannot lapse
+            return _always
 
         def may_act() -> bool:
             return not self.suspended and not self.lease.must_stop(trio.current_time())
@@ -177,7 +186,9 @@ class Replica:
                 if not alive:
                     await self._rejoin()
                     continue
-                if self.suspended or self.lease.must_stop(trio.current_time()):
+                if self.suspended or (
+                    not self.exclusive and self.lease.must_stop(trio.current_time())
+                ):
                     await self._recover()
             except JournalError as exc:
                 _log.warning("replica %s: heartbeat failed: %s", self.id, exc)

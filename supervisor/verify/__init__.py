@@ -1,7 +1,8 @@
 """Restart-recovery verification: a seeded schedule of jobs and faults, and its report.
 
 ``python -m supervisor verify-recovery`` (in ``cli``) drives a real server with it;
-``verify_recovery`` runs it in-process on Trio's virtual time against a connector.
+``verify_recovery`` runs it in-process on Trio's virtual time against a connector (the
+public crash test for connector authors: the SDK, ``connectors``, does not import us).
 Sits on ``service`` and ``journal``.
 """
 
@@ -17,3 +18,18 @@ from ._report import External as External
 from ._report import FaultOutcome as FaultOutcome
 from ._report import JobOutcome as JobOutcome
 from ._report import Report as Report
+
+__all__ = [
+    "FAULT_KINDS",
+    "IN_PROCESS_FAULTS",
+    "External",
+    "FaultOutcome",
+    "JobOutcome",
+    "Plan",
+    "PlannedFault",
+    "PlannedJob",
+    "RecoveryViolation",
+    "Report",
+    "make_plan",
+    "verify_recovery",
+]

@@ -35,7 +35,7 @@ from flyteproto.flyteidl2.core import (
 )
 
 from .._errors import ServiceError
-from ..journal import EventRecord, InMemoryJournal, JobRecord, Put
+from ..journal import JOURNAL_WRITES, InMemoryJournal, JournalCall, JournalProxy
 from ..service import Supervisor
 from ._plan import Plan, make_plan
 from ._report import External, FaultOutcome, JobOutcome, Report
@@ -61,7 +61,7 @@ class _Crashed(BaseException):
     """
 
 
-class _CrashableJournal:
+class _CrashableJournal(JournalProxy):
     """One supervisor's view of the shared InMemoryJournal; its commits take ``latency``.
 
     After ``crash()`` nothing it is asked to write commits (shielded writes included: a
@@ -69,46 +69,18 @@ class _CrashableJournal:
     """
 
     def __init__(self, inner: InMemoryJournal, latency: float) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.latency = latency
         self.alive = True
 
     def crash(self) -> None:
         self.alive = False
 
-    def _check(self) -> None:
+    async def before(self, call: JournalCall) -> None:
+        if call in JOURNAL_WRITES:
+            await trio.sleep(self.latency)
         if not self.alive:
             raise _Crashed
-
-    async def write(self, *puts: Put) -> None:
-        await trio.sleep(self.latency)
-        self._check()
-        await self.inner.write(*puts)
-
-    async def write_if_absent(self, put: Put) -> JobRecord | None:
-        await trio.sleep(self.latency)
-        self._check()
-        return await self.inner.write_if_absent(put)
-
-    async def setting(self, name: str, default: str) -> str:
-        self._check()
-        return await self.inner.setting(name, default)
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        self._check()
-        return await self.inner.get(job_id)
-
-    async def find_by_meta(self, task_type: str, version: int, meta: bytes) -> JobRecord | None:
-        self._check()
-        return await self.inner.find_by_meta(task_type, version, meta)
-
-    async def unfinished(self) -> list[JobRecord]:
-        self._check()
-        return await self.inner.unfinished()
-
-    async def events(self, job_id: str) -> list[EventRecord]:
-        self._check()
-        return await self.inner.events(job_id)
 
 
 @dataclass

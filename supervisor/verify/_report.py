@@ -34,13 +34,17 @@ class JobOutcome:
     delete_planned: bool = False
     delete_ok_at: float | None = None  # when DeleteTask first answered OK
     lost: str = ""  # why the job is lost ("" when it is not)
+    #: What the client saw, one line per change (calls that failed, phases), for a lost job.
+    history: list[str] = field(default_factory=list)
+    #: For a lost job, what the server side shows (``journal``, ``external``, ``logs``).
+    evidence: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
 class External:
     """The external calls made for one task execution (as the service recorded them)."""
 
-    jobs: int = 0  # external jobs made (creates the service did not de-duplicate)
+    jobs: int = 0  # external jobs made for it (creates the service did not de-duplicate)
     creates: int = 0  # create calls
     cancels: int = 0
     gets: int = 0
@@ -190,6 +194,10 @@ class Report:
             "external": external,
             "faults": [asdict(fault) for fault in self.faults],
             "notes": self.notes,
+            "lost_jobs": [
+                {"name": job.name, "lost": job.lost, "client": job.history, **job.evidence}
+                for job in self.lost
+            ],
             "violations": self.violations(),
             "verdict": "PASS" if self.ok else "FAIL",
         }
@@ -245,6 +253,10 @@ class Report:
                     f"{fault.at:>6.1f}s  {fault.live:>4}  {first:>16}  {every:>21}"
                 )
         lines += [f"note: {note}" for note in self.notes]
+        for job in self.lost:
+            lines += ["", f"lost job {job.name}: {job.lost}"]
+            for part, items in {"client": job.history, **job.evidence}.items():
+                lines += [f"  {part}:", *(f"    {item}" for item in items or ["-"])]
         lines.append("")
         for violation in self.violations():
             lines.append(f"VIOLATION {violation}")

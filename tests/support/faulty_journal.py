@@ -4,19 +4,19 @@
 test calls ``fail``; from then on every read and write raises ``JournalError`` caused by
 the given ``OSError`` (what the real journal raises when its disk is full, its file is
 read-only or its database is down), committing nothing, until ``heal``. It counts what it
-refused.
+refused. A ``JournalProxy`` whose hook refuses.
 """
 
 from __future__ import annotations
 
-from supervisor.journal import EventRecord, JobRecord, JournalError, JournalLike, Put
+from supervisor.journal import JournalCall, JournalError, JournalLike, JournalProxy
 
 __all__ = ["FaultyJournal"]
 
 
-class FaultyJournal:
+class FaultyJournal(JournalProxy):
     def __init__(self, inner: JournalLike) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cause: OSError | None = None
         self.refused = 0
 
@@ -27,37 +27,7 @@ class FaultyJournal:
     def heal(self) -> None:
         self.cause = None
 
-    def _check(self) -> None:
+    async def before(self, call: JournalCall) -> None:
         if self.cause is not None:
             self.refused += 1
             raise JournalError(f"journal commit failed: {self.cause}") from self.cause
-
-    async def write(self, *puts: Put) -> None:
-        self._check()
-        await self.inner.write(*puts)
-
-    async def write_if_absent(self, put: Put) -> JobRecord | None:
-        self._check()
-        return await self.inner.write_if_absent(put)
-
-    async def setting(self, name: str, default: str) -> str:
-        self._check()
-        return await self.inner.setting(name, default)
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        self._check()
-        return await self.inner.get(job_id)
-
-    async def find_by_meta(
-        self, task_type: str, version: int, resource_meta: bytes
-    ) -> JobRecord | None:
-        self._check()
-        return await self.inner.find_by_meta(task_type, version, resource_meta)
-
-    async def unfinished(self) -> list[JobRecord]:
-        self._check()
-        return await self.inner.unfinished()
-
-    async def events(self, job_id: str) -> list[EventRecord]:
-        self._check()
-        return await self.inner.events(job_id)
