@@ -245,8 +245,11 @@ def test_kill_9_during_creates_loses_no_task(
     victim had started is made again only with the same idempotency key."""
     replicas = make_replicas(FAST)
     victim, *_ = replicas.start(3)
-    with RoundRobinClient(replicas) as client, ThreadPoolExecutor(16) as pool:
+    with RoundRobinClient(replicas) as client, ThreadPoolExecutor(48) as pool:
         deadline = time.monotonic() + 60.0
+        client.create_seconds = 0.3  # so that most creates in flight at the kill are pending
+        client.retry_unavailable = False
+        rng = random.Random(3)
 
         def create(name: str) -> Job:
             while True:
@@ -255,7 +258,8 @@ def test_kill_9_during_creates_loses_no_task(
                 except RpcFailed as exc:
                     if exc.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                         raise
-                time.sleep(0.1)
+                # Retries spread over a second: some land while a survivor takes over.
+                time.sleep(rng.random())
 
         futures = [pool.submit(create, f"during-kill-{uuid.uuid4().hex[:8]}") for _ in range(300)]
         wait_until(

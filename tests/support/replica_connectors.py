@@ -7,7 +7,9 @@ see. The "external service" is that directory:
 - each call appends one line to ``<dir>/calls.log`` (``O_APPEND``, one ``write``, so lines of
   concurrent processes never interleave): ``create <job> <pid>``, ``get <job> <pid> <t>``
   (``t``: ``time.monotonic()``, one clock for every process of the machine) and
-  ``cancel <job> <pid>``. ``<job>`` is the external id: the supervisor's idempotency key,
+  ``cancel <job> <pid>``; a create takes the custom Struct's ``create_seconds`` (after its
+  line is written: the external job exists, the supervisor does not know it yet). ``<job>``
+  is the external id: the supervisor's idempotency key,
   one per task, so two ``create`` lines for one id are a duplicated external create;
 - a job runs until ``<dir>/<job>.done`` exists, then SUCCEEDS (a test decides when jobs
   end); a cancelled job is ABORTED.
@@ -25,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from connectors import AsyncConnector, Phase, Resource, ResourceMeta
 from flyteproto.flyteidl2.connector import TaskExecutionMetadata
@@ -103,6 +107,7 @@ class ReplicaTestConnector(AsyncConnector[ReplicaTestMeta]):
         directory = str(custom["dir"])
         job = idempotency_key or f"job-{time.monotonic_ns()}"
         _record(directory, f"create {job} {_WHO}")
+        await trio.sleep(float(custom.get("create_seconds") or 0.0))
         return ReplicaTestMeta(job=job, dir=directory)
 
     async def get(self, resource_meta: ReplicaTestMeta, **kwargs: Any) -> Resource:

@@ -373,6 +373,8 @@ class RoundRobinClient:
         self._lock = threading.Lock()
         self._run = uuid.uuid4().hex[:8]
         self._numbers = itertools.count()
+        self.create_seconds = 0.0  # how long each external create takes (the connector waits)
+        self.retry_unavailable = True  # on the next replica at once
 
     def stub(self, replica: Replica) -> Any:
         with self._lock:
@@ -392,8 +394,9 @@ class RoundRobinClient:
 
     def call(self, method: str, request: Any, *, on: Replica | None = None) -> Any:
         """One RPC on ``on`` or the next replica; UNAVAILABLE moves on to the next one (not
-        with ``on``). Errors: RpcFailed."""
-        attempts = 1 if on is not None else 2 * max(1, len(self.replicas.live))
+        with ``on``, nor when ``retry_unavailable`` is off). Errors: RpcFailed."""
+        retry = on is None and self.retry_unavailable
+        attempts = 2 * max(1, len(self.replicas.live)) if retry else 1
         for attempt in range(attempts):
             replica = on or self.next_replica()
             try:
@@ -408,7 +411,7 @@ class RoundRobinClient:
 
     def create_request(self, name: str) -> Any:
         custom = struct_pb2.Struct()
-        custom.update({"dir": str(self.replicas.jobs_dir)})
+        custom.update({"dir": str(self.replicas.jobs_dir), "create_seconds": self.create_seconds})
         execution = identifier_pb2.TaskExecutionIdentifier(
             task_id=identifier_pb2.Identifier(project="replicas", domain="test", name=name)
         )
