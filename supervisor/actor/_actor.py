@@ -67,6 +67,7 @@ from ._credentials import CredentialsWait
 from ._messages import Cancel, Credentials, Inbox, Reply
 from ._observer import Observation, Observer, observation_of
 from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
+from ._timers import Timers
 
 __all__ = ["JobContext", "JobHandle", "run_actor"]
 
@@ -95,6 +96,8 @@ class JobContext:
     faults: JournalFaults = dataclasses.field(default_factory=JournalFaults)
     #: (task type, version, the connector's bytes) -> the resource_meta we hand out (MAC'd).
     seal: Callable[[str, int, bytes], bytes] = _unsealed
+    #: Wakes the connector's sleeping actors; its ``run`` must be running while they are.
+    timers: Timers = dataclasses.field(default_factory=Timers)
 
 
 class JobHandle:
@@ -188,6 +191,13 @@ def _close_inbox(handle: JobHandle) -> None:
 Step = Callable[[], Awaitable["Step | None"]]
 
 
+class _PollNow:
+    """``_Actor.until_due``: poll now."""
+
+
+_POLL = _PollNow()
+
+
 class _Actor:
     """One job's life as explicit steps: ``start`` -> ``create`` -> ``created`` -> ``wait``
     <-> ``poll``, and ``cancel`` (after ``time_out`` when the deadline passed). Each step
@@ -214,6 +224,8 @@ class _Actor:
         self.backoff = NO_FAILURES  # of polls
         self.next_poll = 0.0
         self.meta: ResourceMeta | None = None
+        self.scope: trio.CancelScope | None = None  # of the polls (``wait``)
+        self.call_expired = False  # the call in flight outlived the call timeout
         # Remembers the last report's JSON: cheap polls while nothing changes.
         self.observer = Observer(handle.record if resumed else None)
 
@@ -302,8 +314,7 @@ class _Actor:
         deadline = trio.current_time() + seconds
         while trio.current_time() < deadline:
             inbox.refuse_cancels(Unavailable(message))
-            with inbox.waking(on_credentials=False, until=deadline):
-                await trio.sleep_forever()
+            await inbox.park(self.ctx.timers, deadline, on_credentials=False)
         inbox.refuse_cancels(Unavailable(message))
 
     def answer_unavailable(self, message: str, reply: Reply | None) -> None:
@@ -448,6 +459,27 @@ class _Actor:
         return self.wait
 
     async def wait(self) -> Step | None:
+        """Wait for the next poll and poll, over and over, until the job needs another step.
+
+        Hot path (every poll of every idle job): the polls run in one cancel scope, armed
+        only during each call (a Cancel or the call timeout cancels it), so a poll costs no
+        scope, deadline or exception of its own; a new scope is made only after one was
+        cancelled.
+        """
+        with trio.CancelScope() as scope:
+            self.scope = scope
+            while isinstance(step := await self.until_due(), _PollNow):
+                await self.poll(scope)
+            return step
+        # A call was cut short: by a Cancel (its outcome is dropped; the next poll after the
+        # cancel is none: the job ends ABORTED), or by the call timeout.
+        self.scope = None
+        if not self.call_expired or self.handle.inbox.cancel_waiting():
+            return self.wait
+        await self.polled(self.timed_out_poll())
+        return self.wait
+
+    async def until_due(self) -> Step | _PollNow | None:
         """Take the messages, then sleep until the next poll (a message or the job's
         deadline ends the sleep early), then make sure of the credentials."""
         await self.take_messages()
@@ -458,31 +490,35 @@ class _Actor:
         deadline = self.deadline()
         until = min(self.next_poll, deadline)
         if until > trio.current_time():
-            # One scope ends the wait, at its deadline or cancelled by a message: at 100,000
-            # jobs, every scope and timer per poll shows in the profile.
-            with self.handle.inbox.waking(until=until):
-                await trio.sleep_forever()
+            # Parked until the connector's timer or a message wakes it: at 100,000 jobs, a
+            # cancel scope and a deadline per sleep show in the profile.
+            await self.handle.inbox.park(self.ctx.timers, until)
             if self.handle.inbox.pending():
                 return self.wait
         if trio.current_time() >= deadline:
             return self.time_out
         if not await self.have_credentials():
             return self.wait
-        return self.poll
+        return _POLL
 
-    async def poll(self) -> Step | None:
-        """Poll once and journal what changed. A cancel request interrupts the poll (its
-        outcome is dropped; the next poll after the cancel is none: the job ends ABORTED)."""
-        with self.handle.inbox.waking(on_credentials=False) as poll:
-            outcome = await self.fetch(due=max(self.next_poll, self.credentials.arrived_at))
-        if poll.cancelled_caught:
-            return self.wait
+    async def poll(self, scope: trio.CancelScope) -> None:
+        """Poll once and journal what changed (a Cancel or the call timeout cancels
+        ``scope`` during the call)."""
+        due = max(self.next_poll, self.credentials.arrived_at)
+        await self.polled(await self.fetch(due=due, scope=scope))
+
+    async def polled(self, outcome: Observation | Exception) -> None:
         await self.apply(outcome)
         self.next_poll = trio.current_time() + self.backoff.delay(
             self.connector.poll_interval, self.ctx.rng
         )
         self.handle.polled.set()
-        return self.wait
+
+    def expire(self) -> None:
+        """``Timers``: the call in flight outlived the call timeout."""
+        self.call_expired = True
+        if self.scope is not None:
+            self.scope.cancel()
 
     async def time_out(self) -> Step | None:
         await self.commit("timeout", delete_state=DeleteState.REQUESTED)
@@ -573,30 +609,79 @@ class _Actor:
         return trio.current_time() + (self.record.deadline - self.ctx.wall_clock())
 
     async def external(
-        self, fn: Callable[..., Awaitable[_T]], *args: Any, due: float | None = None, **kw: Any
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        *args: Any,
+        due: float | None = None,
+        scope: trio.CancelScope | None = None,
+        **kw: Any,
     ) -> _T:
         """Call the external service, under the connector's cap and call timeout.
 
         ``due``: when the call should have started; how late it got under the cap is
-        measured as poll lag.
+        measured as poll lag. ``scope``: the caller's scope, which a Cancel and the call
+        timeout cancel (``call_expired`` tells which); without one, a call that outlives the
+        timeout raises ``trio.TooSlowError``.
         """
         metrics = self.ctx.metrics
-        async with self.ctx.limiter:
-            if due is not None:
-                metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
-            metrics.count_call(getattr(fn, "__name__", ""))  # create, get or delete
-            metrics.in_flight.inc()
+        if scope is None:
+            async with self.ctx.limiter:
+                self.count_call(fn, due)
+                try:
+                    with trio.fail_after(self.connector.call_timeout):
+                        return await fn(*args, **(self.credentials.kwargs or {}), **kw)
+                finally:
+                    metrics.in_flight.dec()
+        # Hot path (every poll): ``scope`` is armed for the call (a Cancel cancels it), a
+        # free slot is taken without a schedule point of its own (the call itself is one),
+        # and the call timeout is the connector's timer's to enforce (``expire``).
+        inbox = self.handle.inbox
+        inbox.arm(scope)
+        try:
+            if scope.cancel_called:
+                await trio.lowlevel.checkpoint_if_cancelled()  # a Cancel came first: no call
+            limiter = self.ctx.limiter
             try:
-                with trio.fail_after(self.connector.call_timeout):
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await limiter.acquire()
+            try:
+                self.count_call(fn, due)
+                timers = self.ctx.timers
+                self.call_expired = False
+                timers.begin_call(self, trio.current_time() + self.connector.call_timeout)
+                try:
                     return await fn(*args, **(self.credentials.kwargs or {}), **kw)
+                finally:
+                    timers.end_call(self)
+                    metrics.in_flight.dec()
             finally:
-                metrics.in_flight.dec()
+                limiter.release()
+        finally:
+            inbox.disarm()
 
-    async def fetch(self, *, due: float | None) -> Observation | Exception:
+    def count_call(self, fn: Callable[..., object], due: float | None) -> None:
+        """Metrics of a call about to start (and in flight until the caller says)."""
+        metrics = self.ctx.metrics
+        if due is not None:
+            metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
+        metrics.count_call(getattr(fn, "__name__", ""))  # create, get or delete
+        metrics.in_flight.inc()
+
+    def timed_out_poll(self) -> Exception:
+        """What a poll whose call outlived the call timeout found (``fetch`` with a scope)."""
+        self.call_expired = False
+        self.ctx.metrics.polls.inc()
+        self.ctx.metrics.poll_errors.inc()
+        return trio.TooSlowError()
+
+    async def fetch(
+        self, *, due: float | None, scope: trio.CancelScope | None = None
+    ) -> Observation | Exception:
         """Poll the external service once: what it reported, or the error it raised."""
         metrics = self.ctx.metrics
         try:
-            resource = await self.external(self.connector.get, self.meta, due=due)
+            resource = await self.external(self.connector.get, self.meta, due=due, scope=scope)
             seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
         except (trio.Cancelled, KeyboardInterrupt):
             raise

@@ -61,8 +61,7 @@ class CredentialsWait:
             _log.info("job %s waits for credentials", record.job_id)
             await announce(WAITING_MESSAGE)
             self._announced = True
-        with inbox.waking():
-            await trio.sleep_forever()
+        await inbox.park()
         return False
 
 

@@ -219,6 +219,8 @@ class Supervisor(StatelessAnswers):
                 seal=self._seal.seal,
             )
             self._contexts[id(connector)] = ctx
+        if self._nursery is not None:
+            ctx.timers.start(self._nursery)  # the connector's one timer, for all its actors
         return ctx
 
     def _start(
