@@ -19,6 +19,7 @@ from ._backoff import BACKOFF_MAX as BACKOFF_MAX
 from ._backoff import NO_FAILURES as NO_FAILURES
 from ._backoff import Backoff as Backoff
 from ._changes import with_observation as with_observation
+from ._credentials import request_needs_credentials as request_needs_credentials
 from ._links import link_from_json as link_from_json
 from ._links import link_to_json as link_to_json
 from ._messages import Cancel as Cancel
@@ -48,6 +49,7 @@ __all__ = [
     "link_from_json",
     "link_to_json",
     "observed",
+    "request_needs_credentials",
     "run_actor",
     "with_observation",
 ]

@@ -63,7 +63,7 @@ from ..wire import native_inputs, payload_of, resource_to_proto
 from ._answer import encode_answer
 from ._backoff import NO_FAILURES
 from ._changes import with_observation, with_phase
-from ._credentials import CredentialsWait
+from ._credentials import CredentialsWait, request_needs_credentials
 from ._messages import Cancel, Credentials, Inbox, Reply
 from ._observer import Observation, Observer, observation_of
 from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
@@ -114,6 +114,7 @@ class JobHandle:
         "created",
         "inbox",
         "last_kwargs",
+        "needs_credentials",
         "polled",
     )
 
@@ -125,6 +126,9 @@ class JobHandle:
         self.polled = trio.Event()  # first poll (or terminal state) after start
         self.create_error: ServiceError | None = None
         self.last_kwargs: Mapping[str, str] | None = None  # owned by the supervisor
+        # Its journalled request carries connection keys (known once ``record`` no longer
+        # holds the request: see ``JobRecord.create_request``).
+        self.needs_credentials = False
 
     @property
     def record(self) -> JobRecord:
@@ -179,6 +183,18 @@ async def run_actor(
         _close_inbox(handle)
 
 
+def forget_request(handle: JobHandle) -> None:
+    """Drop the journalled request from ``handle.record`` (the journal keeps it; a put
+    without it keeps it there), noting first whether it needs credentials."""
+    record = handle.record
+    if record.create_request is None:
+        return
+    handle.needs_credentials = handle.needs_credentials or request_needs_credentials(
+        record.create_request
+    )
+    handle.record = dataclasses.replace(record, create_request=None)
+
+
 def _close_inbox(handle: JobHandle) -> None:
     """Answer what is still queued, then close: later senders see the actor is gone."""
     settled = handle.record.delete_state == DeleteState.DONE or phase_is_final(handle.record)
@@ -220,7 +236,9 @@ class _Actor:
         self.resumed = resumed
         self.new_intent = new_intent
         self.cancel_reason = ""  # why the supervisor itself cancels, if it does
-        self.credentials = CredentialsWait(kwargs)
+        if resumed:
+            forget_request(handle)
+        self.credentials = CredentialsWait(kwargs, needed=handle.needs_credentials)
         self.backoff = NO_FAILURES  # of polls
         self.next_poll = 0.0
         self.meta: ResourceMeta | None = None
@@ -401,7 +419,7 @@ class _Actor:
         await self.await_credentials()
         request, self.request = self.request, None
         if request is None:
-            request = pb.CreateTaskRequest.parse(self.record.create_request or b"")
+            request = pb.CreateTaskRequest.parse(await self.journalled_request())
         try:
             meta = await self.external(
                 self.connector.create,
@@ -430,8 +448,19 @@ class _Actor:
                 self.record.task_type, self.record.task_type_version, meta.encode()
             ),
             message="",
+            create_request=None,  # the journal keeps it; live jobs do not (memory)
         )
         return self.created
+
+    async def journalled_request(self) -> bytes:
+        """The job's journalled CreateTask request: read back (a live record does not hold
+        it). Errors: JournalError; ConnectorFailed when the journal has none."""
+        if self.record.create_request is not None:
+            return self.record.create_request
+        current = await self.ctx.journal.get(self.handle.job_id)
+        if current is None or current.create_request is None:
+            raise ConnectorFailed("the job's journalled CreateTask request is missing")
+        return current.create_request
 
     async def settle_create_failure(self, state: CreateState, message: str) -> None:
         now = self.ctx.wall_clock()

@@ -53,7 +53,8 @@ STABLE = (
 )
 """Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it), the
 two blobs, which a job's transitions rarely change (outputs: once, at the end), and the
-owner and lease. A put that changes one writes the whole row (fenced: see ``Store``)."""
+owner and lease. A put that changes one writes the whole row (fenced: see ``Store``); a put
+without a create_request changes none (it keeps the journalled one)."""
 FENCE = ("owner", "epoch")
 """Columns an UPDATE never sets but requires: the row must still be the writer's."""
 UPDATED = tuple(name for name in RECORD_FIELDS if name not in (*STABLE, *FENCE, "job_id"))
@@ -70,7 +71,14 @@ class Sql:
         self.mark = "%s" if dialect == "postgresql" else "?"
         self.values = f"({', '.join([self.mark] * len(COLUMNS))})"
         columns = ", ".join(COLUMNS)
-        replace = ", ".join(f"{name} = excluded.{name}" for name in COLUMNS if name != "job_id")
+        replace = ", ".join(
+            # A put without the request keeps the journalled one (``JobRecord.create_request``).
+            f"{name} = COALESCE(excluded.{name}, jobs.{name})"
+            if name == "create_request"
+            else f"{name} = excluded.{name}"
+            for name in COLUMNS
+            if name != "job_id"
+        )
         self.insert = f"INSERT INTO jobs ({columns}) VALUES "
         self.upsert = f"{self.insert}{self.values} ON CONFLICT (job_id) DO UPDATE SET {replace}"
         # One statement per batch (or per ROWS_PER_STATEMENT rows), not one per row: SQLite
@@ -178,14 +186,19 @@ def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
         yield rows[at : at + ROWS_PER_STATEMENT]
 
 
-def stable_columns(record: JobRecord) -> tuple[Any, ...]:
+def stable_columns(record: JobRecord, before: JobRecord | None = None) -> tuple[Any, ...]:
+    """The ``STABLE`` columns (and the epoch) of ``record``; ``before``: the row it replaces,
+    whose request a put without one keeps."""
+    request = record.create_request
+    if request is None and before is not None:
+        request = before.create_request
     return (
         record.task_type,
         record.task_type_version,
         record.connector,
         record.created_at,
         record.resource_meta,
-        record.create_request,
+        request,
         record.outputs,
         record.owner,
         record.lease_until,

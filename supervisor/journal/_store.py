@@ -181,7 +181,7 @@ class Store:
             if (
                 before is None
                 or batch.expects[job_id] != _fence(record)
-                or stable_columns(before) != stable_columns(record)
+                or stable_columns(before) != stable_columns(record, before)
             ):
                 upserts.append(record)
                 continue
