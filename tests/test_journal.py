@@ -436,6 +436,28 @@ async def test_the_memory_journal_keeps_the_request_too() -> None:
     assert journal.jobs["a"].create_request == b"r"
 
 
+def test_rows_read_by_unfinished_are_updated_in_place_after_a_restart(store: Store) -> None:
+    store.commit([Put(job("a", create_request=b"r"), "created"), Put(job("b"), "created")])
+    fresh = Store(store.engine)  # a restarted writer
+    read = fresh.unfinished()
+    assert read == [store.get("a"), store.get("b")]
+    executed = statements_of(store.engine)
+    stamped = [dataclasses.replace(r, updated_at=T0 + 1, create_request=None) for r in read]
+    fresh.commit([Put(record, "resumed") for record in stamped])
+    assert not [sql for sql in executed if sql.startswith("INSERT INTO jobs")]
+    assert store.get("a") == dataclasses.replace(stamped[0], create_request=b"r")
+
+
+def test_a_row_changed_after_unfinished_read_it_is_written_whole(store: Store) -> None:
+    store.commit([Put(job("a"), "created")])
+    fresh = Store(store.engine)
+    [read] = fresh.unfinished()
+    store.commit([Put(job("a", message="elsewhere", updated_at=T0 + 1), "update")])
+    mine = dataclasses.replace(read, phase=RUNNING + 1, updated_at=T0 + 2)
+    fresh.commit([Put(mine, "phase")])
+    assert store.get("a") == mine
+
+
 def test_a_row_gone_behind_the_writers_back_is_written_whole(store: Store) -> None:
     store.commit([Put(job("a"), "created"), Put(job("b"), "created")])
     with store.engine.begin() as connection:

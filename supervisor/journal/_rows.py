@@ -7,12 +7,14 @@ event INSERT each take one array per column (``unnest``), one statement for the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._records import CreateState, DeleteState, JobRecord, Put
+from ._rules import UNFINISHED
 from ._schema import jobs
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "meta_key",
     "mutable_columns",
     "record_of",
+    "record_of_tuple",
     "stable_columns",
 ]
 
@@ -154,6 +157,13 @@ class Sql:
         lock = " FOR UPDATE" if self.columnar else ""
         return f"SELECT job_id, owner, epoch FROM jobs WHERE job_id IN ({marks}){lock}"
 
+    def unfinished(self) -> str:
+        """Every unfinished job's row (``RECORD_FIELDS``), oldest first."""
+        return (
+            f"SELECT {', '.join(RECORD_FIELDS)} FROM jobs WHERE {UNFINISHED}"
+            " ORDER BY created_at, job_id"
+        )
+
     def select(self, rows: int) -> str:
         marks = ", ".join([self.mark] * rows)
         return f"SELECT {', '.join(RECORD_FIELDS)} FROM jobs WHERE job_id IN ({marks})"
@@ -254,6 +264,23 @@ def mutable_columns(record: JobRecord) -> tuple[Any, ...]:
 def event_row(put: Put) -> tuple[Any, ...]:
     record = put.record
     return (record.job_id, record.updated_at, put.kind, record.phase, put.detail)
+
+
+_CREATE_STATE, _DELETE_STATE = (
+    RECORD_FIELDS.index("create_state"),
+    RECORD_FIELDS.index("delete_state"),
+)
+if tuple(field.name for field in dataclasses.fields(JobRecord)) != RECORD_FIELDS:
+    raise RuntimeError("JobRecord's fields are not the jobs table's columns, in order")
+
+
+def record_of_tuple(row: Sequence[Any]) -> JobRecord:
+    """The record of a driver row in ``RECORD_FIELDS`` order (no SQLAlchemy processing:
+    resume reads every unfinished job)."""
+    values = list(row)
+    values[_CREATE_STATE] = CreateState(values[_CREATE_STATE])
+    values[_DELETE_STATE] = DeleteState(values[_DELETE_STATE])
+    return JobRecord(*values)
 
 
 def record_of(row: Any) -> JobRecord:
