@@ -65,9 +65,19 @@ def _from_dict(cls: type[_T], value: dict[str, Any]) -> _T:
     )
     if missing:
         raise InvalidResourceMeta(f"missing field(s) for {cls.__name__}: {', '.join(missing)}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)  # once per class: resume decodes every job's meta
     kwargs = {name: _coerce(hints.get(name, Any), item) for name, item in value.items()}
     return cls(**kwargs)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _coerce(hint: Any, item: Any) -> Any:

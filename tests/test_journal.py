@@ -422,6 +422,54 @@ def test_a_new_request_or_resource_meta_rewrites_the_whole_row(store: Store) -> 
     assert store.get("a") == again
 
 
+def test_a_put_without_the_request_keeps_the_journalled_one(store: Store) -> None:
+    intent = job("a", create_request=b"r", resource_meta=b"m")
+    store.commit([Put(intent, "created")])
+    dropped = dataclasses.replace(intent, create_request=None, phase=RUNNING + 1, updated_at=T0 + 1)
+    store.commit([Put(dropped, "phase")])  # an UPDATE
+    assert store.get("a") == dataclasses.replace(dropped, create_request=b"r")
+    moved = dataclasses.replace(dropped, resource_meta=b"m2", updated_at=T0 + 2)
+    store.commit([Put(moved, "phase")])  # the whole row
+    assert store.get("a") == dataclasses.replace(moved, create_request=b"r")
+    fresh = Store(store.engine)  # a writer that knows no rows (after a restart)
+    again = dataclasses.replace(moved, updated_at=T0 + 3)
+    fresh.commit([Put(again, "resumed")])
+    assert store.get("a") == dataclasses.replace(again, create_request=b"r")
+    replaced = dataclasses.replace(again, create_request=b"r2", updated_at=T0 + 4)
+    fresh.commit([Put(replaced, "create_intent")])  # a new request is written
+    assert store.get("a") == replaced
+
+
+async def test_the_memory_journal_keeps_the_request_too() -> None:
+    journal = InMemoryJournal()
+    intent = job("a", create_request=b"r")
+    await journal.write(Put(intent, "created"))
+    await journal.write(Put(dataclasses.replace(intent, create_request=None), "phase"))
+    assert journal.jobs["a"].create_request == b"r"
+
+
+def test_rows_read_by_unfinished_are_updated_in_place_after_a_restart(store: Store) -> None:
+    store.commit([Put(job("a", create_request=b"r"), "created"), Put(job("b"), "created")])
+    fresh = Store(store.engine)  # a restarted writer
+    read = fresh.unfinished()
+    assert read == [store.get("a"), store.get("b")]
+    executed = statements_of(store.engine)
+    stamped = [dataclasses.replace(r, updated_at=T0 + 1, create_request=None) for r in read]
+    fresh.commit([Put(record, "resumed") for record in stamped])
+    assert not [sql for sql in executed if sql.startswith("INSERT INTO jobs")]
+    assert store.get("a") == dataclasses.replace(stamped[0], create_request=b"r")
+
+
+def test_a_row_changed_after_unfinished_read_it_is_written_whole(store: Store) -> None:
+    store.commit([Put(job("a"), "created")])
+    fresh = Store(store.engine)
+    [read] = fresh.unfinished()
+    store.commit([Put(job("a", message="elsewhere", updated_at=T0 + 1), "update")])
+    mine = dataclasses.replace(read, phase=RUNNING + 1, updated_at=T0 + 2)
+    fresh.commit([Put(mine, "phase")])
+    assert store.get("a") == mine
+
+
 def test_a_row_gone_behind_the_writers_back_is_written_whole(store: Store) -> None:
     store.commit([Put(job("a"), "created"), Put(job("b"), "created")])
     with store.engine.begin() as connection:

@@ -773,6 +773,62 @@ async def test_restart_refuses_to_repeat_a_create_that_cannot_be_deduplicated(
     assert world.service.calls["create"] == 1
 
 
+async def test_live_jobs_hold_no_request_and_the_journal_keeps_it(autojump_clock: Any) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        await sup.create_task(create_request("a"))
+        world.service.set_state("job-1", "RUNNING")
+        await trio.sleep(11)  # a transition, written without the request
+        [live] = sup.live_records()
+        assert live.create_request is None
+    journalled = world.journal.jobs[live.job_id]
+    assert journalled.phase == Phase.RUNNING
+    assert pb.CreateTaskRequest.parse(journalled.create_request or b"").output_prefix
+    async with world.supervisor() as sup:  # resumed: dropped again
+        assert [r.create_request for r in sup.live_records()] == [None]
+    assert world.journal.jobs[live.job_id].create_request == journalled.create_request
+
+
+class _SeesPrefixes(FakeConnector):
+    """Records the output prefix of every create: what the request said."""
+
+    def __init__(self, service: FakeService, **options: Any) -> None:
+        super().__init__(service, **options)
+        self.prefixes: list[str] = []
+
+    async def create(self, task_template: Any, output_prefix: str, *args: Any, **kw: Any) -> Any:
+        self.prefixes.append(output_prefix)
+        return await super().create(task_template, output_prefix, *args, **kw)
+
+
+async def test_a_resumed_pending_create_reads_its_request_back(autojump_clock: Any) -> None:
+    world = World(idempotent=True)
+    await crash_during_create(world)
+    world.connector = connector = _SeesPrefixes(world.service, idempotent=True)
+    async with world.supervisor() as sup:
+        await wait_for(lambda: world.service.calls["create"] == 2)
+        await wait_for(lambda: sup.live_records()[0].resource_meta is not None)
+        assert [r.create_request for r in sup.live_records()] == [None]
+    assert connector.prefixes == ["s3://bucket/out"]  # from the journalled request
+
+
+async def test_a_resumed_job_without_its_request_still_waits_for_credentials(
+    autojump_clock: Any,
+) -> None:
+    world = World(poll_interval=10.0)
+    async with world.supervisor() as sup:
+        meta = (await sup.create_task(create_request(secrets={"token": "abc"}))).resource_meta
+    polls_before = world.service.calls["get"]
+    async with world.supervisor() as sup:
+        await trio.sleep(60)
+        [live] = sup.live_records()
+        assert live.create_request is None  # the actor knows from its handle, not its record
+        response = await sup.get_task(get_request(meta))
+        assert response.resource is not None
+        assert "waiting for credentials" in response.resource.message
+        assert world.service.calls["get"] == polls_before
+
+
 # -- secrets --------------------------------------------------------------------------------
 
 

@@ -3,11 +3,11 @@
 Sits on ``wire`` (conversions), ``observe`` (metrics, logs) and ``journal``; the
 ``service`` layer starts actors and talks to them only through the names below.
 
-``_actor`` (the lifecycle as steps), ``_backoff`` (retry delays), ``_credentials`` (the
-wait for secrets after a restart), ``_outage`` (journal faults waited out), ``_messages``
-(the inbox), ``_observer`` (what a poll saw, in journal form), ``_changes`` (a record
-changed by it), ``_links`` (log links as JSON), ``_answer`` (the GetTask answer and its
-encoded bytes).
+``_actor`` (the lifecycle as steps), ``_timers`` (one timer for a connector's sleeping
+actors and its calls' timeouts), ``_backoff`` (retry delays), ``_credentials`` (the wait
+for secrets after a restart), ``_outage`` (journal faults waited out), ``_messages`` (the
+inbox), ``_observer`` (what a poll saw, in journal form), ``_changes`` (a record changed by
+it), ``_links`` (log links as JSON), ``_answer`` (the GetTask answer and its encoded bytes).
 """
 
 from ._actor import JobContext as JobContext
@@ -19,6 +19,7 @@ from ._backoff import BACKOFF_MAX as BACKOFF_MAX
 from ._backoff import NO_FAILURES as NO_FAILURES
 from ._backoff import Backoff as Backoff
 from ._changes import with_observation as with_observation
+from ._credentials import request_needs_credentials as request_needs_credentials
 from ._links import link_from_json as link_from_json
 from ._links import link_to_json as link_to_json
 from ._messages import Cancel as Cancel
@@ -28,6 +29,7 @@ from ._observer import Observer as Observer
 from ._observer import observed as observed
 from ._outage import JournalFaults as JournalFaults
 from ._outage import journal_unavailable as journal_unavailable
+from ._timers import Timers as Timers
 
 __all__ = [
     "BACKOFF_MAX",
@@ -40,12 +42,14 @@ __all__ = [
     "JobHandle",
     "JournalFaults",
     "Observer",
+    "Timers",
     "answer_for",
     "encode_answer",
     "journal_unavailable",
     "link_from_json",
     "link_to_json",
     "observed",
+    "request_needs_credentials",
     "run_actor",
     "with_observation",
 ]

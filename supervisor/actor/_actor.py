@@ -64,10 +64,11 @@ from ..wire import native_inputs, payload_of, resource_to_proto
 from ._answer import encode_answer
 from ._backoff import NO_FAILURES
 from ._changes import with_observation, with_phase
-from ._credentials import CredentialsWait
+from ._credentials import CredentialsWait, request_needs_credentials
 from ._messages import Cancel, Credentials, Inbox, Reply
 from ._observer import Observation, Observer, observation_of
 from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
+from ._timers import Timers
 
 __all__ = ["JobContext", "JobHandle", "run_actor"]
 
@@ -108,6 +109,8 @@ class JobContext:
     #: ``wait_to_act`` waits until it is confirmed (the actor is stopped if its job moved).
     may_act: Callable[[], bool] = _always
     wait_to_act: Callable[[], Awaitable[None]] = _at_once
+    #: Wakes the connector's sleeping actors; its ``run`` must be running while they are.
+    timers: Timers = dataclasses.field(default_factory=Timers)
 
 
 class JobHandle:
@@ -124,6 +127,7 @@ class JobHandle:
         "created",
         "inbox",
         "last_kwargs",
+        "needs_credentials",
         "polled",
     )
 
@@ -135,6 +139,9 @@ class JobHandle:
         self.polled = trio.Event()  # first poll (or terminal state) after start
         self.create_error: ServiceError | None = None
         self.last_kwargs: Mapping[str, str] | None = None  # owned by the supervisor
+        # Its journalled request carries connection keys (known once ``record`` no longer
+        # holds the request: see ``JobRecord.create_request``).
+        self.needs_credentials = False
 
     @property
     def record(self) -> JobRecord:
@@ -189,6 +196,18 @@ async def run_actor(
         _close_inbox(handle)
 
 
+def forget_request(handle: JobHandle) -> None:
+    """Drop the journalled request from ``handle.record`` (the journal keeps it; a put
+    without it keeps it there), noting first whether it needs credentials."""
+    record = handle.record
+    if record.create_request is None:
+        return
+    handle.needs_credentials = handle.needs_credentials or request_needs_credentials(
+        record.create_request
+    )
+    handle.record = dataclasses.replace(record, create_request=None)
+
+
 def _close_inbox(handle: JobHandle) -> None:
     """Answer what is still queued, then close: later senders see the actor is gone."""
     settled = handle.record.delete_state == DeleteState.DONE or phase_is_final(handle.record)
@@ -199,6 +218,13 @@ def _close_inbox(handle: JobHandle) -> None:
 
 #: One step of an actor's life: does its part, then returns the next step (None: the end).
 Step = Callable[[], Awaitable["Step | None"]]
+
+
+class _PollNow:
+    """``_Actor.until_due``: poll now."""
+
+
+_POLL = _PollNow()
 
 
 class _Actor:
@@ -223,10 +249,14 @@ class _Actor:
         self.resumed = resumed
         self.new_intent = new_intent
         self.cancel_reason = ""  # why the supervisor itself cancels, if it does
-        self.credentials = CredentialsWait(kwargs)
+        if resumed:
+            forget_request(handle)
+        self.credentials = CredentialsWait(kwargs, needed=handle.needs_credentials)
         self.backoff = NO_FAILURES  # of polls
         self.next_poll = 0.0
         self.meta: ResourceMeta | None = None
+        self.scope: trio.CancelScope | None = None  # of the polls (``wait``)
+        self.call_expired = False  # the call in flight outlived the call timeout
         # Remembers the last report's JSON: cheap polls while nothing changes.
         self.observer = Observer(handle.record if resumed else None)
 
@@ -315,8 +345,7 @@ class _Actor:
         deadline = trio.current_time() + seconds
         while trio.current_time() < deadline:
             inbox.refuse_cancels(Unavailable(message))
-            with inbox.waking(on_credentials=False, until=deadline):
-                await trio.sleep_forever()
+            await inbox.park(self.ctx.timers, deadline, on_credentials=False)
         inbox.refuse_cancels(Unavailable(message))
 
     def answer_unavailable(self, message: str, reply: Reply | None) -> None:
@@ -403,7 +432,7 @@ class _Actor:
         await self.await_credentials()
         request, self.request = self.request, None
         if request is None:
-            request = pb.CreateTaskRequest.parse(self.record.create_request or b"")
+            request = pb.CreateTaskRequest.parse(await self.journalled_request())
         try:
             meta = await self.external(
                 self.connector.create,
@@ -432,8 +461,19 @@ class _Actor:
                 self.record.task_type, self.record.task_type_version, meta.encode()
             ),
             message="",
+            create_request=None,  # the journal keeps it; live jobs do not (memory)
         )
         return self.created
+
+    async def journalled_request(self) -> bytes:
+        """The job's journalled CreateTask request: read back (a live record does not hold
+        it). Errors: JournalError; ConnectorFailed when the journal has none."""
+        if self.record.create_request is not None:
+            return self.record.create_request
+        current = await self.ctx.journal.get(self.handle.job_id)
+        if current is None or current.create_request is None:
+            raise ConnectorFailed("the job's journalled CreateTask request is missing")
+        return current.create_request
 
     async def settle_create_failure(self, state: CreateState, message: str) -> None:
         now = self.ctx.wall_clock()
@@ -461,6 +501,27 @@ class _Actor:
         return self.wait
 
     async def wait(self) -> Step | None:
+        """Wait for the next poll and poll, over and over, until the job needs another step.
+
+        Hot path (every poll of every idle job): the polls run in one cancel scope, armed
+        only during each call (a Cancel or the call timeout cancels it), so a poll costs no
+        scope, deadline or exception of its own; a new scope is made only after one was
+        cancelled.
+        """
+        with trio.CancelScope() as scope:
+            self.scope = scope
+            while isinstance(step := await self.until_due(), _PollNow):
+                await self.poll(scope)
+            return step
+        # A call was cut short: by a Cancel (its outcome is dropped; the next poll after the
+        # cancel is none: the job ends ABORTED), or by the call timeout.
+        self.scope = None
+        if not self.call_expired or self.handle.inbox.cancel_waiting():
+            return self.wait
+        await self.polled(self.timed_out_poll())
+        return self.wait
+
+    async def until_due(self) -> Step | _PollNow | None:
         """Take the messages, then sleep until the next poll (a message or the job's
         deadline ends the sleep early), then make sure of the credentials."""
         await self.take_messages()
@@ -471,31 +532,35 @@ class _Actor:
         deadline = self.deadline()
         until = min(self.next_poll, deadline)
         if until > trio.current_time():
-            # One scope ends the wait, at its deadline or cancelled by a message: at 100,000
-            # jobs, every scope and timer per poll shows in the profile.
-            with self.handle.inbox.waking(until=until):
-                await trio.sleep_forever()
+            # Parked until the connector's timer or a message wakes it: at 100,000 jobs, a
+            # cancel scope and a deadline per sleep show in the profile.
+            await self.handle.inbox.park(self.ctx.timers, until)
             if self.handle.inbox.pending():
                 return self.wait
         if trio.current_time() >= deadline:
             return self.time_out
         if not await self.have_credentials():
             return self.wait
-        return self.poll
+        return _POLL
 
-    async def poll(self) -> Step | None:
-        """Poll once and journal what changed. A cancel request interrupts the poll (its
-        outcome is dropped; the next poll after the cancel is none: the job ends ABORTED)."""
-        with self.handle.inbox.waking(on_credentials=False) as poll:
-            outcome = await self.fetch(due=max(self.next_poll, self.credentials.arrived_at))
-        if poll.cancelled_caught:
-            return self.wait
+    async def poll(self, scope: trio.CancelScope) -> None:
+        """Poll once and journal what changed (a Cancel or the call timeout cancels
+        ``scope`` during the call)."""
+        due = max(self.next_poll, self.credentials.arrived_at)
+        await self.polled(await self.fetch(due=due, scope=scope))
+
+    async def polled(self, outcome: Observation | Exception) -> None:
         await self.apply(outcome)
         self.next_poll = trio.current_time() + self.backoff.delay(
             self.connector.poll_interval, self.ctx.rng
         )
         self.handle.polled.set()
-        return self.wait
+
+    def expire(self) -> None:
+        """``Timers``: the call in flight outlived the call timeout."""
+        self.call_expired = True
+        if self.scope is not None:
+            self.scope.cancel()
 
     async def time_out(self) -> Step | None:
         await self.commit("timeout", delete_state=DeleteState.REQUESTED)
@@ -586,32 +651,83 @@ class _Actor:
         return trio.current_time() + (self.record.deadline - self.ctx.wall_clock())
 
     async def external(
-        self, fn: Callable[..., Awaitable[_T]], *args: Any, due: float | None = None, **kw: Any
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        *args: Any,
+        due: float | None = None,
+        scope: trio.CancelScope | None = None,
+        **kw: Any,
     ) -> _T:
         """Call the external service, under the connector's cap and call timeout.
 
         ``due``: when the call should have started; how late it got under the cap is
-        measured as poll lag.
+        measured as poll lag. ``scope``: the caller's scope, which a Cancel and the call
+        timeout cancel (``call_expired`` tells which); without one, a call that outlives the
+        timeout raises ``trio.TooSlowError``.
         """
         metrics = self.ctx.metrics
-        async with self.ctx.limiter:
-            if not self.ctx.may_act():  # another replica may own the job by now
-                await self.ctx.wait_to_act()
-            if due is not None:
-                metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
-            metrics.count_call(getattr(fn, "__name__", ""))  # create, get or delete
-            metrics.in_flight.inc()
+        if scope is None:
+            async with self.ctx.limiter:
+                if not self.ctx.may_act():  # another replica may own the job by now
+                    await self.ctx.wait_to_act()
+                self.count_call(fn, due)
+                try:
+                    with trio.fail_after(self.connector.call_timeout):
+                        return await fn(*args, **(self.credentials.kwargs or {}), **kw)
+                finally:
+                    metrics.in_flight.dec()
+        # Hot path (every poll): ``scope`` is armed for the call (a Cancel cancels it), a
+        # free slot is taken without a schedule point of its own (the call itself is one),
+        # and the call timeout is the connector's timer's to enforce (``expire``).
+        inbox = self.handle.inbox
+        inbox.arm(scope)
+        try:
+            if scope.cancel_called:
+                await trio.lowlevel.checkpoint_if_cancelled()  # a Cancel came first: no call
+            limiter = self.ctx.limiter
             try:
-                with trio.fail_after(self.connector.call_timeout):
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await limiter.acquire()
+            try:
+                if not self.ctx.may_act():  # another replica may own the job by now
+                    await self.ctx.wait_to_act()
+                self.count_call(fn, due)
+                timers = self.ctx.timers
+                self.call_expired = False
+                timers.begin_call(self, trio.current_time() + self.connector.call_timeout)
+                try:
                     return await fn(*args, **(self.credentials.kwargs or {}), **kw)
+                finally:
+                    timers.end_call(self)
+                    metrics.in_flight.dec()
             finally:
-                metrics.in_flight.dec()
+                limiter.release()
+        finally:
+            inbox.disarm()
 
-    async def fetch(self, *, due: float | None) -> Observation | Exception:
+    def count_call(self, fn: Callable[..., object], due: float | None) -> None:
+        """Metrics of a call about to start (and in flight until the caller says)."""
+        metrics = self.ctx.metrics
+        if due is not None:
+            metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
+        metrics.count_call(getattr(fn, "__name__", ""))  # create, get or delete
+        metrics.in_flight.inc()
+
+    def timed_out_poll(self) -> Exception:
+        """What a poll whose call outlived the call timeout found (``fetch`` with a scope)."""
+        self.call_expired = False
+        self.ctx.metrics.polls.inc()
+        self.ctx.metrics.poll_errors.inc()
+        return trio.TooSlowError()
+
+    async def fetch(
+        self, *, due: float | None, scope: trio.CancelScope | None = None
+    ) -> Observation | Exception:
         """Poll the external service once: what it reported, or the error it raised."""
         metrics = self.ctx.metrics
         try:
-            resource = await self.external(self.connector.get, self.meta, due=due)
+            resource = await self.external(self.connector.get, self.meta, due=due, scope=scope)
             seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
         except (trio.Cancelled, KeyboardInterrupt, FencedOut):
             raise

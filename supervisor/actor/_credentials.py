@@ -18,7 +18,7 @@ from flyteidl2.connector import connector_pb2
 from ..journal import JobRecord
 from ._messages import Inbox
 
-__all__ = ["WAITING_MESSAGE", "CredentialsWait"]
+__all__ = ["WAITING_MESSAGE", "CredentialsWait", "request_needs_credentials"]
 
 _log = logging.getLogger(__name__)
 
@@ -33,9 +33,10 @@ class CredentialsWait:
 
     __slots__ = ("_announced", "_needed", "arrived_at", "kwargs")
 
-    def __init__(self, kwargs: Mapping[str, str] | None) -> None:
+    def __init__(self, kwargs: Mapping[str, str] | None, *, needed: bool = False) -> None:
+        """``needed``: known to need them (its record may no longer hold the request)."""
         self.kwargs = dict(kwargs) if kwargs is not None else None
-        self._needed: bool | None = None  # asked once, only of a job started without them
+        self._needed: bool | None = True if needed else None  # asked once, if started without
         self._announced = False  # "waiting for credentials" journalled
         #: When the credentials came after a wait (what is polled late since is not lag).
         self.arrived_at = -math.inf
@@ -61,19 +62,22 @@ class CredentialsWait:
             _log.info("job %s waits for credentials", record.job_id)
             await announce(WAITING_MESSAGE)
             self._announced = True
-        with inbox.waking():
-            await trio.sleep_forever()
+        await inbox.park()
         return False
 
 
 def _credential_keys(record: JobRecord) -> bool:
-    """Whether the job was started with connection secrets or configs (kept in memory only).
+    return request_needs_credentials(record.create_request)
 
-    Asked of every resumed job before its first call. The official parser (upb, in C) reads
-    the journalled request much faster than betterproto2, which counts at 100,000 resumed
-    jobs.
+
+def request_needs_credentials(create_request: bytes | None) -> bool:
+    """Whether a job journalled with ``create_request`` was started with connection secrets
+    or configs (kept in memory only).
+
+    Asked of every resumed job. The official parser (upb, in C) reads the journalled request
+    much faster than betterproto2, which counts at 100,000 resumed jobs.
     """
-    if not record.create_request:
+    if not create_request:
         return False
-    connection = connector_pb2.CreateTaskRequest.FromString(record.create_request).connection
+    connection = connector_pb2.CreateTaskRequest.FromString(create_request).connection
     return bool(connection.secrets or connection.configs)

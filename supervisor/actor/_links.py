@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 from typing import Any
 
@@ -59,7 +60,14 @@ def link_to_json(link: TaskLog) -> dict[str, Any]:
 
 
 def fields_of(link: TaskLog) -> tuple[object, ...]:
-    return tuple(getattr(link, field.name) for field in dataclasses.fields(link))
+    """Every field value of ``link``: the key of the observer's memory (every poll, every
+    link: the field names are looked up once per type, not by ``dataclasses.fields``)."""
+    return tuple(map(link.__getattribute__, _field_names(type(link))))
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls))
 
 
 def links_json(links: list[TaskLog]) -> str:

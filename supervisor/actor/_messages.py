@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ._timers import Timers
+
 __all__ = ["Cancel", "Credentials", "Inbox", "Message", "Reply"]
 
 
@@ -60,29 +62,32 @@ class Inbox:
     """One actor's channel: the supervisor puts messages in, the actor takes them out.
 
     Shaped for 100,000 live actors. Trio's memory channel costs about 1.8 KB, and the task
-    that would read it about 3 KB more; this is three slots, and a list while it holds
-    messages. There is no reader task: ``put`` wakes the actor by cancelling the scope it
-    waits in (``waking``), and the actor takes its messages between two steps. Unbounded:
-    every Cancel has a caller waiting for its reply, and Credentials are sent only when they
-    change.
+    that would read it about 3 KB more; this is a few slots, and a list while it holds
+    messages. There is no reader task: ``put`` wakes the actor, parked in ``park`` (a sleep)
+    or in a call a Cancel interrupts (the scope ``arm`` names), and the actor takes its
+    messages between two steps. Unbounded: every Cancel has a caller waiting for its reply,
+    and Credentials are sent only when they change.
     """
 
-    __slots__ = ("_messages", "_wake", "_wake_on_credentials")
+    __slots__ = ("_generation", "_messages", "_parked", "_wake", "_wake_on_credentials")
 
     def __init__(self) -> None:
         self._messages: list[Message] | None = []
         self._wake: trio.CancelScope | None = None
         self._wake_on_credentials = False
+        self._parked: trio.lowlevel.Task | None = None  # the actor, asleep in ``park``
+        self._generation = 0  # numbers the sleeps: a timer of an earlier one is stale
 
     def put(self, message: Message) -> None:
         """Errors: trio.ClosedResourceError once the actor has ended."""
         if self._messages is None:
             raise trio.ClosedResourceError("the job's actor has ended")
         self._messages.append(message)
-        if self._wake is not None and (
-            self._wake_on_credentials or not isinstance(message, Credentials)
-        ):
-            self._wake.cancel()
+        if self._wake_on_credentials or not isinstance(message, Credentials):
+            if self._parked is not None:
+                self._unpark()
+            elif self._wake is not None:
+                self._wake.cancel()
 
     def take(self) -> Message | None:
         """The oldest message, or None."""
@@ -103,21 +108,71 @@ class Inbox:
                 kept.append(message)
         self._messages[:] = kept
 
-    def waking(self, *, on_credentials: bool = True, until: float = math.inf) -> trio.CancelScope:
-        """A scope that a new message cancels (only a Cancel when not ``on_credentials``), with
-        deadline ``until``.
+    def arm(self, scope: trio.CancelScope) -> None:
+        """Until ``disarm``, a Cancel cancels ``scope`` (at once if one is queued)."""
+        self._wake = scope
+        self._wake_on_credentials = False
+        if self._waiting(on_credentials=False):
+            scope.cancel()
 
-        Enter it at once: a message already waiting cancels it on entry.
+    def disarm(self) -> None:
+        self._wake = None
+
+    def cancel_waiting(self) -> bool:
+        """Whether a Cancel is queued."""
+        return self._waiting(on_credentials=False)
+
+    def _waiting(self, on_credentials: bool) -> bool:
+        """Whether a queued message ends a wait (only a Cancel when not ``on_credentials``)."""
+        messages = self._messages
+        if not messages:
+            return False
+        return on_credentials or any(isinstance(m, Cancel) for m in messages)
+
+    async def park(
+        self, timers: Timers | None = None, until: float = math.inf, *, on_credentials: bool = True
+    ) -> None:
+        """Sleep until ``until`` (Trio time, kept by ``timers``) or until a message comes (only
+        a Cancel when not ``on_credentials``); at once if one is queued.
+
+        Hot path (every idle actor between two polls): a parked task and one entry in the
+        connector's timer heap, where a cancel scope with a deadline would cost a scope, a
+        deadline and an exception per sleep. Cancellation: as any sleep.
         """
-        self._wake = trio.CancelScope(deadline=until)
+        if self._waiting(on_credentials):
+            await trio.lowlevel.checkpoint()
+            return
+        self._generation += 1
+        if until < math.inf:
+            if timers is None:
+                raise ValueError("a sleep with an end needs the timers that keep it")
+            if until <= trio.current_time():
+                await trio.lowlevel.checkpoint()
+                return
+            timers.add(until, self, self._generation)
         self._wake_on_credentials = on_credentials
-        if self._messages and (
-            on_credentials or any(isinstance(m, Cancel) for m in self._messages)
-        ):
-            self._wake.cancel()
-        return self._wake
+        self._parked = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def fire(self, generation: int) -> None:
+        """``Timers``: the sleep numbered ``generation`` is over (if it still lasts)."""
+        if generation == self._generation and self._parked is not None:
+            self._unpark()
+
+    def _unpark(self) -> None:
+        task, self._parked = self._parked, None
+        assert task is not None
+        self._generation += 1  # its timer, if any, is stale now
+        trio.lowlevel.reschedule(task)
+
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._parked = None  # cancelled while asleep
+        self._generation += 1
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def close(self) -> list[Message]:
         """No more messages: later ``put``s raise. Returns those never taken."""
         left, self._messages, self._wake = self._messages or [], None, None
+        if self._parked is not None:
+            self._unpark()
         return left

@@ -6,6 +6,7 @@ on Trio's MockClock can assert exact write counts. ``fail_next`` injects a commi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import trio
@@ -68,7 +69,11 @@ class InMemoryJournal:
         self.counts.writes += 1
         for put in puts:
             self.counts.puts += 1
-            self.jobs[put.record.job_id] = put.record
+            record = put.record
+            before = self.jobs.get(record.job_id)
+            if record.create_request is None and before is not None:  # as ``Journal``: kept
+                record = dataclasses.replace(record, create_request=before.create_request)
+            self.jobs[record.job_id] = record
             self.history.append(
                 EventRecord(
                     job_id=put.record.job_id,

@@ -46,7 +46,9 @@ class JobRecord:
     log_links: str = "[]"  # JSON list of TaskLog dicts
     outputs: bytes | None = None  # serialized flyteidl2.task.Outputs
     custom_info: str | None = None  # JSON object
-    create_request: bytes | None = None  # CreateTaskRequest without `connection`
+    # CreateTaskRequest without `connection`'s values. Written with the job's first put; None
+    # in a later put means "as journalled": a live job's record drops it once the job exists.
+    create_request: bytes | None = None
     deadline: float | None = None  # wall clock time at which the job times out
     finished_at: float | None = None  # set when the phase became terminal
     owner: str | None = None  # the replica whose actor runs the job (None: nobody's)
@@ -82,6 +84,8 @@ class JobQuery:
 @dataclass(frozen=True, slots=True)
 class Put:
     """Write ``record`` (insert or replace the job's row) and append one event for it.
+
+    A record without ``create_request`` keeps the row's (see ``JobRecord.create_request``).
 
     Fenced: an existing row is written only while its owner and epoch are ``expect``
     (default: the record's own); otherwise the put is refused (``FencedOut``).

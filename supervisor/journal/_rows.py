@@ -7,12 +7,14 @@ event INSERT each take one array per column (``unnest``), one statement for the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._records import CreateState, DeleteState, JobRecord, Put
+from ._rules import UNFINISHED
 from ._schema import jobs
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "meta_key",
     "mutable_columns",
     "record_of",
+    "record_of_tuple",
     "stable_columns",
 ]
 
@@ -53,7 +56,8 @@ STABLE = (
 )
 """Columns an UPDATE leaves alone: the identity, resource_meta (meta_key follows it), the
 two blobs, which a job's transitions rarely change (outputs: once, at the end), and the
-owner and lease. A put that changes one writes the whole row (fenced: see ``Store``)."""
+owner and lease. A put that changes one writes the whole row (fenced: see ``Store``); a put
+without a create_request changes none (it keeps the journalled one)."""
 FENCE = ("owner", "epoch")
 """Columns an UPDATE never sets but requires: the row must still be the writer's."""
 UPDATED = tuple(name for name in RECORD_FIELDS if name not in (*STABLE, *FENCE, "job_id"))
@@ -70,7 +74,14 @@ class Sql:
         self.mark = "%s" if dialect == "postgresql" else "?"
         self.values = f"({', '.join([self.mark] * len(COLUMNS))})"
         columns = ", ".join(COLUMNS)
-        replace = ", ".join(f"{name} = excluded.{name}" for name in COLUMNS if name != "job_id")
+        replace = ", ".join(
+            # A put without the request keeps the journalled one (``JobRecord.create_request``).
+            f"{name} = COALESCE(excluded.{name}, jobs.{name})"
+            if name == "create_request"
+            else f"{name} = excluded.{name}"
+            for name in COLUMNS
+            if name != "job_id"
+        )
         self.insert = f"INSERT INTO jobs ({columns}) VALUES "
         self.upsert = f"{self.insert}{self.values} ON CONFLICT (job_id) DO UPDATE SET {replace}"
         # One statement per batch (or per ROWS_PER_STATEMENT rows), not one per row: SQLite
@@ -146,6 +157,13 @@ class Sql:
         lock = " FOR UPDATE" if self.columnar else ""
         return f"SELECT job_id, owner, epoch FROM jobs WHERE job_id IN ({marks}){lock}"
 
+    def unfinished(self) -> str:
+        """Every unfinished job's row (``RECORD_FIELDS``), oldest first."""
+        return (
+            f"SELECT {', '.join(RECORD_FIELDS)} FROM jobs WHERE {UNFINISHED}"
+            " ORDER BY created_at, job_id"
+        )
+
     def select(self, rows: int) -> str:
         marks = ", ".join([self.mark] * rows)
         return f"SELECT {', '.join(RECORD_FIELDS)} FROM jobs WHERE job_id IN ({marks})"
@@ -178,14 +196,19 @@ def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
         yield rows[at : at + ROWS_PER_STATEMENT]
 
 
-def stable_columns(record: JobRecord) -> tuple[Any, ...]:
+def stable_columns(record: JobRecord, before: JobRecord | None = None) -> tuple[Any, ...]:
+    """The ``STABLE`` columns (and the epoch) of ``record``; ``before``: the row it replaces,
+    whose request a put without one keeps."""
+    request = record.create_request
+    if request is None and before is not None:
+        request = before.create_request
     return (
         record.task_type,
         record.task_type_version,
         record.connector,
         record.created_at,
         record.resource_meta,
-        record.create_request,
+        request,
         record.outputs,
         record.owner,
         record.lease_until,
@@ -241,6 +264,23 @@ def mutable_columns(record: JobRecord) -> tuple[Any, ...]:
 def event_row(put: Put) -> tuple[Any, ...]:
     record = put.record
     return (record.job_id, record.updated_at, put.kind, record.phase, put.detail)
+
+
+_CREATE_STATE, _DELETE_STATE = (
+    RECORD_FIELDS.index("create_state"),
+    RECORD_FIELDS.index("delete_state"),
+)
+if tuple(field.name for field in dataclasses.fields(JobRecord)) != RECORD_FIELDS:
+    raise RuntimeError("JobRecord's fields are not the jobs table's columns, in order")
+
+
+def record_of_tuple(row: Sequence[Any]) -> JobRecord:
+    """The record of a driver row in ``RECORD_FIELDS`` order (no SQLAlchemy processing:
+    resume reads every unfinished job)."""
+    values = list(row)
+    values[_CREATE_STATE] = CreateState(values[_CREATE_STATE])
+    values[_DELETE_STATE] = DeleteState(values[_DELETE_STATE])
+    return JobRecord(*values)
 
 
 def record_of(row: Any) -> JobRecord:

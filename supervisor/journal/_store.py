@@ -38,6 +38,7 @@ from ._rows import (
     meta_key,
     mutable_columns,
     record_of,
+    record_of_tuple,
     stable_columns,
 )
 from ._rules import NO_EXTERNAL_JOB, TERMINAL_PHASES, UNFINISHED, is_unfinished
@@ -181,7 +182,7 @@ class Store:
             if (
                 before is None
                 or batch.expects[job_id] != _fence(record)
-                or stable_columns(before) != stable_columns(record)
+                or stable_columns(before) != stable_columns(record, before)
             ):
                 upserts.append(record)
                 continue
@@ -282,8 +283,21 @@ class Store:
         return _first(found)
 
     def unfinished(self) -> list[JobRecord]:
-        """Jobs the supervisor still owes work (see ``Journal.unfinished``), oldest first."""
-        return self._jobs(sa.text(UNFINISHED), order_by=(jobs.c.created_at, jobs.c.job_id))
+        """Jobs the supervisor still owes work (see ``Journal.unfinished``), oldest first.
+
+        Shaped for resume, which reads every unfinished job: driver rows made into records
+        directly, and remembered as the writer's known rows (never replacing one it knows),
+        so the ``resumed`` puts that follow are UPDATEs of ``updated_at`` rather than whole
+        rows. A row changed since it was read fails the UPDATE's guard and is written whole.
+        """
+        with self.engine.connect() as connection:
+            rows = connection.exec_driver_sql(self._sql.unfinished()).fetchall()
+        records = [record_of_tuple(row) for row in rows]
+        known = self._committed
+        if len(known) + len(records) <= _REMEMBER_LIMIT:
+            for record in records:
+                known.setdefault(record.job_id, record)
+        return records
 
     def oldest_unfinished(self) -> JobRecord | None:
         """The unfinished job created first, or ``None``."""

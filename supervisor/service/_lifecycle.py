@@ -17,6 +17,7 @@ import socket
 from collections.abc import Sequence
 from functools import cache
 
+from ..actor import request_needs_credentials
 from ..journal import JobRecord, JournalLike, Put
 
 __all__ = ["RESUMED_BATCH", "journal_resumed", "lifecycle_detail", "replica_name"]
@@ -39,11 +40,22 @@ def lifecycle_detail(*, replica: str | None = None, **fields: object) -> str:
 async def journal_resumed(
     journal: JournalLike, records: Sequence[JobRecord], now: float
 ) -> list[JobRecord]:
-    """Journal a ``resumed`` event for each of ``records``; the records as now committed.
+    """Journal a ``resumed`` event for each of ``records``; the records as now committed,
+    without their request (the journal keeps it, and a put without one leaves it) unless the
+    job needs credentials from it (the actor notes that, then drops it).
 
     Errors: the journal's (``JournalError``): nothing is resumed then.
     """
-    stamped = [dataclasses.replace(r, updated_at=max(now, r.updated_at)) for r in records]
+    stamped = [
+        dataclasses.replace(
+            r,
+            updated_at=max(now, r.updated_at),
+            create_request=(
+                r.create_request if request_needs_credentials(r.create_request) else None
+            ),
+        )
+        for r in records
+    ]
     detail = lifecycle_detail()
     for start in range(0, len(stamped), RESUMED_BATCH):
         chunk = stamped[start : start + RESUMED_BATCH]

@@ -378,6 +378,8 @@ class Supervisor(StatelessAnswers):
                 wait_to_act=self._replica.wait_to_act if self._replica is not None else _now,
             )
             self._contexts[id(connector)] = ctx
+        if self._nursery is not None:
+            ctx.timers.start(self._nursery)  # the connector's one timer, for all its actors
         return ctx
 
     def _start(
