@@ -40,7 +40,7 @@ from bench.servers import (
     reference_env_ready,
 )
 
-__all__ = ["PRESETS", "Preset", "main", "run"]
+__all__ = ["PRESETS", "Preset", "machine", "main", "run", "source"]
 
 RESULTS_DIR = BENCH_DIR / "results"
 
@@ -120,7 +120,7 @@ def _versions(reference: bool) -> str:
     return f"Python {platform.python_version()}, {ours}{ref}"
 
 
-def _source() -> str:
+def source() -> str:
     """Which code was measured: ``$BENCH_SOURCE``, else the git commit of the working tree."""
     if os.environ.get("BENCH_SOURCE"):
         return os.environ["BENCH_SOURCE"]
@@ -139,7 +139,7 @@ def _source() -> str:
     return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
 
 
-def _machine() -> str:
+def machine() -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -360,12 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     results["meta"] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": _machine(),
+        "machine": machine(),
         "command": command,
         "preset": name,
         "seconds": time.monotonic() - started,
         "versions": _versions(reference),
-        "source": _source(),
+        "source": source(),
     }
     report = render(results)
     out.mkdir(parents=True, exist_ok=True)

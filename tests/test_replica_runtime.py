@@ -47,6 +47,10 @@ class CountingConnector(FakeConnector):
         super().__init__(service, poll_interval=0.1)
         self.who, self.calls = who, calls
 
+    async def create(self, *args: Any, **kwargs: Any) -> FakeMeta:
+        self.calls.log.append((self.who, "create", str(kwargs.get("idempotency_key"))))
+        return await super().create(*args, **kwargs)
+
     async def get(self, resource_meta: FakeMeta, **kwargs: Any) -> Resource:
         self.calls.log.append((self.who, "get", resource_meta.job_id))
         return await super().get(resource_meta, **kwargs)
@@ -190,6 +194,37 @@ async def test_a_crashed_replicas_jobs_are_taken_over_after_the_dead_interval(
         for meta in metas:
             await eventually("SUCCEEDED", _phase_is(b.supervisor, meta, SUCCEEDED))
         assert b.replica.takeovers == 20
+
+
+async def test_a_create_retried_while_a_takeover_adopts_the_job_gets_one_actor(
+    postgres_database_url: str,
+) -> None:
+    """The CreateTask of a job left pending by a crashed replica, retried on a survivor
+    whose takeover adopts the job while the retry's claim is in flight: one actor, one
+    external create (``take`` runs without the job's lock)."""
+    url, service, calls = postgres_database_url, FakeService(), Calls()
+    async with node(url, "b", service, calls) as b:
+        async with node(url, "a", service, calls, release=False) as a:
+            service.hang_next("create")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.supervisor.create_task, create_request("t1"))
+                await eventually("a's create", lambda: _true(bool(calls.of("create"))))
+                nursery.cancel_scope.cancel()
+        service.latency = 0.3  # b's create is still in flight when the retry claims the job
+        real_claim = b.replica.journal.claim
+
+        async def claim_after_the_takeover(replica: str, job_id: str, dead_after: float) -> Any:
+            mine = {b.replica.id: 1}
+            await eventually("b's takeover", lambda: _true(owners(url) == mine))
+            await eventually("its actor", lambda: _true(calls.of("create") == ["a", "b"]))
+            return await real_claim(replica, job_id, dead_after)
+
+        b.replica.journal.claim = claim_after_the_takeover  # type: ignore[method-assign]
+        meta = (await b.supervisor.create_task(create_request("t1"))).resource_meta
+        job = external_id(meta)
+        await eventually("b's polls", lambda: _true(len(calls.of("get", job)) >= 5))
+        assert calls.of("create") == ["a", "b"]
+        assert len(service.jobs) == 1
 
 
 async def test_a_released_replicas_jobs_are_taken_over_at_once(

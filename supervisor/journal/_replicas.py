@@ -255,8 +255,10 @@ class ReplicaStore:
         return taken
 
     def claim(self, replica: str, job_id: str, dead_after: float) -> JobRecord | None:
-        """Take over one unfinished job if nobody owns it, its owner is dead (``_dead``), or
-        it is this replica's already; its row as now owned, else None."""
+        """Take over one unfinished job if nobody owns it or its owner is dead (``_dead``),
+        epoch + 1; its row as now owned, else None. A job this replica owns already is
+        returned as it is: bumping its epoch would fence out the actor that a takeover
+        started for it."""
         m = self._mark
         lock = " FOR UPDATE" if self.postgres else ""
         with self.engine.begin() as connection:
@@ -266,7 +268,13 @@ class ReplicaStore:
             if not found:
                 return None
             owner = found[0][0]
-            if owner is not None and owner != replica:
+            if owner == replica:  # adopted meanwhile (a takeover): its actor keeps the epoch
+                rows = connection.exec_driver_sql(
+                    f"SELECT NULL, {', '.join(RECORD_FIELDS)} FROM jobs WHERE job_id = {m}",
+                    (job_id,),
+                ).all()
+                return _adopted(rows[0]).record
+            if owner is not None:
                 dead = self._dead(connection, replica, dead_after, not self.postgres)
                 known = connection.execute(
                     sa.text("SELECT 1 FROM replicas WHERE id = :owner"), {"owner": owner}

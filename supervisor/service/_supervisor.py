@@ -404,6 +404,18 @@ class Supervisor(StatelessAnswers):
         )
         return handle
 
+    def _start_claimed(
+        self, connector: AsyncConnector[Any], record: JobRecord, kwargs: Mapping[str, str]
+    ) -> JobHandle:
+        """Start the actor of a job just claimed (``_claim``), unless a takeover started one
+        while the claim was in flight: ``take`` runs without the job's lock, so the check
+        made before the claim is stale. One actor per job, never two."""
+        running = self._jobs.get(record.job_id)
+        if running is not None:
+            self._offer_credentials(running, kwargs)
+            return running
+        return self._start(connector, record, kwargs=kwargs or None, resumed=True)
+
     async def _supervise(
         self,
         connector: AsyncConnector[Any],
@@ -543,7 +555,7 @@ class Supervisor(StatelessAnswers):
                     mine = await self._claim(existing)
                     if mine is None:  # a live peer is creating it
                         return await self._peer_create(job_id)
-                    handle = self._start(connector, mine, kwargs=kwargs, resumed=True)
+                    handle = self._start_claimed(connector, mine, kwargs)
                 else:  # FAILED: this request tries the create again, as the job's owner now
                     record = dataclasses.replace(
                         record, epoch=existing.epoch + (record.owner != existing.owner)
@@ -775,7 +787,7 @@ class Supervisor(StatelessAnswers):
             mine = await self._claim(current)
             if mine is None:
                 return await self._request_delete(current)
-            return self._start(connector, mine, kwargs=kwargs or None, resumed=True)
+            return self._start_claimed(connector, mine, kwargs)
 
     async def _delete_journalled(
         self, connector: AsyncConnector[Any], record: JobRecord, connection: Connection | None
@@ -784,8 +796,7 @@ class Supervisor(StatelessAnswers):
         mine = await self._claim(record)
         if mine is None:
             return await self._request_delete(record)
-        kwargs = connection_kwargs(connection) or None
-        return self._start(connector, mine, kwargs=kwargs, resumed=True)
+        return self._start_claimed(connector, mine, connection_kwargs(connection))
 
     async def _request_delete(self, record: JobRecord) -> JobRecord:
         """Journal the intent to cancel a job a live peer runs, and wake that peer: its
