@@ -50,6 +50,7 @@ class Observer:
         first poll after a restart costs what any other does when nothing changed)."""
         self._links: tuple[object, str] | None = None
         self._info: tuple[bytes, str] | None = None
+        #: the last converted report's key (but its links') and what it gave
         self._last: tuple[tuple[object, ...], Observation] | None = None
         if record is not None:
             self._remember(record)
@@ -74,15 +75,21 @@ class Observer:
         Errors: ConnectorFailed, as ``resource_to_proto``.
         """
         key = _report_key(resource)
-        last = self._last
-        if key is not None and last is not None:
+        last, memory = self._last, self._links
+        if key is not None and last is not None and memory is not None:
+            head, links = key
             try:
-                if last[0] == key:
+                if last[0] == head and memory[0] == links:
                     return last[1]
             except Exception:  # a value that cannot be compared: convert
                 key = None
         seen = self.observe(resource_to_proto(resource, connector=connector))
-        self._last = (key, seen) if key is not None else None
+        if key is None:
+            self._last = None
+        else:
+            # The links' part of the key is the links memory's (one tuple kept per actor).
+            self._links = (key[1], seen.log_links)
+            self._last = (key[0], seen)
         return seen
 
     def observe(self, resource: pb.Resource) -> Observation:
@@ -116,9 +123,10 @@ class Observer:
         return text
 
 
-def _report_key(resource: Resource) -> tuple[object, ...] | None:
-    """Every value of ``resource`` that its conversion reads, or None when that is not
-    cheap and safe: outputs (native values of any type) and any value that fails."""
+def _report_key(resource: Resource) -> tuple[tuple[object, ...], tuple[object, ...]] | None:
+    """Every value of ``resource`` that its conversion reads (the links' apart), or None
+    when that is not cheap and safe: outputs (native values of any type), any value that
+    fails."""
     if type(resource) is not Resource or resource.outputs:
         return None
     phase, message, info = resource.phase, resource.message, resource.custom_info
@@ -128,7 +136,7 @@ def _report_key(resource: Resource) -> tuple[object, ...] | None:
         info_key = json.dumps(info, sort_keys=True) if info else None
     except Exception:
         return None
-    return (type(phase), phase, type(message), message, links, info_key)
+    return (type(phase), phase, type(message), message, info_key), links
 
 
 def observation_of(record: JobRecord) -> Observation:
