@@ -60,7 +60,7 @@ from ..journal import (
     phase_is_final,
 )
 from ..observe import ConnectorMetrics, Metrics
-from ..wire import native_inputs, payload_of, resource_to_proto
+from ..wire import native_inputs, payload_of
 from ._answer import encode_answer
 from ._backoff import NO_FAILURES
 from ._changes import with_observation, with_phase
@@ -675,7 +675,7 @@ class _Actor:
                     with trio.fail_after(self.connector.call_timeout):
                         return await fn(*args, **(self.credentials.kwargs or {}), **kw)
                 finally:
-                    metrics.in_flight.dec()
+                    metrics.in_flight -= 1
         # Hot path (every poll): ``scope`` is armed for the call (a Cancel cancels it), a
         # free slot is taken without a schedule point of its own (the call itself is one),
         # and the call timeout is the connector's timer's to enforce (``expire``).
@@ -700,7 +700,7 @@ class _Actor:
                     return await fn(*args, **(self.credentials.kwargs or {}), **kw)
                 finally:
                     timers.end_call(self)
-                    metrics.in_flight.dec()
+                    metrics.in_flight -= 1
             finally:
                 limiter.release()
         finally:
@@ -710,15 +710,15 @@ class _Actor:
         """Metrics of a call about to start (and in flight until the caller says)."""
         metrics = self.ctx.metrics
         if due is not None:
-            metrics.poll_lag.observe(max(0.0, trio.current_time() - due))
+            metrics.observe_lag(max(0.0, trio.current_time() - due))
         metrics.count_call(getattr(fn, "__name__", ""))  # create, get or delete
-        metrics.in_flight.inc()
+        metrics.in_flight += 1
 
     def timed_out_poll(self) -> Exception:
         """What a poll whose call outlived the call timeout found (``fetch`` with a scope)."""
         self.call_expired = False
-        self.ctx.metrics.polls.inc()
-        self.ctx.metrics.poll_errors.inc()
+        self.ctx.metrics.polls += 1
+        self.ctx.metrics.poll_errors += 1
         return trio.TooSlowError()
 
     async def fetch(
@@ -728,14 +728,14 @@ class _Actor:
         metrics = self.ctx.metrics
         try:
             resource = await self.external(self.connector.get, self.meta, due=due, scope=scope)
-            seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
+            seen = self.observer.report(resource, connector=self.connector.name)
         except (trio.Cancelled, KeyboardInterrupt, FencedOut):
             raise
         except Exception as exc:
-            metrics.polls.inc()
-            metrics.poll_errors.inc()
+            metrics.polls += 1
+            metrics.poll_errors += 1
             return exc
-        metrics.polls.inc()
+        metrics.polls += 1
         return seen
 
     async def apply(self, outcome: Observation | BaseException) -> None:

@@ -36,6 +36,7 @@ from ._owner import Owner, OwnerLock
 from ._records import EventRecord, JobQuery, JobRecord, Put
 from ._replica_journal import REPLICA_CONNECTIONS, ReplicaJournal
 from ._store import IfAbsent, Outcome, Store
+from ._writer_thread import WriterThread
 
 __all__ = ["CLOSE_TIMEOUT", "WATCH_INTERVAL", "Journal", "JournalStatistics"]
 
@@ -111,7 +112,7 @@ class Journal:
         self._counters = _Counters()
         self._carry: _Request | None = None
         self._writer_done = trio.Event()
-        self._writer_thread = trio.CapacityLimiter(1)
+        self._writer_thread = WriterThread()
         self._reader_threads = trio.CapacityLimiter(_engine.READ_CONCURRENCY)
         self._lost: str | None = None
         self._lost_event = trio.Event()
@@ -379,6 +380,7 @@ class Journal:
                 while batch := await self._next_batch(receive):
                     await self._commit(batch)
             finally:
+                self._writer_thread.stop()
                 self._fail_leftovers(receive)
                 self._writer_done.set()
 
@@ -440,15 +442,13 @@ class Journal:
             self._wake(batch, error)
 
     async def _commit_puts(self, writes: list[Put | IfAbsent]) -> Outcome:
-        """One transaction in a worker thread; counts it. What it did not apply.
+        """One transaction in the writer's thread; counts it. What it did not apply.
 
         Cancellation: not interruptible once started; the commit finishes first.
         """
         started = time.perf_counter()
         try:
-            outcome = await trio.to_thread.run_sync(
-                self._store.commit, writes, limiter=self._writer_thread
-            )
+            outcome = await self._writer_thread.run(self._store.commit, writes)
         except BaseException:
             self._counters.batches_failed += 1
             raise

@@ -18,8 +18,10 @@ and jobs resumed at start.
 Where they are measured: the gRPC edge's one call wrapper (``RpcCall``), the actor's
 ``external()`` and poll (``ConnectorMetrics``, one per connector), the journal writer's
 commit hook (``journal_committed``), and, at scrape time, collectors reading
-``Supervisor.live_records()`` and ``Journal.statistics()``. Hot paths touch labelled
-children cached on first use: no label lookups per call.
+``Supervisor.live_records()``, ``Journal.statistics()`` and the connectors' counters. The
+RPC wrapper touches labelled children cached on first use (no label lookups per call); a
+poll only adds to plain integers of its ``ConnectorMetrics``, exported at scrape time under
+the names, types and labels prometheus_client's own metrics had.
 
 Each ``Metrics`` has its own registry (tests make many); ``MetricsServer`` serves one over
 HTTP from prometheus_client's own thread, never on the Trio loop.
@@ -27,6 +29,8 @@ HTTP from prometheus_client's own thread, never on the Trio loop.
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,10 +50,18 @@ from prometheus_client import (
     make_wsgi_app,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from connectors import Phase
 
@@ -106,22 +118,51 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-@dataclass(frozen=True, slots=True)
 class ConnectorMetrics:
-    """One connector's labelled children, shared by its actors."""
+    """One connector's counters, shared by its actors, read by a collector at scrape time.
 
-    polls: Counter
-    poll_errors: Counter
-    poll_lag: Histogram
-    in_flight: Gauge
-    adoptions: Counter
-    calls: dict[str, Counter]  # by operation: create, get, delete
+    Hot path (every poll): plain integers and a list of bucket counts, where prometheus_client's
+    children take a lock and a method call per update (about five per poll). Only the Trio
+    thread updates them; the scrape thread reads them (a value read while a poll is under way
+    is that of the poll before or after).
+    """
+
+    __slots__ = (
+        "adoptions",
+        "calls",
+        "created",
+        "in_flight",
+        "lag_buckets",
+        "lag_count",
+        "lag_sum",
+        "poll_errors",
+        "polls",
+    )
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.poll_errors = 0
+        self.in_flight = 0
+        self.adoptions = 0
+        #: by operation: create, get, delete
+        self.calls: dict[str, int] = dict.fromkeys(EXTERNAL_OPERATIONS, 0)
+        #: poll lag observations per bucket of ``POLL_LAG_BUCKETS`` (and one past the last)
+        self.lag_buckets = [0] * (len(POLL_LAG_BUCKETS) + 1)
+        self.lag_count = 0
+        self.lag_sum = 0.0
+        self.created = time.time()  # the ``_created`` samples, as prometheus_client's
 
     def count_call(self, operation: str) -> None:
         """Count a call to the external service for ``operation`` (others are not counted)."""
-        counter = self.calls.get(operation)
-        if counter is not None:
-            counter.inc()
+        calls = self.calls
+        if operation in calls:
+            calls[operation] += 1
+
+    def observe_lag(self, seconds: float) -> None:
+        """One poll started ``seconds`` behind its schedule (``supervisor_poll_lag_seconds``)."""
+        self.lag_buckets[bisect.bisect_left(POLL_LAG_BUCKETS, seconds)] += 1
+        self.lag_count += 1
+        self.lag_sum += seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,44 +270,10 @@ class Metrics:
             ["task_type"],
             registry=r,
         )
-        # Ours.
-        self._polls = Counter(
-            "supervisor_polls_total",
-            "Polls of external jobs (connector.get)",
-            ["connector"],
-            registry=r,
-        )
-        self._poll_errors = Counter(
-            "supervisor_poll_errors_total",
-            "Polls that raised (retried with backoff, or settled the job)",
-            ["connector"],
-            registry=r,
-        )
-        self._poll_lag = Histogram(
-            "supervisor_poll_lag_seconds",
-            "How late a poll started (under the connector's concurrency cap) behind its schedule",
-            ["connector"],
-            buckets=POLL_LAG_BUCKETS,
-            registry=r,
-        )
-        self._in_flight = Gauge(
-            "supervisor_external_calls_in_flight",
-            "Calls to the external service under way (create, get, delete)",
-            ["connector"],
-            registry=r,
-        )
-        self._external_calls = Counter(
-            "supervisor_external_calls_total",
-            "Calls to the external service (operation: create, get, delete)",
-            ["connector", "operation"],
-            registry=r,
-        )
-        self._adoptions = Counter(
-            "supervisor_adoptions_total",
-            "Jobs adopted from a resource_meta the journal did not know",
-            ["connector"],
-            registry=r,
-        )
+        # Ours. The connectors' counters are read at scrape time (``ConnectorMetrics``).
+        self._connectors: dict[str, ConnectorMetrics] = {}
+        self._connectors_lock = threading.Lock()
+        r.register(_ConnectorCollector(self._connectors_now))
         self._batch_size = Histogram(
             "supervisor_journal_batch_size",
             "Puts committed together in one journal transaction (group commit)",
@@ -295,7 +302,6 @@ class Metrics:
         self._rpc: dict[tuple[str, str], _RpcChildren] = {}
         self._failures: dict[tuple[str, str, Status], Counter] = {}
         self._inputs: dict[str, Summary] = {}
-        self._connectors: dict[str, ConnectorMetrics] = {}
 
     # -- RPCs (the edge) -------------------------------------------------------------------
 
@@ -334,22 +340,16 @@ class Metrics:
     # -- actors, journal ---------------------------------------------------------------------
 
     def connector(self, name: str) -> ConnectorMetrics:
-        """The labelled children of one connector (made once, then shared)."""
+        """The counters of one connector (made once, then shared)."""
         found = self._connectors.get(name)
         if found is None:
-            found = ConnectorMetrics(
-                polls=self._polls.labels(connector=name),
-                poll_errors=self._poll_errors.labels(connector=name),
-                poll_lag=self._poll_lag.labels(connector=name),
-                in_flight=self._in_flight.labels(connector=name),
-                adoptions=self._adoptions.labels(connector=name),
-                calls={
-                    operation: self._external_calls.labels(connector=name, operation=operation)
-                    for operation in EXTERNAL_OPERATIONS
-                },
-            )
-            self._connectors[name] = found
+            with self._connectors_lock:
+                found = self._connectors.setdefault(name, ConnectorMetrics())
         return found
+
+    def _connectors_now(self) -> list[tuple[str, ConnectorMetrics]]:
+        with self._connectors_lock:
+            return list(self._connectors.items())
 
     def journal_committed(self, puts: int, seconds: float) -> None:
         """The journal writer's hook: one batch of ``puts`` committed in ``seconds``."""
@@ -425,6 +425,79 @@ class _SupervisorCollector:
         )
         beat.add_metric([], replica.heartbeat_age)
         return [live, age, resumed, owned, takeovers, fenced, beat]
+
+
+class _ConnectorCollector:
+    """The ``ConnectorMetrics`` counters as prometheus_client's labelled metrics exported them
+    (names, types, help, labels, ``_created`` samples, children in order of first use)."""
+
+    def __init__(self, connectors: Callable[[], list[tuple[str, ConnectorMetrics]]]) -> None:
+        self._connectors = connectors
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        connectors = self._connectors()
+        # prometheus_client's switch for the ``_created`` samples (read per scrape, as it does).
+        created = prometheus_metrics._use_created
+        polls = CounterMetricFamily(
+            "supervisor_polls", "Polls of external jobs (connector.get)", labels=["connector"]
+        )
+        errors = CounterMetricFamily(
+            "supervisor_poll_errors",
+            "Polls that raised (retried with backoff, or settled the job)",
+            labels=["connector"],
+        )
+        lag = HistogramMetricFamily(
+            "supervisor_poll_lag_seconds",
+            "How late a poll started (under the connector's concurrency cap) behind its schedule",
+            labels=["connector"],
+        )
+        in_flight = GaugeMetricFamily(
+            "supervisor_external_calls_in_flight",
+            "Calls to the external service under way (create, get, delete)",
+            labels=["connector"],
+        )
+        calls = CounterMetricFamily(
+            "supervisor_external_calls",
+            "Calls to the external service (operation: create, get, delete)",
+            labels=["connector", "operation"],
+        )
+        adoptions = CounterMetricFamily(
+            "supervisor_adoptions",
+            "Jobs adopted from a resource_meta the journal did not know",
+            labels=["connector"],
+        )
+        for name, m in connectors:
+            at = m.created if created else None
+            polls.add_metric([name], float(m.polls), created=at)
+            errors.add_metric([name], float(m.poll_errors), created=at)
+            _add_lag(lag, name, m, at)
+            in_flight.add_metric([name], float(m.in_flight))
+            for operation, count in m.calls.items():
+                calls.add_metric([name, operation], float(count), created=at)
+            adoptions.add_metric([name], float(m.adoptions), created=at)
+        return [polls, errors, lag, in_flight, calls, adoptions]
+
+
+_go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes ``le``
+_LAG_LE = [_go_float(bound) for bound in (*POLL_LAG_BUCKETS, math.inf)]
+
+
+def _add_lag(
+    family: HistogramMetricFamily, name: str, m: ConnectorMetrics, created: float | None
+) -> None:
+    counts = list(m.lag_buckets)  # one copy: the cumulative counts and the count agree
+    total, buckets = 0, []
+    for le, count in zip(_LAG_LE, counts, strict=True):
+        total += count
+        buckets.append((le, float(total)))
+    family.add_metric([name], buckets, m.lag_sum)
+    if created is not None:
+        family.samples.append(
+            Sample("supervisor_poll_lag_seconds_created", {"connector": name}, created, None)
+        )
 
 
 class _JournalCollector:

@@ -755,7 +755,7 @@ class Supervisor(StatelessAnswers):
                 if delete and not is_settled(existing):
                     return await self._delete_journalled(connector, existing, connection)
                 return existing
-            self._metrics.connector(connector.name).adoptions.inc()
+            self._metrics.connector(connector.name).adoptions += 1
             _log.info(
                 "job %s: adopted a %s job we did not create",
                 job_id,
