@@ -50,7 +50,6 @@ class Observer:
         first poll after a restart costs what any other does when nothing changed)."""
         self._links: tuple[object, str] | None = None
         self._info: tuple[bytes, str] | None = None
-        #: the last converted report's key (but its links') and what it gave
         self._last: tuple[tuple[object, ...], Observation] | None = None
         if record is not None:
             self._remember(record)
@@ -75,21 +74,15 @@ class Observer:
         Errors: ConnectorFailed, as ``resource_to_proto``.
         """
         key = _report_key(resource)
-        last, memory = self._last, self._links
-        if key is not None and last is not None and memory is not None:
-            head, links = key
+        last = self._last
+        if key is not None and last is not None:
             try:
-                if last[0] == head and memory[0] == links:
+                if last[0] == key:
                     return last[1]
             except Exception:  # a value that cannot be compared: convert
                 key = None
         seen = self.observe(resource_to_proto(resource, connector=connector))
-        if key is None:
-            self._last = None
-        else:
-            # The links' part of the key is the links memory's (one tuple kept per actor).
-            self._links = (key[1], seen.log_links)
-            self._last = (key[0], seen)
+        self._last = (key, seen) if key is not None else None
         return seen
 
     def observe(self, resource: pb.Resource) -> Observation:
@@ -123,10 +116,9 @@ class Observer:
         return text
 
 
-def _report_key(resource: Resource) -> tuple[tuple[object, ...], tuple[object, ...]] | None:
-    """Every value of ``resource`` that its conversion reads (the links' apart), or None
-    when that is not cheap and safe: outputs (native values of any type), any value that
-    fails."""
+def _report_key(resource: Resource) -> tuple[object, ...] | None:
+    """Every value of ``resource`` that its conversion reads, or None when that is not
+    cheap and safe: outputs (native values of any type) and any value that fails."""
     if type(resource) is not Resource or resource.outputs:
         return None
     phase, message, info = resource.phase, resource.message, resource.custom_info
@@ -136,7 +128,7 @@ def _report_key(resource: Resource) -> tuple[tuple[object, ...], tuple[object, .
         info_key = json.dumps(info, sort_keys=True) if info else None
     except Exception:
         return None
-    return (type(phase), phase, type(message), message, info_key), links
+    return (type(phase), phase, type(message), message, links, info_key)
 
 
 def observation_of(record: JobRecord) -> Observation:
