@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from connectors import Phase, Resource
+from connectors import Phase
 from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import (
     Literal,
@@ -22,7 +20,6 @@ from flyteproto.flyteidl2.core import (
 )
 from flyteproto.flyteidl2.task import NamedLiteral, Outputs
 from flyteproto.google.protobuf import Struct
-from supervisor import ConnectorFailed
 from supervisor.actor import (
     Observer,
     answer_for,
@@ -33,7 +30,6 @@ from supervisor.actor import (
     with_observation,
 )
 from supervisor.journal import CreateState, DeleteState, JobRecord
-from supervisor.wire import resource_to_proto
 
 
 def _report(*links: TaskLog, info: dict[str, object] | None = None) -> pb.Resource:
@@ -95,60 +91,6 @@ def test_changed_custom_info_and_links_added_or_dropped_are_seen() -> None:
     assert observer.observe(_report(_console(), _console("https://b"), info={"rows": 4})) == (
         observed(_report(_console(), _console("https://b"), info={"rows": 4}))
     )
-
-
-# -- the connector's own report, compared before it is converted --------------------------
-
-
-def _native(**fields: object) -> Resource:
-    return Resource(phase=Phase.RUNNING, message="running", log_links=[_console()], **fields)  # type: ignore[arg-type]
-
-
-def _converted(resource: Resource) -> object:
-    return observed(resource_to_proto(resource, connector="c"))
-
-
-def test_an_unchanged_connector_report_is_not_converted_again() -> None:
-    observer = Observer()
-    first = observer.report(_native(custom_info={"rows": [1, 2]}), connector="c")
-    assert observer.report(_native(custom_info={"rows": [1, 2]}), connector="c") is first
-    assert first == _converted(_native(custom_info={"rows": [1, 2]}))
-
-
-def test_every_change_of_a_report_mutated_and_sent_again_is_seen() -> None:
-    observer = Observer()
-    resource = _native(custom_info={"rows": [1, 2], "state": {"ok": 1}})
-    observer.report(resource, connector="c")
-    changes: list[Callable[[Any], object]] = [
-        lambda r: setattr(r, "phase", Phase.SUCCEEDED),
-        lambda r: setattr(r, "message", "done"),
-        lambda r: setattr(r.log_links[0], "uri", "https://console/job/2"),
-        lambda r: setattr(r.log_links[0], "ready", True),
-        lambda r: r.log_links.append(_console("https://b")),
-        lambda r: r.log_links.clear(),
-        lambda r: r.custom_info["rows"].append(3),
-        lambda r: r.custom_info["state"].update(ok=True),  # 1 == True, not in JSON
-        lambda r: setattr(r, "custom_info", None),
-        lambda r: setattr(r, "outputs", {"x": 1}),
-        lambda r: setattr(r, "outputs", None),
-    ]
-    for change in changes:
-        before = observer.report(resource, connector="c")
-        change(resource)
-        after = observer.report(resource, connector="c")
-        assert after == _converted(resource)
-        assert after != before
-
-
-def test_a_report_that_does_not_convert_fails_every_time() -> None:
-    observer = Observer()
-    observer.report(_native(), connector="c")
-    with pytest.raises(ConnectorFailed):
-        observer.report(_native(custom_info={"when": object()}), connector="c")
-    with pytest.raises(ConnectorFailed):
-        observer.report(_native(custom_info={"when": object()}), connector="c")
-    with pytest.raises(ConnectorFailed):
-        observer.report("not a Resource", connector="c")  # type: ignore[arg-type]
 
 
 _RECORD = JobRecord(

@@ -60,7 +60,7 @@ from ..journal import (
     phase_is_final,
 )
 from ..observe import ConnectorMetrics, Metrics
-from ..wire import native_inputs, payload_of
+from ..wire import native_inputs, payload_of, resource_to_proto
 from ._answer import encode_answer
 from ._backoff import NO_FAILURES
 from ._changes import with_observation, with_phase
@@ -728,7 +728,7 @@ class _Actor:
         metrics = self.ctx.metrics
         try:
             resource = await self.external(self.connector.get, self.meta, due=due, scope=scope)
-            seen = self.observer.report(resource, connector=self.connector.name)
+            seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
         except (trio.Cancelled, KeyboardInterrupt, FencedOut):
             raise
         except Exception as exc:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from connectors import Resource
 from flyteproto.flyteidl2 import connector as pb
 from flyteproto.flyteidl2.core import TaskLog
 from flyteproto.google.protobuf import Struct
 
 from ..journal import JobRecord
-from ..wire import resource_to_proto
 from ._links import fields_of, link_from_json, links_json
 
 __all__ = ["Observation", "Observer", "observation_of", "observed"]
@@ -43,14 +41,13 @@ class Observer:
     (or a connector that mutates and re-sends one object) is always seen.
     """
 
-    __slots__ = ("_info", "_last", "_links")
+    __slots__ = ("_info", "_links")
 
     def __init__(self, record: JobRecord | None = None) -> None:
         """``record``: the job's journalled state, remembered as the last report (so the
         first poll after a restart costs what any other does when nothing changed)."""
         self._links: tuple[object, str] | None = None
         self._info: tuple[bytes, str] | None = None
-        self._last: tuple[tuple[object, ...], Observation] | None = None
         if record is not None:
             self._remember(record)
 
@@ -63,27 +60,6 @@ class Observer:
                 self._info = (bytes(info), record.custom_info)
         except Exception:  # a memory is an optimisation: start without one
             self._links = self._info = None
-
-    def report(self, resource: Resource, *, connector: str) -> Observation:
-        """The journal form of the connector's report (``resource_to_proto``, then ``observe``).
-
-        Hot path: a report equal, field for field, to the last one converted is not
-        converted again; its observation is reused. The key is made of the report's values
-        (never the object: a connector may mutate and re-send one), and a report with
-        outputs, or one whose key cannot be made, is always converted.
-        Errors: ConnectorFailed, as ``resource_to_proto``.
-        """
-        key = _report_key(resource)
-        last = self._last
-        if key is not None and last is not None:
-            try:
-                if last[0] == key:
-                    return last[1]
-            except Exception:  # a value that cannot be compared: convert
-                key = None
-        seen = self.observe(resource_to_proto(resource, connector=connector))
-        self._last = (key, seen) if key is not None else None
-        return seen
 
     def observe(self, resource: pb.Resource) -> Observation:
         return Observation(
@@ -114,21 +90,6 @@ class Observer:
         text = json.dumps(info.to_dict(), sort_keys=True)
         self._info = (key, text)
         return text
-
-
-def _report_key(resource: Resource) -> tuple[object, ...] | None:
-    """Every value of ``resource`` that its conversion reads, or None when that is not
-    cheap and safe: outputs (native values of any type) and any value that fails."""
-    if type(resource) is not Resource or resource.outputs:
-        return None
-    phase, message, info = resource.phase, resource.message, resource.custom_info
-    try:
-        links = tuple(fields_of(link) for link in resource.log_links or ())
-        # The conversion goes through this JSON: equal text, equal Struct.
-        info_key = json.dumps(info, sort_keys=True) if info else None
-    except Exception:
-        return None
-    return (type(phase), phase, type(message), message, links, info_key)
 
 
 def observation_of(record: JobRecord) -> Observation:
