@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -857,3 +858,32 @@ async def test_a_deleted_sqlite_file_is_lost_at_the_next_write_and_stays_lost(
         with pytest.raises(JournalLost):
             await journal.get("before")
     assert not await trio.Path(path).exists()  # never recreated
+
+
+def test_a_sqlite_write_transaction_takes_the_write_lock_as_it_begins(tmp_path: Path) -> None:
+    """A replica's heartbeat writes beside the journal's writer: a deferred transaction that
+    reads, then writes after the other committed, fails at once ("database is locked");
+    ``writing`` takes the lock first, so the other waits instead."""
+    from supervisor.journal._engine import create_engine, writing
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'j.db'}")
+    try:
+        with engine.begin() as setup:
+            setup.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        other = sqlite3.connect(tmp_path / "j.db", timeout=0.05)
+        with engine.connect() as deferred, deferred.begin():
+            deferred.exec_driver_sql("SELECT count(*) FROM t").all()
+            other.execute("INSERT INTO t VALUES (1)")
+            other.commit()  # lands between the read and the write
+            with pytest.raises(sa.exc.OperationalError, match="locked"):
+                deferred.exec_driver_sql("INSERT INTO t VALUES (2)")
+        with writing(engine) as first:
+            first.exec_driver_sql("SELECT count(*) FROM t").all()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("INSERT INTO t VALUES (3)")  # waits for ``first``: times out
+            first.exec_driver_sql("INSERT INTO t VALUES (4)")
+        other.execute("INSERT INTO t VALUES (5)")
+        other.commit()
+        other.close()
+    finally:
+        engine.dispose()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,4 +194,15 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # ``writing``: BEGIN IMMEDIATE, the write lock first (waited for under the busy timeout).
+    # A deferred transaction that reads, then writes after another connection committed (a
+    # replica's heartbeat beside the writer) would fail at once with "database is locked".
+    immediate = connection.get_execution_options().get("writing", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextlib.contextmanager
+def writing(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that will write: on SQLite it takes the write lock as it begins."""
+    with engine.connect().execution_options(writing=True) as connection, connection.begin():
+        yield connection

@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ._engine import writing
 from ._records import DeleteState, JobRecord
 from ._rows import RECORD_FIELDS, Sql, record_of
 from ._rules import CANCELLABLE, UNFINISHED
@@ -88,7 +89,7 @@ class ReplicaStore:
 
     def register(self, replica: str, host: str, pid: int) -> float:
         """Insert this replica's row; the journal's time of it."""
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             now = self._now(connection)
             connection.execute(
                 sa.text(
@@ -103,7 +104,7 @@ class ReplicaStore:
     def heartbeat(self, replica: str) -> bool:
         """Stamp this replica's heartbeat; False when its row is gone (it was released or
         pruned: it must not carry on under this id)."""
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             now = self._now(connection)
             result = connection.execute(
                 sa.text("UPDATE replicas SET heartbeat = :now WHERE id = :id"),
@@ -179,7 +180,7 @@ class ReplicaStore:
         """Take over at most ``limit`` unfinished jobs owned by nobody or by a dead replica
         (``_dead``; ``everyone_else``: by anyone but ``replica``), oldest first; epoch + 1
         each, and an event ``kind`` each with ``detail(previous owner)``."""
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             now = self._now(connection)
             dead = self._dead(connection, replica, dead_after, everyone_else)
             if self.postgres:
@@ -261,7 +262,7 @@ class ReplicaStore:
         started for it."""
         m = self._mark
         lock = " FOR UPDATE" if self.postgres else ""
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             found = connection.exec_driver_sql(
                 f"SELECT owner FROM jobs WHERE job_id = {m} AND ({UNFINISHED}){lock}", (job_id,)
             ).all()
@@ -300,7 +301,7 @@ class ReplicaStore:
     def release(self, replica: str) -> int:
         """Give up this replica's unfinished jobs (owner none, epoch + 1) and delete its row;
         peers are notified. How many jobs were released."""
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             result = connection.execute(
                 sa.text(
                     f"UPDATE jobs SET owner = NULL, epoch = epoch + 1"
@@ -316,7 +317,7 @@ class ReplicaStore:
     def prune(self) -> int:
         """Delete the rows of replicas dead for ``PRUNE_AFTER`` that own no unfinished job,
         and free the jobs of owners with no row at all (removed by hand). How many rows."""
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             now = self._now(connection)
             result = connection.execute(
                 sa.text(
@@ -342,7 +343,7 @@ class ReplicaStore:
         """Journal a delete intent for a job this replica does not run, unless the job has
         settled or has one already: its row as now, else None. Its owner is notified."""
         m = self._mark
-        with self.engine.begin() as connection:
+        with writing(self.engine) as connection:
             rows = connection.exec_driver_sql(
                 f"UPDATE jobs SET delete_state = {m}, epoch = epoch + 1, updated_at = {m},"
                 f" message = {m} WHERE job_id = {m} AND delete_state = {m} AND {CANCELLABLE}"

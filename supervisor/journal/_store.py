@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ._engine import sqlite_path
+from ._engine import sqlite_path, writing
 from ._errors import JournalLost
 from ._records import EventRecord, JobQuery, JobRecord, Put
 from ._rows import (
@@ -123,7 +123,7 @@ class Store:
         """
         batch = _Batch(writes)
         try:
-            with self.engine.begin() as connection:
+            with writing(self.engine) as connection:
                 skipped = self._insert_absent(connection, batch)
                 fenced_jobs = self._write_rows(connection, batch, skipped)
                 fenced = batch.indexes_of(fenced_jobs)
