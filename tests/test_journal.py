@@ -112,6 +112,7 @@ def test_public_surface() -> None:
             "downgrade",
             "head_revision",
             "upgrade",
+            "writing",
             "IfAbsent",
             "Store",
             "NO_EXTERNAL_JOB",
@@ -864,7 +865,7 @@ def test_a_sqlite_write_transaction_takes_the_write_lock_as_it_begins(tmp_path: 
     """A replica's heartbeat writes beside the journal's writer: a deferred transaction that
     reads, then writes after the other committed, fails at once ("database is locked");
     ``writing`` takes the lock first, so the other waits instead."""
-    from supervisor.journal._engine import create_engine, writing
+    from supervisor.journal import create_engine, writing
 
     engine = create_engine(f"sqlite:///{tmp_path / 'j.db'}")
     try:

@@ -10,6 +10,7 @@ from ._engine import create_engine as create_engine
 from ._engine import normalize_url as normalize_url
 from ._engine import safe_url as safe_url
 from ._engine import sqlite_path as sqlite_path
+from ._engine import writing as writing
 from ._errors import FencedOut as FencedOut
 from ._errors import JournalError as JournalError
 from ._errors import JournalLost as JournalLost
@@ -108,4 +109,5 @@ __all__ = [
     "safe_url",
     "sqlite_path",
     "upgrade",
+    "writing",
 ]
