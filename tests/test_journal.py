@@ -81,7 +81,6 @@ def test_public_surface() -> None:
             "CHANNEL",
             "ReplicaJournal",
             "ReplicaReport",
-            "ReplicaRow",
             "ReplicaStatus",
             "ReplicaStore",
             "CreateState",

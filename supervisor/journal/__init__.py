@@ -43,7 +43,6 @@ from ._records import Put as Put
 from ._replica_journal import ReplicaJournal as ReplicaJournal
 from ._replicas import CHANNEL as CHANNEL
 from ._replicas import Adopted as Adopted
-from ._replicas import ReplicaRow as ReplicaRow
 from ._replicas import ReplicaStore as ReplicaStore
 from ._rules import CANCELLABLE as CANCELLABLE
 from ._rules import NO_EXTERNAL_JOB as NO_EXTERNAL_JOB
@@ -92,7 +91,6 @@ __all__ = [
     "Put",
     "ReplicaJournal",
     "ReplicaReport",
-    "ReplicaRow",
     "ReplicaStatus",
     "ReplicaStore",
     "Store",

@@ -16,7 +16,7 @@ import trio
 
 from ._errors import JournalError
 from ._records import JobRecord
-from ._replicas import Adopted, ReplicaRow, ReplicaStore
+from ._replicas import Adopted, ReplicaStore
 
 __all__ = ["REPLICA_CONNECTIONS", "ReplicaJournal"]
 
@@ -41,9 +41,6 @@ class ReplicaJournal:
 
     async def heartbeat(self, replica: str) -> bool:
         return await self._run(self._heartbeats, self.store.heartbeat, replica)
-
-    async def replicas(self) -> list[ReplicaRow]:
-        return await self._run(self._others, self.store.replicas)
 
     async def adopt(
         self,

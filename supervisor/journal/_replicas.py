@@ -36,7 +36,7 @@ from ._records import DeleteState, JobRecord
 from ._rows import RECORD_FIELDS, Sql, record_of
 from ._rules import CANCELLABLE, UNFINISHED
 
-__all__ = ["CHANNEL", "PRUNE_AFTER", "Adopted", "ReplicaRow", "ReplicaStore"]
+__all__ = ["CHANNEL", "PRUNE_AFTER", "Adopted", "ReplicaStore"]
 
 CHANNEL = "supervisor_replicas"
 """The NOTIFY channel: payloads ``delete <owner> <job_id>`` and ``released <replica>``."""
@@ -47,18 +47,6 @@ deleted."""
 
 _PG_NOW = "extract(epoch from clock_timestamp())::float8"
 _FIELDS = ", ".join(f"jobs.{name}" for name in RECORD_FIELDS)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaRow:
-    """One row of ``replicas``, with its heartbeat's age by the journal's clock."""
-
-    id: str
-    host: str
-    pid: int
-    started: float
-    heartbeat: float
-    age: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,28 +99,6 @@ class ReplicaStore:
                 {"id": replica, "now": now},
             )
             return result.rowcount == 1
-
-    def replicas(self) -> list[ReplicaRow]:
-        """Every row of ``replicas``, oldest first."""
-        with self.engine.connect() as connection:
-            now = self._now(connection)
-            rows = connection.execute(
-                sa.text(
-                    "SELECT id, host, pid, started, heartbeat FROM replicas ORDER BY started, id"
-                )
-            )
-            return [
-                ReplicaRow(row[0], row[1], int(row[2]), row[3], row[4], now - row[4])
-                for row in rows
-            ]
-
-    def owners(self) -> dict[str | None, int]:
-        """Unfinished jobs by owner (None: nobody's)."""
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.text(f"SELECT owner, count(*) FROM jobs WHERE {UNFINISHED} GROUP BY owner")
-            )
-            return {owner: int(count) for owner, count in rows}
 
     # -- takeover --------------------------------------------------------------------------
 

@@ -93,7 +93,6 @@ class Replica:
         *,
         adopt_batch: int = DEFAULT_ADOPT_BATCH,
         exclusive: bool | None = None,
-        on_heartbeat: Callable[[float], None] | None = None,
     ) -> None:
         """``exclusive``: this process is the journal's only one (default: SQLite)."""
         if adopt_batch < 1:
@@ -113,8 +112,6 @@ class Replica:
         self._host: ReplicaHost | None = None
         self._nursery: trio.Nursery | None = None  # for refreshes of notified jobs
         self._wake_takeover = trio.Event()
-        self._heartbeat_wall: float | None = None
-        self._on_heartbeat = on_heartbeat
         self._beats = 0
         self._confirmed_monotonic = time.monotonic()
 
@@ -161,12 +158,9 @@ class Replica:
                 self._suspend(self._lapse_reason())
             await self._resumed.wait()
 
-    def heartbeat_age(self) -> float:
-        """Seconds since the start of the last heartbeat known to have committed."""
-        return max(0.0, trio.current_time() - self.lease.confirmed)
-
     def heartbeat_age_now(self) -> float:
-        """``heartbeat_age`` from any thread (a scrape): on the OS's monotonic clock."""
+        """Seconds since the start of the last heartbeat known to have committed; from any
+        thread (a scrape): on the OS's monotonic clock."""
         return max(0.0, time.monotonic() - self._confirmed_monotonic)
 
     async def _register(self) -> None:
@@ -200,8 +194,6 @@ class Replica:
                 self._resume()
             self._beats += 1
             self._wake_takeover.set()
-            if self._on_heartbeat is not None:
-                self._on_heartbeat(self.heartbeat_age())
 
     async def _watchdog(self) -> None:
         while True:
