@@ -51,7 +51,6 @@ from ..journal import (
     TERMINAL_PHASES,
     CreateState,
     DeleteState,
-    FencedOut,
     JobRecord,
     JournalError,
     JournalLike,
@@ -444,7 +443,7 @@ class _Actor:
             )
             if not isinstance(meta, ResourceMeta):
                 raise TypeError(f"create returned {type(meta).__name__}, not a ResourceMeta")
-        except (trio.Cancelled, KeyboardInterrupt, FencedOut):
+        except (trio.Cancelled, KeyboardInterrupt):
             raise
         except Exception as exc:
             _log.warning(
@@ -574,7 +573,7 @@ class _Actor:
             try:
                 await self.external(self.connector.delete, self.meta)
                 break
-            except (trio.Cancelled, KeyboardInterrupt, FencedOut):
+            except (trio.Cancelled, KeyboardInterrupt):
                 raise
             except JobNotFound:
                 break
@@ -729,7 +728,7 @@ class _Actor:
         try:
             resource = await self.external(self.connector.get, self.meta, due=due, scope=scope)
             seen = self.observer.observe(resource_to_proto(resource, connector=self.connector.name))
-        except (trio.Cancelled, KeyboardInterrupt, FencedOut):
+        except (trio.Cancelled, KeyboardInterrupt):
             raise
         except Exception as exc:
             metrics.polls += 1

@@ -365,6 +365,9 @@ class Supervisor(StatelessAnswers):
         ctx = self._contexts.get(id(connector))
         if ctx is None:
             assert self._seal is not None  # set by running() before any actor starts
+            lease: dict[str, Any] = {}
+            if self._replica is not None:  # else JobContext's: always allowed to act
+                lease = {"may_act": self._replica.may_act, "wait_to_act": self._replica.wait_to_act}
             ctx = JobContext(
                 connector=connector,
                 journal=self._journal,
@@ -374,8 +377,7 @@ class Supervisor(StatelessAnswers):
                 metrics=self._metrics.connector(connector.name),
                 faults=self._faults,
                 seal=self._seal.seal,
-                may_act=self._replica.may_act if self._replica is not None else _always,
-                wait_to_act=self._replica.wait_to_act if self._replica is not None else _now,
+                **lease,
             )
             self._contexts[id(connector)] = ctx
         if self._nursery is not None:
@@ -899,14 +901,6 @@ class Supervisor(StatelessAnswers):
 @runtime_checkable
 class _Flushable(Protocol):
     async def flush(self) -> None: ...
-
-
-def _always() -> bool:
-    return True
-
-
-async def _now() -> None:
-    await trio.lowlevel.checkpoint()
 
 
 def _fence(record: JobRecord) -> tuple[str | None, int]:
