@@ -23,7 +23,7 @@ from ..journal import JournalError, JournalReader, ReplicaReport, ReplicaStatus,
 from ..service import LeaseRules
 from ._errors import UserError, report
 from ._journal import _print_json, _print_table
-from ._settings import ENVIRONMENT, add_debug_argument, add_journal_argument
+from ._settings import ENVIRONMENT, add_debug_argument, add_journal_argument, positive_seconds
 
 __all__ = [
     "DEAD_AFTER_ENV",
@@ -45,16 +45,6 @@ DESCRIPTION = (
 )
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def add_replicas_arguments(
     parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None
 ) -> None:
@@ -64,7 +54,7 @@ def add_replicas_arguments(
     add_debug_argument(parser, env)
     parser.add_argument(
         "--dead-after",
-        type=_seconds,
+        type=positive_seconds,
         default=env.get(DEAD_AFTER_ENV, str(DEFAULT_DEAD_AFTER)),
         metavar="SECONDS",
         help="call a replica dead once its last heartbeat is this old; give the replicas' "

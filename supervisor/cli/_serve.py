@@ -26,6 +26,7 @@ from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import LeaseRules, Replica, Supervisor
 from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message, report
 from ._settings import Settings
+from ._socket import bind_port
 from ._web import pages_for
 from ._workers import REUSE_PORT_ENV, run_workers
 
@@ -235,19 +236,7 @@ def _bind(host: str, port: int) -> socket.socket:
     """The gRPC socket, bound (a port in use shows here) before anything else starts, and
     listened on only when serving starts: until then (a standby waiting, jobs resuming)
     connections are refused, not queued. Errors: UserError."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise UserError(f"cannot serve gRPC on {host}:{port}: {exc}", EXIT_PORT) from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if os.environ.get(REUSE_PORT_ENV):  # one of ``--workers``: they share the port
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)  # grpclib listens on it once the jobs are resumed
-    except OSError as exc:
-        sock.close()
-        raise UserError(port_message("gRPC", host, port, exc), EXIT_PORT) from exc
-    return sock
+    # One of ``--workers`` (REUSE_PORT_ENV set): the workers share the port.
+    return bind_port(
+        host, port, reuse_address=True, reuse_port=bool(os.environ.get(REUSE_PORT_ENV))
+    )

@@ -29,6 +29,7 @@ __all__ = [
     "add_serve_arguments",
     "metrics_port",
     "parse_serve",
+    "positive_seconds",
 ]
 
 ENV_PREFIX = "SUPERVISOR_"
@@ -206,7 +207,8 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _positive_seconds(value: str) -> float:
+def positive_seconds(value: str) -> float:
+    """argparse type: a positive, finite number of seconds."""
     try:
         seconds = float(value)
     except ValueError:
@@ -471,7 +473,7 @@ def add_serve_arguments(
         str(d.heartbeat_interval),
         env,
         "replicas: seconds between two heartbeats of this replica in the journal",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
     )
     _add(
@@ -482,7 +484,7 @@ def add_serve_arguments(
         "replicas: a replica without a heartbeat for this long is dead and its jobs are "
         "taken over (at least three heartbeat intervals); this replica stops its own jobs "
         "one heartbeat interval sooner when it cannot heartbeat",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
     )
     _add(

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from ..journal import sqlite_path
-from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message
+from ._errors import EXIT_USAGE, UserError
 from ._settings import Settings
+from ._socket import bind_port
 
 __all__ = ["REUSE_PORT_ENV", "run_workers"]
 
@@ -109,20 +110,7 @@ def run_workers(settings: Settings, argv: Sequence[str]) -> int:
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` with ``SO_REUSEPORT``, never listened on: it holds
     the port (``0``: picks one) for the workers, which bind it too. Errors: UserError."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise UserError(f"cannot serve gRPC on {host}:{port}: {exc}", EXIT_PORT) from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise UserError(port_message("gRPC", host, port, exc), EXIT_PORT) from exc
-    return sock
+    return bind_port(host, port, reuse_address=False, reuse_port=True)
 
 
 def _command(settings: Settings, argv: Sequence[str], port: int, index: int) -> list[str]:
