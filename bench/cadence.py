@@ -5,14 +5,16 @@ resyncs every task every ``resync`` seconds (30 s by default), through a queue d
 ``qps`` calls per second at most (10 QPS by default). Past ``resync * qps`` tasks (300)
 the queue is always behind and each task is asked every ``jobs / qps`` seconds instead.
 
-For each server and job count N:
+For each job count N, both servers side by side (the load is light: at most ``qps``
+GetTasks per second each):
 
-1. Start the server and create N long-running ``bench_scale`` jobs (ours polls them every
-   30 s on its own; the reference never polls).
-2. For ``window`` seconds (a multiple of the resync period, starting when the creates end,
-   so every job is in its steady state), a Propeller-like client asks each job with GetTask
-   one resync period after its create or its previous GetTask, in due order, taking a token
-   from one global token bucket (``qps`` per second, burst ``qps``) before each call.
+1. Start both servers and create N long-running ``bench_scale`` jobs on each (ours polls
+   them every 30 s on its own; the reference never polls).
+2. A Propeller-like client per server asks each job with GetTask one resync period after
+   its create or its previous GetTask, in due order, taking a token from one token bucket
+   (``qps`` per second, burst ``qps``) before each call. The measured window (``window``
+   seconds, a multiple of the resync period) starts one resync period after the last
+   create, when the first asks come due: from then on every job is in its steady state.
 3. Count the simulated service's external calls in the window (its counters file).
 
 The report turns the per-job rates measured into the calls a deployment of 1k / 10k / 100k
@@ -133,31 +135,35 @@ async def _propeller(
     jobs: list[tuple[float, bytes]],
     spec: CadenceSpec,
     result: CadenceResult,
+    window_start: float,
     on_window: Callable[[str], None],
 ) -> None:
-    """Each job asked one resync after its create or last GetTask, through a 10 QPS bucket."""
+    """Each job asked one resync after its create or last GetTask, through a 10 QPS bucket;
+    the GetTasks sent from ``window_start`` for ``spec.window`` seconds are counted."""
     category = pb.TaskCategory(name=spec.task_type, version=0)
     due = [(at + spec.resync, n) for n, (at, _) in enumerate(jobs)]
     heapq.heapify(due)
     tokens, refilled = spec.qps, time.monotonic()
     pending: set[asyncio.Task[None]] = set()
+    counting = False
+    end = window_start + spec.window
     async with grpc.aio.insecure_channel(address) as channel:
         stub = service_pb2_grpc.AsyncConnectorServiceStub(channel)
 
-        async def ask(n: int) -> None:
+        async def ask(n: int, counted: bool) -> None:
             request = pb.GetTaskRequest(task_category=category, resource_meta=jobs[n][1])
             try:
                 await stub.GetTask(request, timeout=CALL_TIMEOUT)
-                result.gettasks += 1
+                result.gettasks += counted
             except grpc.aio.AioRpcError:
-                result.get_errors += 1
+                result.get_errors += counted
             # Propeller's resync puts the task back in the queue one period later.
             heapq.heappush(due, (time.monotonic() + spec.resync, n))
 
-        on_window("start")
-        started = time.monotonic()
-        end = started + spec.window
         while (now := time.monotonic()) < end:
+            if not counting and now >= window_start:
+                counting = True
+                on_window("start")
             tokens = min(spec.qps, tokens + (now - refilled) * spec.qps)
             refilled = now
             if not due or due[0][0] > now:
@@ -168,55 +174,75 @@ async def _propeller(
                 continue
             tokens -= 1.0
             _, n = heapq.heappop(due)
-            task = asyncio.create_task(ask(n))
+            task = asyncio.create_task(ask(n, counting))
             pending.add(task)
             task.add_done_callback(pending.discard)
-        result.window = time.monotonic() - started
         on_window("end")
         for task in list(pending):
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-def measure_cadence(server: BenchServer, spec: CadenceSpec, log: Any = print) -> CadenceResult:
-    """Steps 1-3 on a fresh ``server``."""
-    result = CadenceResult(server.name, spec.jobs)
-    server.start()
-    try:
+async def _measure(servers: list[BenchServer], spec: CadenceSpec) -> list[CadenceResult]:
+    results = [CadenceResult(server.name, spec.jobs) for server in servers]
+    created = []
+    for server, result in zip(servers, results, strict=True):
         began = time.monotonic()
-        jobs = asyncio.run(_create(server.address, spec.jobs, spec.task_type, result))
+        created.append(await _create(server.address, spec.jobs, spec.task_type, result))
         result.create_seconds = time.monotonic() - began
-        stats: dict[str, dict[str, Any] | None] = {}
-        cpu: dict[str, float] = {}
+    # The first asks come due one resync after the creates: from then on every job is in
+    # its steady state (any window of k resync periods holds k asks, or polls, of each).
+    window_start = time.monotonic() + spec.resync
+    stats: dict[tuple[int, str], dict[str, Any] | None] = {}
+    cpu: dict[tuple[int, str], float] = {}
+    clients = []
+    for index, (server, result, jobs) in enumerate(zip(servers, results, created, strict=True)):
 
-        def on_window(edge: str) -> None:
-            stats[edge] = read_stats(server.stats_file)
-            cpu[edge] = sample_process(server.pid).cpu_seconds
+        def on_window(edge: str, index: int = index, server: BenchServer = server) -> None:
+            stats[index, edge] = read_stats(server.stats_file)
+            cpu[index, edge] = sample_process(server.pid).cpu_seconds
 
-        asyncio.run(_propeller(server.address, jobs, spec, result, on_window))
-        time.sleep(_STATS_SETTLE)
-        before, after = stats["start"], read_stats(server.stats_file)
-        if before is not None and after is not None:
-            # The counters at the window's end: the last write before it (within 0.1 s).
-            end = stats["end"] or after
+        clients.append(_propeller(server.address, jobs, spec, result, window_start, on_window))
+    await asyncio.gather(*clients)
+    for index, result in enumerate(results):
+        result.window = spec.window
+        before, end = stats[index, "start"], stats[index, "end"]
+        if before is not None and end is not None:
+            # The counters as last written before each edge (within STATS_PERIOD, 0.1 s).
             result.external_gets = end["calls"]["get"] - before["calls"]["get"]
             histogram = [
                 b - a for a, b in zip(before["lag_histogram"], end["lag_histogram"], strict=True)
             ]
             if sum(histogram):
                 result.lag_p99 = lag_quantile(histogram, 0.99)
-        result.cpu_seconds = cpu["end"] - cpu["start"]
+        result.cpu_seconds = cpu[index, "end"] - cpu[index, "start"]
+    return results
+
+
+def measure_cadence(
+    servers: list[BenchServer], spec: CadenceSpec, log: Any = print
+) -> list[CadenceResult]:
+    """Steps 1-3 on fresh ``servers``, side by side (the load is light: at most ``qps``
+    GetTasks per second each), so that one window covers them all."""
+    started: list[BenchServer] = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+        results = asyncio.run(_measure(servers, spec))
     finally:
-        server.stop()
-    s = result.summary(spec)
-    log(
-        f"  {result.server:>9}, {spec.jobs:,} jobs: {s['gettask_rate']:.1f} GetTask/s, "
-        f"{s['external_rate']:.1f} external calls/s ({s['external_per_gettask']:.2f} per "
-        f"GetTask), a finished job unseen for up to {s['unnoticed_seconds']:.1f} s"
-        + (f"; {result.get_errors} GetTask errors" if result.get_errors else "")
-        + (f"; {result.create_errors} CreateTask errors" if result.create_errors else "")
-    )
-    return result
+        for server in started:
+            server.stop()
+    for result in results:
+        s = result.summary(spec)
+        log(
+            f"  {result.server:>9}, {spec.jobs:,} jobs: {s['gettask_rate']:.1f} GetTask/s, "
+            f"{s['external_rate']:.1f} external calls/s ({s['external_per_gettask']:.2f} per "
+            f"GetTask), a finished job unseen for up to {s['unnoticed_seconds']:.1f} s"
+            + (f"; {result.get_errors} GetTask errors" if result.get_errors else "")
+            + (f"; {result.create_errors} CreateTask errors" if result.create_errors else "")
+        )
+    return results
 
 
 def run_cadence(
@@ -226,19 +252,19 @@ def run_cadence(
     reference_env: Path | None,
     log: Any = print,
 ) -> list[dict[str, Any]]:
-    """Every spec on both servers (ours first); one summary per (server, spec)."""
+    """Every spec on both servers at once; one summary per (server, spec)."""
     rows: list[dict[str, Any]] = []
     for spec in specs:
+        servers: list[BenchServer] = []
         for name in ("ours", "reference"):
             if name == "reference" and reference_env is None:
                 continue
             where = workdir / f"cadence-{spec.jobs}-{name}"
             where.mkdir(parents=True)
-            server: BenchServer
             if name == "ours":
-                server = OursServer(where, latency_ms=0)
+                servers.append(OursServer(where, latency_ms=0))
             else:
                 assert reference_env is not None
-                server = ReferenceServer(reference_env, where, latency_ms=0)
-            rows.append(measure_cadence(server, spec, log).summary(spec))
+                servers.append(ReferenceServer(reference_env, where, latency_ms=0))
+        rows += [r.summary(spec) for r in measure_cadence(servers, spec, log)]
     return rows

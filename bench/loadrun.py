@@ -69,11 +69,13 @@ def measure(
     warmup: float,
     profile: tuple[Path, Path] | None = None,
     channels: int = 1,
+    on_edge: Callable[[str], None] | None = None,
 ) -> Measurement:
     """One measurement on a fresh ``server``; ``profile``: (py-spy, output) to profile it.
 
     CPU and peak RSS are summed over the server's process tree (``serve --workers N``);
-    ``channels``: gRPC connections the load is spread over.
+    ``channels``: gRPC connections the load is spread over; ``on_edge("start"/"end")`` is
+    called at the window's edges too.
     """
     spec = LoadSpec(
         workload=scenario.workload,
@@ -96,6 +98,8 @@ def measure(
         def on_window(edge: str) -> None:
             samples[edge] = sample_tree(server.pid)
             stats[edge] = read_stats(server.stats_file)
+            if on_edge is not None:
+                on_edge(edge)
             if edge == "start" and profile is not None:
                 profiler.append(Profiler(profile[0], server.pid, profile[1], seconds=duration))
 

@@ -410,7 +410,10 @@ def _sizing(scale: list[dict[str, Any]]) -> list[str]:
     if any(s["jobs"] < 10_000 for s in runs):
         note += (
             " Below 10,000 jobs that difference is a few MiB, the size of the allocator's and "
-            "the caches' own noise: read RSS per job from the larger runs."
+            "the caches' own noise: read RSS per job from the larger runs. CPU per poll is the "
+            "window's CPU over its polls, so it carries the process's fixed costs too (the "
+            "10 GetTask/s of the latency probe, the bench service's counters file written 10 "
+            "times a second, timers); at 1,000 jobs (33 polls/s) they dominate it."
         )
     return [*_table(header, rows), "", note]
 
@@ -447,7 +450,8 @@ def _cadence(rows: list[dict[str, Any]]) -> list[str]:
         "",
         f"Propeller's client: every task asked {resync:g} s after its create or its previous "
         f"GetTask, through one token bucket of {qps:g} QPS (burst {qps:g}); the window "
-        f"({rows[0]['window']:.0f} s) starts when the creates end. Unseen: ours polls every "
+        f"({rows[0]['window']:.0f} s) starts one resync period after the last create, when "
+        "the first asks come due; both servers side by side. Unseen: ours polls every "
         "job on its connector's interval (plus its poll lag p99) whether Propeller asks or "
         f"not; the reference learns of a finish only when Propeller asks, every "
         f"max({resync:g} s, jobs / {qps:g}) s. Propeller itself still learns of it at its "
@@ -534,6 +538,7 @@ def _workers(workers: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                     _f(row["cpu_per_request_us"]),
                     f"{_f(100 * row['server_cpu_util'])}%",
                     _f(row["peak_rss_mib"]),
+                    row.get("worker_cpu_split") or "one process",
                     str(row["errors"]),
                 ]
             )
@@ -549,6 +554,7 @@ def _workers(workers: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                     _ratio(more["server_cpu_util"], one["server_cpu_util"]),
                     "",
                     "",
+                    "",
                 ]
             )
     header = [
@@ -559,6 +565,7 @@ def _workers(workers: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "server CPU us/request (all processes)",
         "server CPU (% of one core)",
         "peak RSS MiB (sum)",
+        "CPU split between workers",
         "errors",
     ]
     return [
@@ -567,7 +574,8 @@ def _workers(workers: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "One durable PostgreSQL (fsync on), a fresh database per measurement; the load over "
         "one gRPC connection per 8 load workers (SO_REUSEPORT spreads connections, not "
         "requests); CPU and RSS summed over the server's processes (with 2 workers: the "
-        "supervising process and both workers).",
+        "supervising process and both workers); the split: each worker's share of the "
+        "workers' CPU, which shows how evenly the kernel spread the connections.",
     ]
 
 
