@@ -178,9 +178,11 @@ async def _propeller(
             pending.add(task)
             task.add_done_callback(pending.discard)
         on_window("end")
-        for task in list(pending):
-            task.cancel()
+        # The GetTasks sent in the window are answered (and counted) before the counters
+        # are read again: the reference calls out only when asked.
         await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.sleep(_STATS_SETTLE)
+        on_window("settled")
 
 
 async def _measure(servers: list[BenchServer], spec: CadenceSpec) -> list[CadenceResult]:
@@ -200,13 +202,17 @@ async def _measure(servers: list[BenchServer], spec: CadenceSpec) -> list[Cadenc
 
         def on_window(edge: str, index: int = index, server: BenchServer = server) -> None:
             stats[index, edge] = read_stats(server.stats_file)
-            cpu[index, edge] = sample_process(server.pid).cpu_seconds
+            if edge != "settled":
+                cpu[index, edge] = sample_process(server.pid).cpu_seconds
 
         clients.append(_propeller(server.address, jobs, spec, result, window_start, on_window))
     await asyncio.gather(*clients)
     for index, result in enumerate(results):
         result.window = spec.window
-        before, end = stats[index, "start"], stats[index, "end"]
+        # Ours polls on its own: its calls are those up to the window's end. The reference
+        # calls out only for a GetTask: its calls are those of the GetTasks sent in it.
+        edge = "end" if isinstance(servers[index], OursServer) else "settled"
+        before, end = stats[index, "start"], stats[index, edge]
         if before is not None and end is not None:
             # The counters as last written before each edge (within STATS_PERIOD, 0.1 s).
             result.external_gets = end["calls"]["get"] - before["calls"]["get"]
