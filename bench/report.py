@@ -454,7 +454,9 @@ def _cadence(rows: list[dict[str, Any]]) -> list[str]:
         f"Propeller's client: every task asked {resync:g} s after its create or its previous "
         f"GetTask, through one token bucket of {qps:g} QPS (burst {qps:g}); the window "
         f"({rows[0]['window']:.0f} s) starts one resync period after the last create, when "
-        "the first asks come due; both servers side by side. Unseen: ours polls every "
+        "the first asks come due"
+        + ("; both servers side by side" if len({r["server"] for r in rows}) > 1 else "")
+        + ". Unseen: ours polls every "
         "job on its connector's interval (plus its poll lag p99) whether Propeller asks or "
         f"not; the reference learns of a finish only when Propeller asks, every "
         f"max({resync:g} s, jobs / {qps:g}) s. Propeller itself still learns of it at its "
