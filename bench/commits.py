@@ -24,7 +24,7 @@ import trio
 from supervisor.journal import CreateState, DeleteState, JobRecord, Journal, Put
 from tests.support.postgres import PostgresServer, find_bin_dir, fresh_database
 
-__all__ = ["CommitResult", "durable_postgres", "measure_commits"]
+__all__ = ["CommitResult", "durable_postgres", "durable_postgres_server", "measure_commits"]
 
 #: Phases a job goes through (flyteidl2 TaskExecution.Phase values): QUEUED, RUNNING.
 _PHASES = (1, 2)
@@ -125,8 +125,9 @@ class _DurablePostgres(PostgresServer):
 
 
 @contextmanager
-def durable_postgres(*, fsync: bool = True) -> Iterator[str | None]:
-    """A fresh database on a throwaway PostgreSQL server; its URL (None: no server here)."""
+def durable_postgres_server(*, fsync: bool = True) -> Iterator[PostgresServer | None]:
+    """A throwaway PostgreSQL server (None: no server binaries here); ``fresh_database``
+    on its port makes databases."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         yield None
@@ -134,10 +135,20 @@ def durable_postgres(*, fsync: bool = True) -> Iterator[str | None]:
     server = _DurablePostgres(bin_dir) if fsync else PostgresServer(bin_dir)
     try:
         server.start()
-        with fresh_database(server.port) as url:
-            yield url
+        yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def durable_postgres(*, fsync: bool = True) -> Iterator[str | None]:
+    """A fresh database on a throwaway PostgreSQL server; its URL (None: no server here)."""
+    with durable_postgres_server(fsync=fsync) as server:
+        if server is None:
+            yield None
+            return
+        with fresh_database(server.port) as url:
+            yield url
 
 
 def sqlite_url(directory: Path, name: str) -> str:

@@ -50,6 +50,9 @@ class LoadSpec:
     gets_per_job: int = 10
     job_seconds: float = 2.0  # how long a job "runs" on the simulated service
     task_type: str = "bench"
+    #: gRPC connections the workers are spread over (round-robin). SO_REUSEPORT balances
+    #: connections, not requests: ``serve --workers N`` needs several to share the load.
+    channels: int = 1
 
 
 @dataclass
@@ -155,10 +158,17 @@ async def _drive(
 ) -> LoadResult:
     result = LoadResult()
     recorder = _Recorder(result)
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = service_pb2_grpc.AsyncConnectorServiceStub(channel)
+    # A local subchannel pool per channel: without it grpcio shares one TCP connection
+    # between channels to the same address.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [
+        grpc.aio.insecure_channel(address, options=options) for _ in range(max(1, spec.channels))
+    ]
+    stubs = [service_pb2_grpc.AsyncConnectorServiceStub(channel) for channel in channels]
+    try:
         workers = [
-            asyncio.create_task(_worker(stub, spec, recorder)) for _ in range(spec.concurrency)
+            asyncio.create_task(_worker(stubs[n % len(stubs)], spec, recorder))
+            for n in range(spec.concurrency)
         ]
         try:
             await asyncio.sleep(spec.warmup)
@@ -177,6 +187,9 @@ async def _drive(
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+    finally:
+        for channel in channels:
+            await channel.close()
     return result
 
 

@@ -23,10 +23,10 @@ from bench.servers import (
     ProcSample,
     ReferenceServer,
     read_stats,
-    sample_process,
+    sample_tree,
 )
 
-__all__ = ["Measurement", "Scenario", "aggregate", "measure", "run_scenarios"]
+__all__ = ["Measurement", "Scenario", "aggregate", "describe", "measure", "run_scenarios"]
 
 #: Seconds after the window for the counters file to catch up.
 _STATS_SETTLE = 0.3
@@ -68,8 +68,15 @@ def measure(
     duration: float,
     warmup: float,
     profile: tuple[Path, Path] | None = None,
+    channels: int = 1,
+    on_edge: Callable[[str], None] | None = None,
 ) -> Measurement:
-    """One measurement on a fresh ``server``; ``profile``: (py-spy, output) to profile it."""
+    """One measurement on a fresh ``server``; ``profile``: (py-spy, output) to profile it.
+
+    CPU and peak RSS are summed over the server's process tree (``serve --workers N``);
+    ``channels``: gRPC connections the load is spread over; ``on_edge("start"/"end")`` is
+    called at the window's edges too.
+    """
     spec = LoadSpec(
         workload=scenario.workload,
         concurrency=scenario.concurrency,
@@ -80,6 +87,7 @@ def measure(
         task_type="bench" if scenario.workload == "lifecycle" else "bench_scale",
         # A polled-only job runs for the whole measurement (an actor, not the journal, answers).
         job_seconds=3600.0 if scenario.workload == "get" else 2.0,
+        channels=channels,
     )
     server.start()
     try:
@@ -88,15 +96,17 @@ def measure(
         profiler: list[Profiler] = []
 
         def on_window(edge: str) -> None:
-            samples[edge] = sample_process(server.pid)
+            samples[edge] = sample_tree(server.pid)
             stats[edge] = read_stats(server.stats_file)
+            if on_edge is not None:
+                on_edge(edge)
             if edge == "start" and profile is not None:
                 profiler.append(Profiler(profile[0], server.pid, profile[1], seconds=duration))
 
         result = run_load(server.address, spec, on_window)
         time.sleep(_STATS_SETTLE)
         stats["end"] = read_stats(server.stats_file)
-        hwm = sample_process(server.pid).hwm_kib
+        hwm = sample_tree(server.pid).hwm_kib
         for p in profiler:
             p.wait()
     finally:
@@ -140,11 +150,12 @@ def run_scenarios(
                     server = ReferenceServer(reference_env, where, latency_ms=scenario.latency_ms)
                 m = measure(server, scenario, round_=round_, duration=duration, warmup=warmup)
                 measurements.append(m)
-                log(_one_line(m))
+                log(describe(m))
     return measurements
 
 
-def _one_line(m: Measurement) -> str:
+def describe(m: Measurement) -> str:
+    """One line for the log."""
     rates = ", ".join(f"{rpc} {m.load.rate(rpc):.0f}/s" for rpc in RPCS if m.load.count(rpc))
     cpu = m.cpu_seconds / m.load.total * 1e6 if m.load.total else float("nan")
     errors = sum(m.load.errors.values())

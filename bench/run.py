@@ -1,9 +1,11 @@
 """The benchmark command: ``python -m bench [--quick | --tiny] [options]``.
 
 Runs, in order: the load runs (both servers, alternating), the scale runs (our server),
-the journal commit runs; prints the report and writes it (Markdown and JSON) under
-``bench/results/``. ``--profile`` instead records py-spy profiles of both servers under
-load and of our server resuming jobs (see ``bench.profile``).
+the journal commit runs, Propeller's cadence (both servers: external calls when GetTask
+comes every 30 s per task, 10 QPS at most) and ``serve --workers`` 1 vs 2 (PostgreSQL);
+prints the report and writes it (Markdown and JSON) under ``bench/results/``.
+``--profile`` instead records py-spy profiles of both servers under load and of our server
+resuming jobs (see ``bench.profile``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.cadence import CadenceSpec, run_cadence
 from bench.commits import durable_postgres, measure_commits, sqlite_url
 from bench.loadrun import Scenario, aggregate, measure, run_scenarios
 from bench.profile import Profiler, summarize
@@ -39,10 +42,14 @@ from bench.servers import (
     ensure_reference_env,
     reference_env_ready,
 )
+from bench.workers import run_workers
 
-__all__ = ["PRESETS", "Preset", "machine", "main", "run", "source"]
+__all__ = ["PARTS", "PRESETS", "Preset", "machine", "main", "run", "source"]
 
 RESULTS_DIR = BENCH_DIR / "results"
+PARTS = ("load", "scale", "journal", "cadence", "workers")
+#: The issue's loads for ``serve --workers``: lifecycle and create, 0 ms, concurrency 64.
+_WORKER_SCENARIOS = (Scenario("lifecycle", 0, 64), Scenario("create", 0, 64))
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,13 @@ class Preset:
     journal_writers: tuple[int, ...]
     journal_window: float
     postgres: bool
+    cadence: tuple[CadenceSpec, ...]
+    workers_scenarios: tuple[Scenario, ...]
+    workers_rounds: int
+    workers_duration: float
+    workers_warmup: float
     journal_warmup: float = 1.0
+    worker_counts: tuple[int, ...] = (1, 2)
 
 
 def _matrix(concurrency: Sequence[int], latencies: Sequence[float]) -> tuple[Scenario, ...]:
@@ -74,11 +87,17 @@ PRESETS = {
         duration=15.0,
         warmup=3.0,
         scenarios=_matrix((16, 64), (0, 50)),
-        scale=(10_000, 100_000),
+        scale=(1_000, 10_000, 100_000),
         scale_window=60.0,
         journal_writers=(100, 1_000, 10_000),
         journal_window=10.0,
         postgres=True,
+        # Under Propeller's 10 QPS cap (150 tasks: 5 GetTask/s) and far over it (3,000).
+        cadence=(CadenceSpec(150, window=60.0), CadenceSpec(3_000, window=60.0)),
+        workers_scenarios=_WORKER_SCENARIOS,
+        workers_rounds=2,
+        workers_duration=10.0,
+        workers_warmup=3.0,
     ),
     "quick": Preset(
         rounds=1,
@@ -90,6 +109,11 @@ PRESETS = {
         journal_writers=(1_000,),
         journal_window=4.0,
         postgres=True,
+        cadence=(CadenceSpec(150, window=30.0), CadenceSpec(1_000, window=30.0)),
+        workers_scenarios=_WORKER_SCENARIOS,
+        workers_rounds=1,
+        workers_duration=5.0,
+        workers_warmup=2.0,
     ),
     # The CI smoke run: every part once, for seconds, so the harness never rots.
     "tiny": Preset(
@@ -103,6 +127,17 @@ PRESETS = {
         journal_window=0.3,
         postgres=False,
         journal_warmup=0.2,
+        # Task type ``bench`` (ours polls it every 0.5 s) and a 0.5 s resync: 3 tasks under
+        # the cap, 20 over it, in a second each.
+        cadence=(
+            CadenceSpec(3, window=1.0, resync=0.5, task_type="bench", poll_interval=0.5),
+            CadenceSpec(20, window=1.0, resync=0.5, task_type="bench", poll_interval=0.5),
+        ),
+        # Only where PostgreSQL's server binaries are (else "not run").
+        workers_scenarios=(Scenario("lifecycle", 0, 8),),
+        workers_rounds=1,
+        workers_duration=0.7,
+        workers_warmup=0.3,
     ),
 }
 
@@ -185,10 +220,18 @@ def _journal_runs(preset: Preset, workdir: Path) -> list[dict[str, Any]]:
 
 
 def run(preset: Preset, *, reference: bool, workdir: Path, parts: set[str]) -> dict[str, Any]:
-    """Run the ``parts`` ("load", "scale", "journal") of ``preset``; the results."""
+    """Run the ``parts`` (of ``PARTS``) of ``preset``; the results."""
     started = time.monotonic()
     env = REFERENCE_ENV if reference else None
-    results: dict[str, Any] = {"load": {}, "scale": [], "journal": []}
+    results: dict[str, Any] = {
+        "parts": sorted(parts),
+        "reference": reference,
+        "load": {},
+        "scale": [],
+        "journal": [],
+        "cadence": [],
+        "workers": None,
+    }
     if "load" in parts:
         _log(f"load runs ({'ours and reference' if env else 'ours only'}):")
         measurements = run_scenarios(
@@ -212,6 +255,23 @@ def run(preset: Preset, *, reference: bool, workdir: Path, parts: set[str]) -> d
     if "journal" in parts:
         _log("journal commits:")
         results["journal"] = _journal_runs(preset, workdir)
+    if "cadence" in parts:
+        _log("Propeller's cadence (GetTask every resync period per task, 10 QPS at most):")
+        results["cadence"] = run_cadence(
+            preset.cadence, workdir / "cadence", reference_env=env, log=_log
+        )
+    if "workers" in parts:
+        counts = " vs ".join(str(n) for n in preset.worker_counts)
+        _log(f"serve --workers {counts}, durable PostgreSQL:")
+        results["workers"] = run_workers(
+            preset.workers_scenarios,
+            counts=preset.worker_counts,
+            rounds=preset.workers_rounds,
+            duration=preset.workers_duration,
+            warmup=preset.workers_warmup,
+            workdir=workdir / "workers",
+            log=_log,
+        )
     results["seconds"] = time.monotonic() - started
     return results
 
@@ -306,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scale", type=int, action="append", metavar="N", help="scale run with N jobs (repeatable)"
     )
     parser.add_argument(
-        "--only", choices=["load", "scale", "journal"], action="append", help="run only these parts"
+        "--only", choices=PARTS, action="append", help="run only these parts (repeatable)"
     )
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference server (ours only)"
@@ -355,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             preset,
             reference=reference,
             workdir=workdir,
-            parts=set(args.only or ()) or {"load", "scale", "journal"},
+            parts=set(args.only or ()) or set(PARTS),
         )
     command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     results["meta"] = {

@@ -8,8 +8,10 @@ command, ``ConnectorService.run``) from its own virtual environment, which
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +38,8 @@ __all__ = [
     "read_stats",
     "reference_env_ready",
     "sample_process",
+    "sample_tree",
+    "tree_pids",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -99,6 +103,42 @@ def sample_process(pid: int) -> ProcSample:
     return ProcSample(at, cpu, memory.get("VmRSS", 0), memory.get("VmHWM", 0))
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its live descendants (from /proc's parent pids)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def sample_tree(pid: int) -> ProcSample:
+    """``sample_process`` summed over ``pid`` and its descendants (``serve --workers N``)."""
+    samples = []
+    for member in tree_pids(pid):
+        try:
+            samples.append(sample_process(member))
+        except OSError:
+            continue
+    return ProcSample(
+        at=time.monotonic(),
+        cpu_seconds=sum(s.cpu_seconds for s in samples),
+        rss_kib=sum(s.rss_kib for s in samples),
+        hwm_kib=sum(s.hwm_kib for s in samples),
+    )
+
+
 class BenchServer(Protocol):
     name: str
     stats_file: Path
@@ -121,18 +161,31 @@ def _bench_env(latency_ms: float, stats_file: Path) -> dict[str, str]:
 
 
 class OursServer:
-    """Our server with the bench connectors and a SQLite journal in ``workdir``."""
+    """Our server with the bench connectors and a journal (SQLite in ``workdir`` by default).
+
+    ``workers`` > 1: ``serve --workers N`` (PostgreSQL ``journal`` only): ``pid`` is the
+    supervising process, the workers its children (``sample_tree`` sums them); the
+    counters file is then the last writer's, not the sum.
+    """
 
     name = "ours"
 
     def __init__(
-        self, workdir: Path, *, latency_ms: float, journal: str | None = None, run: str = "1"
+        self,
+        workdir: Path,
+        *,
+        latency_ms: float,
+        journal: str | None = None,
+        run: str = "1",
+        workers: int = 1,
     ) -> None:
         self.workdir = workdir
         self.latency_ms = latency_ms
         self.stats_file = workdir / f"stats-{run}.json"
+        self.workers = workers
+        flags = ["--workers", str(workers)] if workers > 1 else []
         self.process = ServerProcess(
-            ["--entry-points", "false", "--modules", "bench.ours"],
+            ["--entry-points", "false", "--modules", "bench.ours", *flags],
             env=_bench_env(latency_ms, self.stats_file),
             log_dir=workdir,
             journal=journal or f"sqlite:///{workdir / 'journal.db'}",
@@ -155,10 +208,37 @@ class OursServer:
         self.process.start(timeout=STARTUP_TIMEOUT)
 
     def stop(self) -> None:
+        workers = self._workers()
         self.process.stop(timeout=STOP_TIMEOUT)
+        _kill_leftovers(workers)
 
     def kill(self) -> None:
+        # The workers of ``--workers N`` run in sessions of their own: kill them too.
+        workers = self._workers()
         self.process.kill()
+        _kill_leftovers(workers)
+
+    def _workers(self) -> list[tuple[int, str]]:
+        if not self.process.running:
+            return []
+        return [(pid, _start_time(pid)) for pid in tree_pids(self.pid)[1:]]
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (field 22 of /proc/PID/stat): tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def _kill_leftovers(workers: list[tuple[int, str]]) -> None:
+    """SIGKILL those of our server's workers that are still alive (same pid, same start)."""
+    for pid, started in workers:
+        if started and _start_time(pid) == started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class ReferenceServer:

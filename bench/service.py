@@ -143,7 +143,8 @@ class SimulatedService:
     def write_stats(self) -> None:
         if self.stats_path is None:
             return
-        temporary = self.stats_path.with_name(self.stats_path.name + ".tmp")
+        # The pid: the workers of ``serve --workers N`` share one path (the last write wins).
+        temporary = self.stats_path.with_name(f"{self.stats_path.name}.{os.getpid()}.tmp")
         temporary.write_text(json.dumps(self.snapshot()))
         os.replace(temporary, self.stats_path)
 

@@ -1,7 +1,8 @@
 """The benchmark harness in its tiny mode: every part runs for seconds, nothing is judged.
 
 Keeps ``bench/`` from rotting. The reference server takes part only when its environment
-(``bench/.venv-reference``, made by a full ``python -m bench``) is already there.
+(``bench/.venv-reference``, made by a full ``python -m bench``) is already there;
+``serve --workers`` only where PostgreSQL's server binaries are.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from bench.run import main
 from bench.servers import reference_env_ready
+from tests.support.postgres import find_bin_dir
 
 pytestmark = pytest.mark.slow
 
@@ -30,4 +32,14 @@ def test_tiny_bench_runs_every_part(tmp_path: Path) -> None:
     [scale] = results["scale"]
     assert scale["resume_polled"] == scale["jobs"]
     assert results["journal"][0]["puts"] > 0
-    assert "### Targets" in (tmp_path / "report.md").read_text()
+    cadence = {(row["server"], row["jobs"]) for row in results["cadence"]}
+    assert cadence == {(server, jobs) for server in servers for jobs in (3, 20)}
+    assert all(row["gettasks"] > 0 and row["get_errors"] == 0 for row in results["cadence"])
+    if find_bin_dir() is not None:
+        workers = results["workers"]["lifecycle 0ms c8"]
+        assert set(workers) == {"1 worker", "2 workers"}
+        assert all(row["errors"] == 0 and row["GetTask"]["rps"] > 0 for row in workers.values())
+    report = (tmp_path / "report.md").read_text()
+    assert "### Targets (issue 16)" in report
+    targets = report.split("### Targets (issue 16)")[1].split("###")[0]
+    assert targets.count("\n| ") == 10  # the header and the issue's nine rows
