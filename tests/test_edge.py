@@ -33,6 +33,7 @@ from tests.test_supervisor import create_request, get_request
 _T = TypeVar("_T")
 
 GET_TASK = "/flyteidl2.connector.AsyncConnectorService/GetTask"
+CREATE_TASK = "/flyteidl2.connector.AsyncConnectorService/CreateTask"
 #: Real time here (asyncio runs inside): long enough for a poll, short for a test.
 POLL_INTERVAL = 0.05
 WAIT = 10.0
@@ -77,6 +78,12 @@ class World:
 class Client:
     def __init__(self, channel: Channel) -> None:
         self._get = UnaryUnaryMethod(channel, GET_TASK, pb.GetTaskRequest, pb.GetTaskResponse)
+        self._create = UnaryUnaryMethod(
+            channel, CREATE_TASK, pb.CreateTaskRequest, pb.CreateTaskResponse
+        )
+
+    async def create_task(self, request: pb.CreateTaskRequest | bytes) -> pb.CreateTaskResponse:
+        return await _aio(self._create)(request)  # bytes: sent as they are (``Codec``)
 
     async def get_task(self, request: pb.GetTaskRequest) -> pb.GetTaskResponse:
         return await _aio(self._get)(request)
@@ -146,6 +153,29 @@ async def test_get_task_hands_new_credentials_to_a_job_waiting_for_them() -> Non
         await wait_for(lambda: world.service.calls["get"] > polls)
         assert sup.full_path_calls == 0
     assert world.connector.seen_kwargs[-1]["token"] == "abc"
+
+
+async def test_a_create_without_a_connection_is_journalled_as_received() -> None:
+    world = World()
+    # A field sent twice (the last one wins) shows the bytes are the ones sent: an encoding
+    # of the parsed request would hold it once.
+    sent = bytes(create_request()) + bytes(pb.CreateTaskRequest(output_prefix="s3://b/o"))
+    async with world.serving() as (_, _, client):
+        await client.create_task(sent)
+    (record,) = world.journal.jobs.values()
+    assert record.create_request == sent
+
+
+async def test_a_create_with_a_connection_is_journalled_without_its_values() -> None:
+    world = World()
+    async with world.serving() as (_, _, client):
+        await client.create_task(create_request(secrets={"token": "s3cr3t-value"}))
+    (record,) = world.journal.jobs.values()
+    assert record.create_request is not None
+    assert b"s3cr3t-value" not in record.create_request
+    journalled = pb.CreateTaskRequest.parse(record.create_request)
+    assert journalled.connection is not None
+    assert journalled.connection.secrets == {"token": ""}
 
 
 async def test_get_task_of_a_live_job_is_unavailable_while_draining() -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "bind",
     "keepalive_config",
     "quiet_client_gone",
+    "recv_bytes",
     "recv_message",
     "reset_stream",
     "stop_accepting",
@@ -114,7 +115,15 @@ def stop_accepting(server: Server) -> None:
 
 
 async def recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
-    """The one request message of a unary call, framed by us.
+    """The one request message of a unary call, framed by us, decoded by the stream's codec.
+
+    Errors: as ``recv_bytes``; the codec's (INVALID_ARGUMENT for a malformed message).
+    """
+    return stream._codec.decode(await recv_bytes(stream, max_bytes), stream._recv_type)
+
+
+async def recv_bytes(stream: Stream[Any, Any], max_bytes: int) -> bytes:
+    """The one request message of a unary call, framed by us, as received (not decoded).
 
     Errors (GRPCError): UNIMPLEMENTED for a compressed message; RESOURCE_EXHAUSTED for one
     over ``max_bytes`` (refused from its prefix, before its body is read);
@@ -136,7 +145,7 @@ async def recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
             f"request message of {length} bytes is over the limit of {max_bytes}",
         )
     try:
-        data = await h2_stream.recv_data(length)
+        data: bytes = await h2_stream.recv_data(length)
     except AssertionError:
         data = b""
     if len(data) != length:
@@ -144,7 +153,7 @@ async def recv_message(stream: Stream[Any, Any], max_bytes: int) -> Any:
             Status.INVALID_ARGUMENT,
             f"request message is shorter than its length prefix of {length} bytes",
         )
-    return stream._codec.decode(data, stream._recv_type)
+    return data
 
 
 async def reset_stream(

@@ -31,7 +31,9 @@ class DirectService(StatelessAnswers):
     ) -> bytes | None:
         return None  # every GetTask asks the connector
 
-    async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
+    async def create_task(
+        self, request: pb.CreateTaskRequest, *, received: bytes | None = None
+    ) -> pb.CreateTaskResponse:
         template = request.template
         if template is None or not template.type:
             raise InvalidArgument("template with a task type is required")

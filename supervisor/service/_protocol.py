@@ -19,7 +19,11 @@ __all__ = ["ConnectorService"]
 class ConnectorService(Protocol):
     """What the gRPC edge needs. Errors: ServiceError subclasses, mapped to status codes."""
 
-    async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse: ...
+    async def create_task(
+        self, request: pb.CreateTaskRequest, *, received: bytes | None = None
+    ) -> pb.CreateTaskResponse:
+        """``received``: ``request`` as it came on the wire (the edge's), when at hand."""
+        ...
 
     async def get_task(self, request: pb.GetTaskRequest) -> pb.GetTaskResponse: ...
 

@@ -521,7 +521,11 @@ class Supervisor(StatelessAnswers):
     # -- CreateTask ------------------------------------------------------------------------
 
     @_journal_faults_unavailable
-    async def create_task(self, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse:
+    async def create_task(
+        self, request: pb.CreateTaskRequest, *, received: bytes | None = None
+    ) -> pb.CreateTaskResponse:
+        """``received``: ``request`` as it came on the wire, journalled as is when it carries
+        no connection (nothing secret to blank)."""
         template = request.template
         if template is None or not template.type:
             raise InvalidArgument("template with a task type is required")
@@ -540,7 +544,7 @@ class Supervisor(StatelessAnswers):
                 self._offer_credentials(handle, kwargs)
             else:
                 # One conditional insert, group-committed: a new job costs no read.
-                record = self._new_record(connector, job_id, request)
+                record = self._new_record(connector, job_id, request, received)
                 intent = Put(record, "create_intent", json.dumps({"attempt": record.attempt}))
                 existing = await self._journal.write_if_absent(intent)
                 if existing is None:
@@ -631,7 +635,11 @@ class Supervisor(StatelessAnswers):
         raise Unavailable("another replica is still creating this job; retry")
 
     def _new_record(
-        self, connector: AsyncConnector[Any], job_id: str, request: pb.CreateTaskRequest
+        self,
+        connector: AsyncConnector[Any],
+        job_id: str,
+        request: pb.CreateTaskRequest,
+        received: bytes | None,
     ) -> JobRecord:
         template = request.template
         assert template is not None
@@ -649,7 +657,7 @@ class Supervisor(StatelessAnswers):
             created_at=now,
             updated_at=now,
             message="creating the external job",
-            create_request=bytes(_without_secrets(request)),
+            create_request=_as_journalled(request, received),
             deadline=now + timeout.total_seconds() if timeout else None,
             owner=self._owner(),
         )
@@ -910,6 +918,19 @@ def _fence(record: JobRecord) -> tuple[str | None, int]:
 def _meta_key(record: JobRecord) -> _MetaKey:
     assert record.resource_meta is not None
     return (record.task_type, record.task_type_version, record.resource_meta)
+
+
+def _as_journalled(request: pb.CreateTaskRequest, received: bytes | None) -> bytes:
+    """The bytes journalled for a CreateTask: as received when the request has no
+    connection, else encoded again with the connection's values blanked.
+
+    Hot path: encoding the request again costs as much as parsing it. Without a connection
+    field (none parsed, and the edge refused one of the wrong wire type) the bytes hold no
+    secret; with one, even empty, they might (a map key sent twice: the last value wins).
+    """
+    if received is not None and request.connection is None:
+        return received
+    return bytes(_without_secrets(request))
 
 
 def _without_secrets(request: pb.CreateTaskRequest) -> pb.CreateTaskRequest:
