@@ -641,6 +641,34 @@ def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: 
     assert current_revision(journal_url) == head_revision()
 
 
+async def test_upgrading_computes_live_for_the_rows_already_there(journal_url: str) -> None:
+    upgrade(journal_url, "0004")  # before the live column
+    grid = itertools.product(CreateState, DeleteState, [0, RUNNING, *TERMINAL_PHASES])
+    records = [
+        job(f"{create}-{delete}-{phase}", create_state=create, delete_state=delete, phase=phase)
+        for create, delete, phase in grid
+    ]
+    engine = create_engine(journal_url)
+    try:
+        Store(engine).commit([Put(record, "phase") for record in records])
+    finally:
+        engine.dispose()
+    expected = sorted(r.job_id for r in records if is_unfinished(r))
+
+    upgrade(journal_url)
+    async with Journal.open(journal_url) as journal:
+        assert sorted(r.job_id for r in await journal.unfinished()) == expected
+
+    downgrade(journal_url, "0004")  # the rows stay; the old index has the rule again
+    engine = create_engine(journal_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(f"SELECT job_id FROM jobs WHERE {UNFINISHED_RULE}")
+            assert sorted(job_id for (job_id,) in rows) == expected
+    finally:
+        engine.dispose()
+
+
 def test_migrations_create_exactly_the_schema_the_code_uses(journal_url: str) -> None:
     upgrade(journal_url)
     engine = create_engine(journal_url)
