@@ -21,6 +21,7 @@ import supervisor.journal
 from supervisor.journal import (
     TERMINAL_PHASES,
     UNFINISHED,
+    UNFINISHED_RULE,
     CreateState,
     DeleteState,
     FencedOut,
@@ -117,6 +118,7 @@ def test_public_surface() -> None:
             "NO_EXTERNAL_JOB",
             "TERMINAL_PHASES",
             "UNFINISHED",
+            "UNFINISHED_RULE",
             "create_engine",
             "is_settled",
             "is_unfinished",
@@ -597,7 +599,7 @@ async def test_write_after_close_is_refused(journal_url: str) -> None:
 
 
 async def test_open_without_upgrade_refuses_an_unmigrated_database(journal_url: str) -> None:
-    with pytest.raises(JournalError, match="expected 0004"):
+    with pytest.raises(JournalError, match="expected 0005"):
         async with Journal.open(journal_url, upgrade=False):
             pass
 
@@ -628,7 +630,7 @@ async def test_list_jobs_filters_and_orders_newest_first(journal: Journal) -> No
 def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: str) -> None:
     assert current_revision(journal_url) is None
     upgrade(journal_url)
-    assert current_revision(journal_url) == head_revision() == "0004"
+    assert current_revision(journal_url) == head_revision() == "0005"
     assert _tables(journal_url) >= {"jobs", "events", "replicas", "settings"}
 
     downgrade(journal_url)
@@ -637,6 +639,34 @@ def test_migrations_upgrade_from_empty_downgrade_and_upgrade_again(journal_url: 
 
     upgrade(journal_url)
     assert current_revision(journal_url) == head_revision()
+
+
+async def test_upgrading_computes_live_for_the_rows_already_there(journal_url: str) -> None:
+    upgrade(journal_url, "0004")  # before the live column
+    grid = itertools.product(CreateState, DeleteState, [0, RUNNING, *TERMINAL_PHASES])
+    records = [
+        job(f"{create}-{delete}-{phase}", create_state=create, delete_state=delete, phase=phase)
+        for create, delete, phase in grid
+    ]
+    engine = create_engine(journal_url)
+    try:
+        Store(engine).commit([Put(record, "phase") for record in records])
+    finally:
+        engine.dispose()
+    expected = sorted(r.job_id for r in records if is_unfinished(r))
+
+    upgrade(journal_url)
+    async with Journal.open(journal_url) as journal:
+        assert sorted(r.job_id for r in await journal.unfinished()) == expected
+
+    downgrade(journal_url, "0004")  # the rows stay; the old index has the rule again
+    engine = create_engine(journal_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(f"SELECT job_id FROM jobs WHERE {UNFINISHED_RULE}")
+            assert sorted(job_id for (job_id,) in rows) == expected
+    finally:
+        engine.dispose()
 
 
 def test_migrations_create_exactly_the_schema_the_code_uses(journal_url: str) -> None:
@@ -672,7 +702,7 @@ def test_the_stored_final_phases_are_the_sdks_terminal_phases() -> None:
         connectors.Phase.FAILED,
         connectors.Phase.RETRYABLE_FAILED,
     )
-    assert "phase NOT IN (3, 4, 5, 8)" in UNFINISHED
+    assert "phase NOT IN (3, 4, 5, 8)" in UNFINISHED_RULE
 
 
 def test_the_migrated_unfinished_index_has_the_rules_predicate(tmp_path: Path) -> None:
@@ -681,13 +711,18 @@ def test_the_migrated_unfinished_index_has_the_rules_predicate(tmp_path: Path) -
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            sql = connection.exec_driver_sql(
-                "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_unfinished'"
-            ).scalar_one()
+            index, table = (
+                connection.exec_driver_sql(
+                    f"SELECT sql FROM sqlite_master WHERE name = '{name}'"
+                ).scalar_one()
+                for name in ("ix_jobs_unfinished", "jobs")
+            )
     finally:
         engine.dispose()
-    # A change to the rule needs a migration that rebuilds the index with it.
-    assert sql.endswith(f"WHERE {UNFINISHED}")
+    # The index is on the column the database computes from the rule: a change to the
+    # rule needs a migration that rebuilds the column with it.
+    assert index.endswith(f"WHERE {UNFINISHED}")
+    assert f"GENERATED ALWAYS AS ({UNFINISHED_RULE})" in table
 
 
 def test_settled_jobs_are_those_with_nothing_left_to_cancel() -> None:

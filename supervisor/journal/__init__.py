@@ -48,6 +48,7 @@ from ._rules import CANCELLABLE as CANCELLABLE
 from ._rules import NO_EXTERNAL_JOB as NO_EXTERNAL_JOB
 from ._rules import TERMINAL_PHASES as TERMINAL_PHASES
 from ._rules import UNFINISHED as UNFINISHED
+from ._rules import UNFINISHED_RULE as UNFINISHED_RULE
 from ._rules import is_settled as is_settled
 from ._rules import is_unfinished as is_unfinished
 from ._rules import phase_is_final as phase_is_final
@@ -64,6 +65,7 @@ __all__ = [
     "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",
+    "UNFINISHED_RULE",
     "Adopted",
     "CreateState",
     "DeleteState",

@@ -21,6 +21,7 @@ only the faulty request fails.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -180,7 +181,10 @@ class Journal:
         """
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        send, receive = trio.open_memory_channel[_Request](max_batch)
+        # Unbounded: each writer waits for its own commit, so the queue never holds more
+        # than one request per writing task; a bounded one parks the writers past its size
+        # twice per put (to send, then to wait), which doubled the CPU per put at 10,000.
+        send, receive = trio.open_memory_channel[_Request](math.inf)
         async with trio.open_nursery() as nursery:
             journal = cls(store, send, max_batch=max_batch, on_commit=on_commit)
             writer_scope: trio.CancelScope = await nursery.start(journal._run_writer, receive)

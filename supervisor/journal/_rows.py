@@ -37,7 +37,7 @@ __all__ = [
     "stable_columns",
 ]
 
-RECORD_FIELDS = tuple(column.name for column in jobs.c if column.name != "meta_key")
+RECORD_FIELDS = tuple(column.name for column in jobs.c if column.name not in ("meta_key", "live"))
 
 
 def meta_key(task_type: str, version: int, resource_meta: bytes) -> str:
@@ -48,7 +48,7 @@ def meta_key(task_type: str, version: int, resource_meta: bytes) -> str:
     return digest.hexdigest()
 
 
-COLUMNS = tuple(column.name for column in jobs.c)  # the full row: RECORD_FIELDS + meta_key
+COLUMNS = (*RECORD_FIELDS, "meta_key")  # the full row written (``live`` is computed)
 STABLE = (
     *("task_type", "task_type_version", "connector", "created_at"),
     *("resource_meta", "create_request", "outputs"),

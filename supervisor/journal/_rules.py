@@ -2,8 +2,10 @@
 
 The supervisor owes a job work while its create is in flight, a cancel is not done, or its
 external job's phase is not final. A create that failed or was abandoned has no external
-job, so its phase says nothing. ``UNFINISHED`` is the same rule as SQL (also the partial
-index's predicate); a test runs both over every state and checks they agree.
+job, so its phase says nothing. ``UNFINISHED_RULE`` is the same rule as SQL, which the
+database computes into the jobs table's ``live`` column (``UNFINISHED`` reads it, and the
+partial index of unfinished jobs is on it); a test runs both over every state and checks
+they agree.
 
 The final phases are the SDK's (``connectors.TERMINAL_PHASES``), as the numbers the journal
 stores (Flyte's ``TaskExecution.Phase`` values).
@@ -20,6 +22,7 @@ __all__ = [
     "NO_EXTERNAL_JOB",
     "TERMINAL_PHASES",
     "UNFINISHED",
+    "UNFINISHED_RULE",
     "is_settled",
     "is_unfinished",
     "phase_is_final",
@@ -60,17 +63,24 @@ def is_settled(record: JobRecord) -> bool:
 _NO_JOB_SQL = ", ".join(f"'{state}'" for state in NO_EXTERNAL_JOB)
 _FINAL_SQL = ", ".join(map(str, TERMINAL_PHASES))
 
-UNFINISHED = (
+UNFINISHED_RULE = (
     f"create_state = '{CreateState.PENDING}'"
     f" OR delete_state = '{DeleteState.REQUESTED}'"
     f" OR (create_state NOT IN ({_NO_JOB_SQL})"
     f" AND phase NOT IN ({_FINAL_SQL}))"
 )
-"""``is_unfinished`` as SQL: "the supervisor still owes this job work".
+"""``is_unfinished`` as SQL over a jobs row: "the supervisor still owes this job work".
 
-Literal SQL, not bound parameters, so both SQLite and PostgreSQL match queries to the
-partial index ``ix_jobs_unfinished``, whose predicate it is.
+The expression of the generated column ``live`` (a change needs a migration that rebuilds
+it); queries read the column instead (``UNFINISHED``).
 """
+
+UNFINISHED = "live"
+"""``is_unfinished`` as a SQL condition on the jobs table: the column the database computes
+from ``UNFINISHED_RULE`` on every write. The partial index ``ix_jobs_unfinished`` has it as
+its predicate (both SQLite and PostgreSQL match a query's literal condition to it), and no
+index reads ``phase``, so a transition rewrites no index entry (PostgreSQL: a heap-only
+update)."""
 
 CANCELLABLE = f"(create_state NOT IN ({_NO_JOB_SQL}) AND phase NOT IN ({_FINAL_SQL}))"
 """SQL: an external job exists and has not finished (with no delete intent: not settled)."""
