@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from supervisor.actor import Cancel, Inbox, Timers
+from supervisor.actor._timers import BATCH
 
 
 class _Caller:
@@ -127,3 +128,20 @@ async def test_the_timer_wakes_at_most_once_a_quantum(autojump_clock: Any) -> No
         nursery.cancel_scope.cancel()
     # Never early; a time within a quantum of the last pass waits for the next one.
     assert woke == [1.0, 1.0, 2.0, 2.0, 5.0]
+
+
+async def test_many_sleepers_due_at_once_all_wake_on_time(autojump_clock: Any) -> None:
+    timers = Timers()
+    woke: list[float] = []
+
+    async def sleep() -> None:
+        await Inbox().park(timers, 1.0)
+        woke.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        timers.start(nursery)
+        async with trio.open_nursery() as sleepers:
+            for _ in range(3 * BATCH + 1):  # woken over four scheduler passes
+                sleepers.start_soon(sleep)
+        nursery.cancel_scope.cancel()
+    assert woke == [1.0] * (3 * BATCH + 1)
