@@ -9,9 +9,9 @@ early when a message comes; a stale entry (an actor woken early, or cancelled) i
 when it is due.
 
 ``run`` wakes at most once per ``quantum`` (a due time falling sooner waits, never fires
-early): each wake-up is a Trio deadline expiring, a cancellation and an exception, which
-the profile showed at a fifth of the event loop's CPU when 10,000 jobs' polls came due at
-333 distinct times a second. A sleep may end up to ``quantum`` late.
+early): each wake-up is a Trio deadline expiring, a cancellation and an exception, and
+100,000 jobs polled every 30 s come due at thousands of distinct times a second. A sleep
+may end up to ``quantum`` late.
 """
 
 from __future__ import annotations
