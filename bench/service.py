@@ -16,6 +16,7 @@ which is how the harness reads them back from outside the server process.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -77,6 +78,19 @@ class SimulatedService:
         self._created_at: dict[str, float] = {}  # job id -> monotonic time, until polled
         self._last_poll_end: dict[str, float] = {}  # job id -> monotonic time
         self._started_at = time.time()
+        # Collections by generation, and their seconds: how much of a poll is the collector's.
+        self.gc_collections = [0, 0, 0]
+        self.gc_seconds = [0.0, 0.0, 0.0]
+        self._gc_began = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.gc_collections[generation] += 1
+            self.gc_seconds[generation] += time.perf_counter() - self._gc_began
 
     # -- the service's API, called by the connectors after their latency sleep -------------
 
@@ -138,6 +152,8 @@ class SimulatedService:
             "lag_sum": self.lag_sum,
             "first_polls": self.first_polls,
             "last_first_poll_at": self.last_first_poll_at,
+            "gc_collections": list(self.gc_collections),
+            "gc_seconds": list(self.gc_seconds),
         }
 
     def write_stats(self) -> None:

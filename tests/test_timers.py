@@ -108,3 +108,39 @@ async def test_start_starts_one_runner_and_again_after_it_stopped(autojump_clock
         timers.start(nursery)
         await Inbox().park(timers, trio.current_time() + 1)  # woken by the new runner
         nursery.cancel_scope.cancel()
+
+
+async def test_the_timer_wakes_at_most_once_a_quantum(autojump_clock: Any) -> None:
+    timers = Timers(quantum=1.0)
+    woke: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        await Inbox().park(timers, trio.current_time() + seconds)
+        woke.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        timers.start(nursery)
+        await trio.testing.wait_all_tasks_blocked()  # one pass at 0: the next no sooner than 1
+        async with trio.open_nursery() as sleepers:
+            for seconds in (0.25, 0.5, 1.5, 1.75, 5.0):
+                sleepers.start_soon(sleep, seconds)
+        nursery.cancel_scope.cancel()
+    # Never early; a time within a quantum of the last pass waits for the next one.
+    assert woke == [1.0, 1.0, 2.0, 2.0, 5.0]
+
+
+async def test_many_sleepers_due_at_once_all_wake_on_time(autojump_clock: Any) -> None:
+    timers = Timers()
+    woke: list[float] = []
+
+    async def sleep() -> None:
+        await Inbox().park(timers, 1.0)
+        woke.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        timers.start(nursery)
+        async with trio.open_nursery() as sleepers:
+            for _ in range(100):  # more than one scheduler pass wakes
+                sleepers.start_soon(sleep)
+        nursery.cancel_scope.cancel()
+    assert woke == [1.0] * 100

@@ -6,6 +6,7 @@ The top layer: it may import every other package; nothing imports it. ``config_d
 
 from ._c0 import c0_main as c0_main
 from ._c0 import c0_settings as c0_settings
+from ._collector import freeze_survivors as freeze_survivors
 from ._health import split_address as split_address
 from ._journal import meta_candidates as meta_candidates
 from ._journal_json import parse_age as parse_age
@@ -28,6 +29,7 @@ __all__ = [
     "build_parser",
     "c0_main",
     "c0_settings",
+    "freeze_survivors",
     "main",
     "meta_candidates",
     "parse_age",

@@ -8,7 +8,6 @@ so that both commands that serve (``_main`` and ``_c0``) import it from below.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -24,6 +23,7 @@ from connectors import ConnectorRegistry, load_connectors
 from ..journal import Journal, Owner, safe_url, sqlite_path
 from ..observe import Metrics, MetricsServer, configure_logging
 from ..service import LeaseRules, Replica, Supervisor
+from ._collector import freeze_survivors
 from ._errors import EXIT_PORT, EXIT_USAGE, UserError, port_message, report
 from ._settings import Settings
 from ._socket import bind_port
@@ -54,10 +54,10 @@ async def _serve(
     # Imported here: the journal and health commands need none of the gRPC server.
     from ..edge import Listening, serve_grpc
 
-    # What start-up made (modules, classes, descriptors) lives as long as the process: out
-    # of the collector's sight, full collections stop walking it, and so stop adding to the
-    # tail latency of every RPC (see BENCHMARKS.md).
-    gc.freeze()
+    # What start-up made (modules, classes, descriptors) lives as long as the process, and
+    # so do live actors: out of the collector's sight (``_collector``), full collections stop
+    # walking them, and so stop adding to the tail latency of every RPC and poll.
+    freeze_survivors()
     path = sqlite_path(settings.journal)
     if path is not None and not path.exists():
         # First start (or a journal lost and not restored): say so, never silently.
