@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from ._engine import writing
 from ._records import DeleteState, JobRecord
-from ._rows import RECORD_FIELDS, Sql, record_of
+from ._rows import RECORD_FIELDS, Sql, record_of_tuple
 from ._rules import CANCELLABLE, UNFINISHED
 
 __all__ = ["CHANNEL", "PRUNE_AFTER", "Adopted", "ReplicaStore"]
@@ -155,8 +155,12 @@ class ReplicaStore:
                 taken = self._adopt_postgres(connection, replica, dead, limit, everyone_else, after)
             else:
                 taken = self._adopt_sqlite(connection, replica, dead, limit, everyone_else, after)
+            details: dict[str | None, str] = {}  # a batch mostly has one previous owner
+            for a in taken:
+                if a.previous not in details:
+                    details[a.previous] = detail(a.previous)
             events = [
-                (a.record.job_id, now, kind, a.record.phase, detail(a.previous)) for a in taken
+                (a.record.job_id, now, kind, a.record.phase, details[a.previous]) for a in taken
             ]
             for statement, params in self._sql.insert_events(events):
                 connection.exec_driver_sql(statement, params)
@@ -185,7 +189,7 @@ class ReplicaStore:
             f" RETURNING picked.previous, {_FIELDS}"
         )
         rows = connection.exec_driver_sql(statement, (replica, owned_param, *since_params, limit))
-        taken = [_adopted(row) for row in rows]
+        taken = [_adopted(row) for row in rows.all()]
         taken.sort(key=lambda a: (a.record.created_at, a.record.job_id))
         return taken
 
@@ -220,7 +224,7 @@ class ReplicaStore:
                 f"UPDATE jobs SET owner = ?, epoch = epoch + 1 WHERE job_id IN ({marks})"
                 f" RETURNING NULL, {', '.join(RECORD_FIELDS)}",
                 (replica, *ids),
-            )
+            ).all()  # at once: row by row through the result costs more than the rows
             for row in rows:
                 adopted = _adopted(row)
                 taken.append(Adopted(adopted.record, previous[adopted.record.job_id]))
@@ -410,5 +414,4 @@ def _after(mark: str, after: tuple[float, str] | None) -> tuple[str, tuple[Any, 
 
 
 def _adopted(row: Any) -> Adopted:
-    previous, *values = row
-    return Adopted(record_of(dict(zip(RECORD_FIELDS, values, strict=True))), previous)
+    return Adopted(record_of_tuple(row[1:]), row[0])
