@@ -66,13 +66,14 @@ async def _serve(
     # One asyncio loop (trio-asyncio) for the whole process: the gRPC edge runs on it, and so
     # do asyncio-native connectors (flyte-sdk plugins).
     async with (
-        _collector_off_during_start_up(),
         trio_asyncio.open_loop(),
         Journal.open(
             settings.journal,
             on_commit=metrics.journal_committed,
             standby=_standing_by if settings.standby else None,
         ) as journal,
+        # Once the journal is ours (a standby may wait for it for days: collector on).
+        _collector_off_during_start_up(),
         Supervisor(
             registry,
             journal,
