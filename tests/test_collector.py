@@ -43,3 +43,15 @@ def test_a_younger_collection_freezes_nothing(frozen_state: None) -> None:
     gc.collect(1)
     assert gc.get_freeze_count() == frozen
     assert kept
+
+
+def test_a_cycle_of_frozen_objects_is_freed_after_the_thaw_interval(frozen_state: None) -> None:
+    freeze_survivors()
+    node = _Node()
+    gc.collect()  # survives: frozen
+    del node  # now garbage, but frozen: no collection sees it
+    assert gc.collect() == 0
+    freeze_survivors(thaw_interval=0.0)  # the interval has passed
+    gc.collect()  # this full collection hands the frozen back
+    assert gc.get_freeze_count() == 0
+    assert gc.collect() >= 1  # the next one walks them and frees the cycle

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import trio
 from google.api_core.client_info import ClientInfo
 from google.api_core.client_options import ClientOptions
 from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials, Credentials
-from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from .._errors import PermanentError
+
+if TYPE_CHECKING:
+    # google.cloud.bigquery takes most of a second to import (more with pandas and
+    # bigquery-storage installed): imported on first use, so that a server that has this
+    # connector installed but serves no BigQuery job starts without it.
+    from google.cloud import bigquery
 
 __all__ = [
     "CREDENTIALS_SECRET",
@@ -56,12 +63,14 @@ _USER_AGENT = "flyte-connector-supervisor"
 _MAX_CLIENTS = 16
 
 #: ``factory(project, credentials)`` makes a client; credentials None means "your default".
-ClientFactory: TypeAlias = Callable[[str | None, Credentials | None], bigquery.Client]
+ClientFactory: TypeAlias = Callable[[str | None, Credentials | None], "bigquery.Client"]
 _T = TypeVar("_T")
 
 
 def short_retry(deadline: float) -> Retry:
     """BigQuery's own retry policy (what it retries), with a short deadline and delays."""
+    from google.cloud import bigquery
+
     return bigquery.DEFAULT_RETRY.with_timeout(deadline).with_delay(
         initial=_RETRY_INITIAL_DELAY, maximum=_RETRY_MAX_DELAY
     )
@@ -72,6 +81,8 @@ def default_client_factory(
 ) -> bigquery.Client:
     """A client for ``project`` (None: the credentials' project), at ``api_endpoint``."""
     options = ClientOptions(api_endpoint=api_endpoint) if api_endpoint else None
+    from google.cloud import bigquery
+
     return bigquery.Client(
         project=project,
         credentials=credentials,
@@ -87,6 +98,13 @@ async def in_thread(fn: Callable[[], _T]) -> _T:
     retry deadline and timeout end it, and its result is dropped.
     """
     return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+async def import_bigquery() -> None:
+    """Import google.cloud.bigquery (once) in a worker thread: the first BigQuery call of
+    the process does not stall the event loop for the import."""
+    if "google.cloud.bigquery" not in sys.modules:
+        await trio.to_thread.run_sync(importlib.import_module, "google.cloud.bigquery")
 
 
 class ClientPool:

@@ -6,11 +6,10 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.api_core import exceptions as api_exceptions
 from google.auth.credentials import Credentials
-from google.cloud import bigquery
 
 from flyteproto.flyteidl2.connector import TaskExecutionMetadata
 from flyteproto.flyteidl2.core import TaskTemplate
@@ -23,6 +22,7 @@ from ._client import (
     RETRY_DEADLINE,
     ClientFactory,
     ClientPool,
+    import_bigquery,
     in_thread,
     short_retry,
 )
@@ -30,6 +30,10 @@ from ._meta import BigQueryJob
 from ._parameters import query_parameters
 from ._status import resource_for
 from ._template import QuerySpec, job_labels
+
+if TYPE_CHECKING:  # imported on first use (see _client)
+    from google.api_core.retry import Retry
+    from google.cloud import bigquery
 
 __all__ = ["JOB_ID_PREFIX", "BigQueryConnector", "job_id_for"]
 
@@ -91,10 +95,17 @@ class BigQueryConnector(AsyncConnector[BigQueryJob]):
         self._clients = ClientPool.from_options(
             api_endpoint=api_endpoint, credentials=credentials, client_factory=client_factory
         )
-        self._retry = short_retry(retry_deadline)
+        self._retry_deadline = retry_deadline
+        self._short_retry: Retry | None = None  # made on first use: it imports bigquery
         self._timeout = request_timeout
         # Past the library's retries, and one last request, the call counts as failed.
         self.call_timeout = retry_deadline + request_timeout + 5.0
+
+    @property
+    def _retry(self) -> Retry:
+        if self._short_retry is None:
+            self._short_retry = short_retry(self._retry_deadline)
+        return self._short_retry
 
     async def create(
         self,
@@ -112,6 +123,7 @@ class BigQueryConnector(AsyncConnector[BigQueryJob]):
         Errors: PermanentError for a template, input or request that BigQuery cannot take
         (a 4xx other than rate limits); other errors of the client library as they are.
         """
+        await import_bigquery()
         spec = QuerySpec.from_template(task_template)
         config = spec.job_config(
             query_parameters(inputs or {}, task_template.interface),
@@ -168,6 +180,7 @@ class BigQueryConnector(AsyncConnector[BigQueryJob]):
         Errors: JobNotFound when BigQuery does not know the job; other errors of the client
         library as they are (the supervisor retries them).
         """
+        await import_bigquery()
         client = await self._clients.client(resource_meta.project, google_application_credentials)
         job = await self._job_call(client.get_job, resource_meta)
         return resource_for(resource_meta, job)
@@ -180,6 +193,7 @@ class BigQueryConnector(AsyncConnector[BigQueryJob]):
         **kwargs: Any,
     ) -> None:
         """Cancel the job. A finished job needs nothing; an unknown one raises JobNotFound."""
+        await import_bigquery()
         client = await self._clients.client(resource_meta.project, google_application_credentials)
         await self._job_call(client.cancel_job, resource_meta)
         _log.info("BigQuery job %s:%s cancelled", resource_meta.project, resource_meta.job_id)

@@ -25,17 +25,18 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections.abc import Mapping
-from typing import Any, TypeAlias
-
-from google.cloud.bigquery import ArrayQueryParameter, ScalarQueryParameter
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from flyteproto.flyteidl2.core import LiteralType, SimpleType, TypedInterface
 
 from .._errors import PermanentError
 
+if TYPE_CHECKING:  # imported on first use (see _client)
+    from google.cloud.bigquery import ArrayQueryParameter, ScalarQueryParameter
+
 __all__ = ["QueryParameter", "query_parameters"]
 
-QueryParameter: TypeAlias = ScalarQueryParameter | ArrayQueryParameter
+QueryParameter: TypeAlias = "ScalarQueryParameter | ArrayQueryParameter"
 
 _SIMPLE_TYPES = {
     SimpleType.INTEGER: "INT64",
@@ -75,6 +76,8 @@ def query_parameters(
 
 
 def _parameter(name: str, value: Any, declared: LiteralType | None) -> QueryParameter:
+    from google.cloud.bigquery import ArrayQueryParameter, ScalarQueryParameter
+
     if isinstance(value, list | tuple):
         element = declared.collection_type if declared is not None else None
         element_type = _declared_scalar(element) or _common_type(name, value)

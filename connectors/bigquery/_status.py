@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
-
-from google.cloud.bigquery import CopyJob, ExtractJob, LoadJob, QueryJob, UnknownJob
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from flyteproto.flyteidl2.core import TaskLogLinkType
 
@@ -12,6 +10,9 @@ from .._literals import StructuredDatasetRef
 from .._phase import Phase, StateMap
 from .._resource import Resource, TaskLog
 from ._meta import BigQueryJob
+
+if TYPE_CHECKING:  # imported on first use (see _client)
+    from google.cloud.bigquery import CopyJob, ExtractJob, LoadJob, QueryJob, UnknownJob
 
 __all__ = [
     "CONSOLE_LINK_NAME",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 #: What ``Client.get_job`` returns.
-AnyJob: TypeAlias = LoadJob | CopyJob | ExtractJob | QueryJob | UnknownJob
+AnyJob: TypeAlias = "LoadJob | CopyJob | ExtractJob | QueryJob | UnknownJob"
 
 STATES = StateMap(
     {"PENDING": Phase.INITIALIZING, "RUNNING": Phase.RUNNING, "DONE": Phase.SUCCEEDED},
@@ -61,6 +62,8 @@ def resource_for(meta: BigQueryJob, job: AnyJob) -> Resource:
     BigQuery's reason and message; a successful one has the output ``results``: the
     destination table as ``bq://project:dataset.table``, when the job has one.
     """
+    from google.cloud.bigquery import QueryJob
+
     links = [console_link(meta)]
     phase, note = STATES.phase(str(job.state or "PENDING"))
     if phase != Phase.SUCCEEDED:
@@ -84,6 +87,8 @@ def resource_for(meta: BigQueryJob, job: AnyJob) -> Resource:
 
 def _statistics(job: AnyJob) -> dict[str, Any]:
     """What users like to see about a finished query: bytes processed and billed."""
+    from google.cloud.bigquery import QueryJob
+
     if not isinstance(job, QueryJob):
         return {}
     found = {

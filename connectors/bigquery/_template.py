@@ -19,15 +19,16 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
-
-from google.cloud import bigquery
+from typing import TYPE_CHECKING, Any, cast
 
 from flyteproto.flyteidl2.connector import TaskExecutionMetadata
 from flyteproto.flyteidl2.core import TaskTemplate
 
 from .._errors import PermanentError
 from ._parameters import QueryParameter
+
+if TYPE_CHECKING:  # imported on first use (see _client)
+    from google.cloud import bigquery
 
 __all__ = ["QuerySpec", "job_labels"]
 
@@ -83,6 +84,8 @@ class QuerySpec:
         Parameters replace the config's own of the same name. (Labels are not part of a
         query's config: Flyte's plugins never send any.)
         """
+        from google.cloud import bigquery
+
         resource = {"query": copy.deepcopy(dict(self.query_config))}
         # from_api_repr is typed as the base class's, but builds a QueryJobConfig.
         config = cast(bigquery.QueryJobConfig, bigquery.QueryJobConfig.from_api_repr(resource))

@@ -8,12 +8,14 @@ so that both commands that serve (``_main`` and ``_c0``) import it from below.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import trio
 import trio_asyncio
@@ -71,6 +73,8 @@ async def _serve(
             on_commit=metrics.journal_committed,
             standby=_standing_by if settings.standby else None,
         ) as journal,
+        # Once the journal is ours (a standby may wait for it for days: collector on).
+        _collector_off_during_start_up(),
         Supervisor(
             registry,
             journal,
@@ -85,6 +89,7 @@ async def _serve(
         ).running() as supervisor,
         trio.open_nursery() as nursery,
     ):
+        _start_up_done()
         metrics.watch(supervisor, journal)
         assert supervisor.replica is not None
         print(f"replica {supervisor.replica.id}")
@@ -116,6 +121,28 @@ async def _serve(
             serving.deadline = trio.current_time() + settings.stop_after
         # One parseable line for people and for tests that start us with --port 0.
         print(f"serving on {listening.host}:{listening.port}", flush=True)
+
+
+@contextlib.asynccontextmanager
+async def _collector_off_during_start_up() -> AsyncIterator[None]:
+    """The cyclic collector off until ``_start_up_done`` (or the end, whatever happens).
+
+    Resuming every unfinished job makes most of what the process will hold within seconds;
+    left on, the collector walks the whole growing heap again at every 25 % of growth (16
+    full collections in a resume of 30,000 jobs, more time than the resume's own work).
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _start_up_done() -> None:
+    """The supervisor has started (every unfinished job adopted, its actor started): one
+    full collection of what start-up made, then the collector on again."""
+    gc.collect()
+    gc.enable()
 
 
 async def _serve_within(scope: trio.CancelScope, serving: Awaitable[None]) -> None:

@@ -51,11 +51,18 @@ class ReplicaJournal:
         kind: str,
         detail: Callable[[str | None], str],
         everyone_else: bool = False,
+        after: tuple[float, str] | None = None,
     ) -> list[Adopted]:
         return await self._run(
             self._others,
             lambda: self.store.adopt(
-                replica, dead_after, limit, kind=kind, detail=detail, everyone_else=everyone_else
+                replica,
+                dead_after,
+                limit,
+                kind=kind,
+                detail=detail,
+                everyone_else=everyone_else,
+                after=after,
             ),
         )
 

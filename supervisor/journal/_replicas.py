@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from ._engine import writing
 from ._records import DeleteState, JobRecord
-from ._rows import RECORD_FIELDS, Sql, record_of
+from ._rows import RECORD_FIELDS, Sql, record_of_tuple
 from ._rules import CANCELLABLE, UNFINISHED
 
 __all__ = ["CHANNEL", "PRUNE_AFTER", "Adopted", "ReplicaStore"]
@@ -142,19 +142,25 @@ class ReplicaStore:
         kind: str,
         detail: Callable[[str | None], str],
         everyone_else: bool = False,
+        after: tuple[float, str] | None = None,
     ) -> list[Adopted]:
         """Take over at most ``limit`` unfinished jobs owned by nobody or by a dead replica
-        (``_dead``; ``everyone_else``: by anyone but ``replica``), oldest first; epoch + 1
-        each, and an event ``kind`` each with ``detail(previous owner)``."""
+        (``_dead``; ``everyone_else``: by anyone but ``replica``), oldest first (by
+        ``created_at``, ``job_id``), only those after ``after`` if given; epoch + 1 each,
+        and an event ``kind`` each with ``detail(previous owner)``."""
         with writing(self.engine) as connection:
             now = self._now(connection)
             dead = self._dead(connection, replica, dead_after, everyone_else)
             if self.postgres:
-                taken = self._adopt_postgres(connection, replica, dead, limit, everyone_else)
+                taken = self._adopt_postgres(connection, replica, dead, limit, everyone_else, after)
             else:
-                taken = self._adopt_sqlite(connection, replica, dead, limit, everyone_else)
+                taken = self._adopt_sqlite(connection, replica, dead, limit, everyone_else, after)
+            details: dict[str | None, str] = {}  # a batch mostly has one previous owner
+            for a in taken:
+                if a.previous not in details:
+                    details[a.previous] = detail(a.previous)
             events = [
-                (a.record.job_id, now, kind, a.record.phase, detail(a.previous)) for a in taken
+                (a.record.job_id, now, kind, a.record.phase, details[a.previous]) for a in taken
             ]
             for statement, params in self._sql.insert_events(events):
                 connection.exec_driver_sql(statement, params)
@@ -167,21 +173,23 @@ class ReplicaStore:
         dead: Sequence[str],
         limit: int,
         everyone_else: bool,
+        after: tuple[float, str] | None,
     ) -> list[Adopted]:
         owned = (
             "owner IS DISTINCT FROM %s" if everyone_else else "(owner IS NULL OR owner = ANY(%s))"
         )
         owned_param: Any = replica if everyone_else else list(dead)
+        since, since_params = _after("%s", after)
         statement = (
             f"UPDATE jobs SET owner = %s, epoch = jobs.epoch + 1"
             f" FROM (SELECT job_id, owner AS previous FROM jobs"
-            f" WHERE {owned} AND ({UNFINISHED})"
-            f" ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED) AS picked"
+            f" WHERE {owned} AND ({UNFINISHED}){since}"
+            f" ORDER BY created_at, job_id LIMIT %s FOR UPDATE SKIP LOCKED) AS picked"
             f" WHERE jobs.job_id = picked.job_id"
             f" RETURNING picked.previous, {_FIELDS}"
         )
-        rows = connection.exec_driver_sql(statement, (replica, owned_param, limit))
-        taken = [_adopted(row) for row in rows]
+        rows = connection.exec_driver_sql(statement, (replica, owned_param, *since_params, limit))
+        taken = [_adopted(row) for row in rows.all()]
         taken.sort(key=lambda a: (a.record.created_at, a.record.job_id))
         return taken
 
@@ -192,6 +200,7 @@ class ReplicaStore:
         dead: Sequence[str],
         limit: int,
         everyone_else: bool,
+        after: tuple[float, str] | None,
     ) -> list[Adopted]:
         params: tuple[str, ...]
         if everyone_else:
@@ -200,10 +209,11 @@ class ReplicaStore:
             marks = ", ".join("?" * len(dead))
             owned = f"(owner IS NULL OR owner IN ({marks}))" if dead else "owner IS NULL"
             params = tuple(dead)
+        since, since_params = _after("?", after)
         picked = connection.exec_driver_sql(
-            f"SELECT job_id, owner FROM jobs WHERE {owned} AND ({UNFINISHED})"
+            f"SELECT job_id, owner FROM jobs WHERE {owned} AND ({UNFINISHED}){since}"
             " ORDER BY created_at, job_id LIMIT ?",
-            (*params, limit),
+            (*params, *since_params, limit),
         ).all()
         previous: dict[str, str | None] = {job_id: owner for job_id, owner in picked}
         taken: list[Adopted] = []
@@ -214,7 +224,7 @@ class ReplicaStore:
                 f"UPDATE jobs SET owner = ?, epoch = epoch + 1 WHERE job_id IN ({marks})"
                 f" RETURNING NULL, {', '.join(RECORD_FIELDS)}",
                 (replica, *ids),
-            )
+            ).all()  # at once: row by row through the result costs more than the rows
             for row in rows:
                 adopted = _adopted(row)
                 taken.append(Adopted(adopted.record, previous[adopted.record.job_id]))
@@ -390,6 +400,18 @@ def _gone(replica: str, node: str | None, pid: int) -> bool:
     return state in ("Z", "X")  # exited, not yet reaped by its parent
 
 
+def _after(mark: str, after: tuple[float, str] | None) -> tuple[str, tuple[Any, ...]]:
+    """The condition (and its parameters) for rows after ``after`` (created_at, job_id).
+
+    Batches of one takeover start where the previous one ended: without it, each batch
+    scans the unfinished index past every row adopted before it (quadratic in the jobs of
+    a resume). Written as a range on ``created_at`` so the index serves it."""
+    if after is None:
+        return "", ()
+    created_at, job_id = after
+    condition = f" AND created_at >= {mark} AND (created_at > {mark} OR job_id > {mark})"
+    return condition, (created_at, created_at, job_id)
+
+
 def _adopted(row: Any) -> Adopted:
-    previous, *values = row
-    return Adopted(record_of(dict(zip(RECORD_FIELDS, values, strict=True))), previous)
+    return Adopted(record_of_tuple(row[1:]), row[0])

@@ -268,6 +268,9 @@ class Replica:
         total = 0
         sources: set[str] = set()
         kind = "resumed" if self.exclusive else "taken_over"
+        # Each batch starts after the last one's last job (oldest first): a job skipped
+        # meanwhile (locked by a peer's takeover) is the next takeover's.
+        after: tuple[float, str] | None = None
         while not self.suspended:
             batch = await self.journal.adopt(
                 self.id,
@@ -276,9 +279,12 @@ class Replica:
                 kind=kind,
                 detail=self._detail,
                 everyone_else=self.exclusive,
+                after=after,
             )
             if not batch:
                 break
+            last = batch[-1].record
+            after = (last.created_at, last.job_id)
             assert self._host is not None
             self._host.take(batch)
             total += len(batch)
