@@ -25,6 +25,7 @@ from ._links import link_to_json as link_to_json
 from ._messages import Cancel as Cancel
 from ._messages import Credentials as Credentials
 from ._messages import Inbox as Inbox
+from ._messages import Latch as Latch
 from ._observer import Observer as Observer
 from ._observer import observed as observed
 from ._outage import JournalFaults as JournalFaults
@@ -41,6 +42,7 @@ __all__ = [
     "JobContext",
     "JobHandle",
     "JournalFaults",
+    "Latch",
     "Observer",
     "Timers",
     "answer_for",

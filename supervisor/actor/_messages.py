@@ -11,7 +11,40 @@ import trio
 
 from ._timers import Timers
 
-__all__ = ["Cancel", "Credentials", "Inbox", "Message", "Reply"]
+__all__ = ["Cancel", "Credentials", "Inbox", "Latch", "Message", "Reply"]
+
+
+class Latch:
+    """A ``trio.Event`` that is made only when someone waits before it is set.
+
+    Shaped for 100,000 live jobs: an Event costs ~270 B (its set of waiters), and the
+    latches of a live job (its create settled, its first poll, its actor ended) are set
+    before anyone waits on them, or never waited on at all; this is two slots.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: trio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            event, self._event = self._event, None
+            if event is not None:
+                event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
 
 
 class Reply:

@@ -41,6 +41,7 @@ from ..actor import (
     JobContext,
     JobHandle,
     JournalFaults,
+    Latch,
     answer_for,
     journal_unavailable,
     run_actor,
@@ -148,7 +149,7 @@ class Supervisor(StatelessAnswers):
         self._outer: trio.Nursery | None = None
         self._actors_scope: trio.CancelScope | None = None
         self._actors_done = trio.Event()
-        self._scopes: dict[str, tuple[JobHandle, trio.CancelScope, trio.Event]] = {}
+        self._scopes: dict[str, tuple[JobHandle, trio.CancelScope, Latch]] = {}
         self._replica = replica
         self._faults = JournalFaults(self._metrics.journal_errors, self._metrics.journal_waiting)
         self.resumed = 0
@@ -430,13 +431,13 @@ class Supervisor(StatelessAnswers):
         """Run an actor; restart it (from its journalled state) if it dies of a bug."""
         ctx = self._context(connector)
         bind_job(handle.job_id, connector.name)  # every log line of this task names the job
-        ended = trio.Event()
+        ended = Latch()  # memory per live job: an Event only if someone waits
         try:
             with trio.CancelScope() as scope:
                 self._scopes[handle.job_id] = (handle, scope, ended)
                 while True:
                     try:
-                        await run_actor(
+                        run = run_actor(
                             handle,
                             ctx,
                             kwargs=kwargs,
@@ -444,6 +445,10 @@ class Supervisor(StatelessAnswers):
                             request=request,
                             new_intent=new_intent,
                         )
+                        # The actor has the request now: this frame lives as long as the
+                        # job and must not keep it (memory per live job).
+                        request = None
+                        await run
                         return
                     except FencedOut:
                         # The row changed under the actor: another replica owns the job now
