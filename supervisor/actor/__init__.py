@@ -12,6 +12,8 @@ it), ``_links`` (log links as JSON), ``_answer`` (the GetTask answer and its enc
 
 from ._actor import JobContext as JobContext
 from ._actor import JobHandle as JobHandle
+from ._actor import actor_ended as actor_ended
+from ._actor import first_step as first_step
 from ._actor import run_actor as run_actor
 from ._answer import answer_for as answer_for
 from ._answer import encode_answer as encode_answer
@@ -45,8 +47,10 @@ __all__ = [
     "Latch",
     "Observer",
     "Timers",
+    "actor_ended",
     "answer_for",
     "encode_answer",
+    "first_step",
     "journal_unavailable",
     "link_from_json",
     "link_to_json",

@@ -69,7 +69,7 @@ from ._observer import Observation, Observer, observation_of
 from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
 from ._timers import Timers
 
-__all__ = ["JobContext", "JobHandle", "run_actor"]
+__all__ = ["JobContext", "JobHandle", "actor_ended", "first_step", "run_actor"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -184,20 +184,41 @@ async def run_actor(
     only when it is not given). ``new_intent``: the record's intent to delete was journalled
     just now by the caller (an adoption), so no cancel of it can have reached the service.
     """
-    actor = _Actor(
+    step = first_step(
         handle, ctx, kwargs=kwargs, resumed=resumed, request=request, new_intent=new_intent
     )
-    del request  # the actor holds it until the create: no frame of a live job keeps it
+    del request  # the actor holds it until the create
     try:
-        # The steps run here, not in a method of their own: one coroutine frame less in
-        # every idle actor's await chain (memory per live job).
-        step: Step | None = actor.start
         while step is not None:
             step = await step()
     finally:
-        handle.created.set()
-        handle.polled.set()
-        _close_inbox(handle)
+        actor_ended(handle)
+
+
+def first_step(
+    handle: JobHandle,
+    ctx: JobContext,
+    *,
+    kwargs: Mapping[str, str] | None,
+    resumed: bool,
+    request: pb.CreateTaskRequest | None = None,
+    new_intent: bool = False,
+) -> Step | None:
+    """``run_actor`` in parts, for a caller that runs the steps in its own frame (the
+    supervisor: one coroutine frame less per live job): await each step for the next
+    until one returns None (this one never is), then call ``actor_ended`` (in a
+    ``finally``)."""
+    actor = _Actor(
+        handle, ctx, kwargs=kwargs, resumed=resumed, request=request, new_intent=new_intent
+    )
+    return actor.start
+
+
+def actor_ended(handle: JobHandle) -> None:
+    """The end of ``run_actor``, however it ended: wake who waits, answer what is queued."""
+    handle.created.set()
+    handle.polled.set()
+    _close_inbox(handle)
 
 
 def forget_request(handle: JobHandle) -> None:
@@ -550,7 +571,7 @@ class _Actor:
         if until > trio.current_time():
             # Parked until the connector's timer or a message wakes it: at 100,000 jobs, a
             # cancel scope and a deadline per sleep show in the profile.
-            await self.handle.inbox.park(self.ctx.timers, until)
+            await self.handle.inbox.parking(self.ctx.timers, until)
             if self.handle.inbox.pending():
                 return self.wait
         if trio.current_time() >= deadline:

@@ -4,7 +4,7 @@ through the actor's ``Inbox``."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -172,20 +172,28 @@ class Inbox:
         connector's timer heap, where a cancel scope with a deadline would cost a scope, a
         deadline and an exception per sleep. Cancellation: as any sleep.
         """
+        await self.parking(timers, until, on_credentials=on_credentials)
+
+    def parking(
+        self, timers: Timers | None = None, until: float = math.inf, *, on_credentials: bool = True
+    ) -> Awaitable[object]:
+        """``park``, for the task that calls it: await what it returns at once.
+
+        Not a coroutine itself: it returns Trio's, so a sleeping actor's await chain has no
+        frame of its own here (~300 B per idle actor at 100,000 jobs).
+        """
         if self._waiting(on_credentials):
-            await trio.lowlevel.checkpoint()
-            return
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (the caller awaits it)
         self._generation += 1
         if until < math.inf:
             if timers is None:
                 raise ValueError("a sleep with an end needs the timers that keep it")
             if until <= trio.current_time():
-                await trio.lowlevel.checkpoint()
-                return
+                return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (the caller awaits it)
             timers.add(until, self, self._generation)
         self._wake_on_credentials = on_credentials
         self._parked = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105 (as above)
 
     def fire(self, generation: int) -> None:
         """``Timers``: the sleep numbered ``generation`` is over (if it still lasts)."""

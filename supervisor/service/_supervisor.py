@@ -42,9 +42,10 @@ from ..actor import (
     JobHandle,
     JournalFaults,
     Latch,
+    actor_ended,
     answer_for,
+    first_step,
     journal_unavailable,
-    run_actor,
 )
 from ..journal import (
     Adopted,
@@ -90,6 +91,8 @@ META_KEY_SETTING = "resource_meta_key"
 #: A CreateTask of a job another replica is creating waits this long for it, then UNAVAILABLE.
 PEER_CREATE_WAIT = 30.0
 _PEER_CREATE_POLL = (0.05, 1.0)  # first and longest pause between two reads of its row
+#: The Trio name of every actor task (their log lines name the job: ``bind_job``).
+_ACTOR_TASK = "supervisor.actor"
 
 _MetaKey = tuple[str, int, bytes]
 Kwargs = Mapping[str, str]
@@ -403,7 +406,14 @@ class Supervisor(StatelessAnswers):
         if record.resource_meta is not None:
             self._by_meta[_meta_key(record)] = handle
         self._nursery.start_soon(
-            self._supervise, connector, handle, kwargs, resumed, request, new_intent
+            self._supervise,
+            connector,
+            handle,
+            kwargs,
+            resumed,
+            request,
+            new_intent,
+            name=_ACTOR_TASK,  # one shared name: Trio would format a new string per task
         )
         return handle
 
@@ -437,7 +447,10 @@ class Supervisor(StatelessAnswers):
                 self._scopes[handle.job_id] = (handle, scope, ended)
                 while True:
                     try:
-                        run = run_actor(
+                        # ``run_actor``, with its steps run in this frame: one coroutine
+                        # frame less per live job. The actor has the request now: this
+                        # frame lives as long as the job and must not keep it.
+                        step = first_step(
                             handle,
                             ctx,
                             kwargs=kwargs,
@@ -445,10 +458,12 @@ class Supervisor(StatelessAnswers):
                             request=request,
                             new_intent=new_intent,
                         )
-                        # The actor has the request now: this frame lives as long as the
-                        # job and must not keep it (memory per live job).
                         request = None
-                        await run
+                        try:
+                            while step is not None:
+                                step = await step()
+                        finally:
+                            actor_ended(handle)
                         return
                     except FencedOut:
                         # The row changed under the actor: another replica owns the job now
