@@ -21,6 +21,7 @@ from ._backoff import BACKOFF_MAX as BACKOFF_MAX
 from ._backoff import NO_FAILURES as NO_FAILURES
 from ._backoff import Backoff as Backoff
 from ._changes import with_observation as with_observation
+from ._credentials import NO_KWARGS as NO_KWARGS
 from ._credentials import request_needs_credentials as request_needs_credentials
 from ._links import link_from_json as link_from_json
 from ._links import link_to_json as link_to_json
@@ -37,6 +38,7 @@ from ._timers import Timers as Timers
 __all__ = [
     "BACKOFF_MAX",
     "NO_FAILURES",
+    "NO_KWARGS",
     "Backoff",
     "Cancel",
     "Credentials",

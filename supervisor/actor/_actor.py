@@ -124,10 +124,12 @@ class JobHandle:
         "_record",
         "create_error",
         "created",
+        "ended",
         "inbox",
         "last_kwargs",
         "needs_credentials",
         "polled",
+        "run_scope",
     )
 
     def __init__(self, record: JobRecord) -> None:
@@ -138,6 +140,10 @@ class JobHandle:
         self.polled = Latch()  # first poll (or terminal state) after start
         self.create_error: ServiceError | None = None
         self.last_kwargs: Mapping[str, str] | None = None  # owned by the supervisor
+        # Also the supervisor's: the scope its actor task runs in while it runs (cancelled
+        # to stop it), and its end (a field each, not a dict of tuples: memory per job).
+        self.run_scope: trio.CancelScope | None = None
+        self.ended = Latch()
         # Its journalled request carries connection keys (known once ``record`` no longer
         # holds the request: see ``JobRecord.create_request``).
         self.needs_credentials = False

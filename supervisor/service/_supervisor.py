@@ -35,13 +35,13 @@ from flyteproto.flyteidl2.core import Connection, TaskTemplate
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ..actor import (
+    NO_KWARGS,
     Cancel,
     Credentials,
     Inbox,
     JobContext,
     JobHandle,
     JournalFaults,
-    Latch,
     actor_ended,
     answer_for,
     first_step,
@@ -152,7 +152,6 @@ class Supervisor(StatelessAnswers):
         self._outer: trio.Nursery | None = None
         self._actors_scope: trio.CancelScope | None = None
         self._actors_done = trio.Event()
-        self._scopes: dict[str, tuple[JobHandle, trio.CancelScope, Latch]] = {}
         self._replica = replica
         self._faults = JournalFaults(self._metrics.journal_errors, self._metrics.journal_waiting)
         self.resumed = 0
@@ -304,10 +303,10 @@ class Supervisor(StatelessAnswers):
         return {job_id: handle.record.epoch for job_id, handle in self._jobs.items()}
 
     async def _stop_one(self, handle: JobHandle) -> None:
-        run = self._scopes.get(handle.job_id)
-        if run is not None and run[0] is handle:
-            run[1].cancel()
-            await run[2].wait()
+        scope = handle.run_scope
+        if scope is not None:
+            scope.cancel()
+            await handle.ended.wait()
 
     def _owner(self) -> str | None:
         return self._replica.id if self._replica is not None else None
@@ -441,10 +440,10 @@ class Supervisor(StatelessAnswers):
         """Run an actor; restart it (from its journalled state) if it dies of a bug."""
         ctx = self._context(connector)
         bind_job(handle.job_id, connector.name)  # every log line of this task names the job
-        ended = Latch()  # memory per live job: an Event only if someone waits
+        if kwargs is not None and not kwargs:
+            kwargs = NO_KWARGS  # this frame lives as long as the job: no empty dict of its own
         try:
-            with trio.CancelScope() as scope:
-                self._scopes[handle.job_id] = (handle, scope, ended)
+            with trio.CancelScope() as handle.run_scope:
                 while True:
                     try:
                         # ``run_actor``, with its steps run in this frame: one coroutine
@@ -480,10 +479,9 @@ class Supervisor(StatelessAnswers):
                         resumed, request, new_intent = True, None, False
                         await trio.sleep(ACTOR_RESTART_DELAY)
         finally:
-            if self._scopes.get(handle.job_id, (None,))[0] is handle:
-                del self._scopes[handle.job_id]
+            handle.run_scope = None
             self._forget(handle)
-            ended.set()
+            handle.ended.set()
 
     def _forget(self, handle: JobHandle) -> None:
         if self._jobs.get(handle.job_id) is handle:
