@@ -12,6 +12,8 @@ it), ``_links`` (log links as JSON), ``_answer`` (the GetTask answer and its enc
 
 from ._actor import JobContext as JobContext
 from ._actor import JobHandle as JobHandle
+from ._actor import actor_ended as actor_ended
+from ._actor import first_step as first_step
 from ._actor import run_actor as run_actor
 from ._answer import answer_for as answer_for
 from ._answer import encode_answer as encode_answer
@@ -19,12 +21,14 @@ from ._backoff import BACKOFF_MAX as BACKOFF_MAX
 from ._backoff import NO_FAILURES as NO_FAILURES
 from ._backoff import Backoff as Backoff
 from ._changes import with_observation as with_observation
+from ._credentials import NO_KWARGS as NO_KWARGS
 from ._credentials import request_needs_credentials as request_needs_credentials
 from ._links import link_from_json as link_from_json
 from ._links import link_to_json as link_to_json
 from ._messages import Cancel as Cancel
 from ._messages import Credentials as Credentials
 from ._messages import Inbox as Inbox
+from ._messages import Latch as Latch
 from ._observer import Observer as Observer
 from ._observer import observed as observed
 from ._outage import JournalFaults as JournalFaults
@@ -34,6 +38,7 @@ from ._timers import Timers as Timers
 __all__ = [
     "BACKOFF_MAX",
     "NO_FAILURES",
+    "NO_KWARGS",
     "Backoff",
     "Cancel",
     "Credentials",
@@ -41,10 +46,13 @@ __all__ = [
     "JobContext",
     "JobHandle",
     "JournalFaults",
+    "Latch",
     "Observer",
     "Timers",
+    "actor_ended",
     "answer_for",
     "encode_answer",
+    "first_step",
     "journal_unavailable",
     "link_from_json",
     "link_to_json",

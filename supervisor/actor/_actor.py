@@ -64,12 +64,12 @@ from ._answer import encode_answer
 from ._backoff import NO_FAILURES
 from ._changes import with_observation, with_phase
 from ._credentials import CredentialsWait, request_needs_credentials
-from ._messages import Cancel, Credentials, Inbox, Reply
+from ._messages import Cancel, Credentials, Inbox, Latch, Reply
 from ._observer import Observation, Observer, observation_of
 from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
 from ._timers import Timers
 
-__all__ = ["JobContext", "JobHandle", "run_actor"]
+__all__ = ["JobContext", "JobHandle", "actor_ended", "first_step", "run_actor"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -124,20 +124,26 @@ class JobHandle:
         "_record",
         "create_error",
         "created",
+        "ended",
         "inbox",
         "last_kwargs",
         "needs_credentials",
         "polled",
+        "run_scope",
     )
 
     def __init__(self, record: JobRecord) -> None:
         self._record = record
         self._answer: bytes | None = None
         self.inbox = Inbox()
-        self.created = trio.Event()  # create settled: resource_meta or create_error is set
-        self.polled = trio.Event()  # first poll (or terminal state) after start
+        self.created = Latch()  # create settled: resource_meta or create_error is set
+        self.polled = Latch()  # first poll (or terminal state) after start
         self.create_error: ServiceError | None = None
         self.last_kwargs: Mapping[str, str] | None = None  # owned by the supervisor
+        # Also the supervisor's: the scope its actor task runs in while it runs (cancelled
+        # to stop it), and its end (a field each, not a dict of tuples: memory per job).
+        self.run_scope: trio.CancelScope | None = None
+        self.ended = Latch()
         # Its journalled request carries connection keys (known once ``record`` no longer
         # holds the request: see ``JobRecord.create_request``).
         self.needs_credentials = False
@@ -184,15 +190,41 @@ async def run_actor(
     only when it is not given). ``new_intent``: the record's intent to delete was journalled
     just now by the caller (an adoption), so no cancel of it can have reached the service.
     """
+    step = first_step(
+        handle, ctx, kwargs=kwargs, resumed=resumed, request=request, new_intent=new_intent
+    )
+    del request  # the actor holds it until the create
+    try:
+        while step is not None:
+            step = await step()
+    finally:
+        actor_ended(handle)
+
+
+def first_step(
+    handle: JobHandle,
+    ctx: JobContext,
+    *,
+    kwargs: Mapping[str, str] | None,
+    resumed: bool,
+    request: pb.CreateTaskRequest | None = None,
+    new_intent: bool = False,
+) -> Step | None:
+    """``run_actor`` in parts, for a caller that runs the steps in its own frame (the
+    supervisor: one coroutine frame less per live job): await each step for the next
+    until one returns None (this one never is), then call ``actor_ended`` (in a
+    ``finally``)."""
     actor = _Actor(
         handle, ctx, kwargs=kwargs, resumed=resumed, request=request, new_intent=new_intent
     )
-    try:
-        await actor.lifecycle()
-    finally:
-        handle.created.set()
-        handle.polled.set()
-        _close_inbox(handle)
+    return actor.start
+
+
+def actor_ended(handle: JobHandle) -> None:
+    """The end of ``run_actor``, however it ended: wake who waits, answer what is queued."""
+    handle.created.set()
+    handle.polled.set()
+    _close_inbox(handle)
 
 
 def forget_request(handle: JobHandle) -> None:
@@ -229,7 +261,24 @@ _POLL = _PollNow()
 class _Actor:
     """One job's life as explicit steps: ``start`` -> ``create`` -> ``created`` -> ``wait``
     <-> ``poll``, and ``cancel`` (after ``time_out`` when the deadline passed). Each step
-    returns the next; ``lifecycle`` runs them until one returns None."""
+    returns the next; ``run_actor`` runs them until one returns None."""
+
+    __slots__ = (
+        "backoff",
+        "call_expired",
+        "cancel_reason",
+        "connector",
+        "credentials",
+        "ctx",
+        "handle",
+        "meta",
+        "new_intent",
+        "next_poll",
+        "observer",
+        "request",
+        "resumed",
+        "scope",
+    )
 
     def __init__(
         self,
@@ -405,11 +454,6 @@ class _Actor:
 
     # -- steps -----------------------------------------------------------------------------
 
-    async def lifecycle(self) -> None:
-        step: Step | None = self.start
-        while step is not None:
-            step = await step()
-
     async def start(self) -> Step | None:
         if self.record.create_state == CreateState.PENDING:
             return self.create
@@ -533,7 +577,7 @@ class _Actor:
         if until > trio.current_time():
             # Parked until the connector's timer or a message wakes it: at 100,000 jobs, a
             # cancel scope and a deadline per sleep show in the profile.
-            await self.handle.inbox.park(self.ctx.timers, until)
+            await self.handle.inbox.parking(self.ctx.timers, until)
             if self.handle.inbox.pending():
                 return self.wait
         if trio.current_time() >= deadline:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 
 import trio
 from flyteidl2.connector import connector_pb2
@@ -18,9 +19,12 @@ from flyteidl2.connector import connector_pb2
 from ..journal import JobRecord
 from ._messages import Inbox
 
-__all__ = ["WAITING_MESSAGE", "CredentialsWait", "request_needs_credentials"]
+__all__ = ["NO_KWARGS", "WAITING_MESSAGE", "CredentialsWait", "request_needs_credentials"]
 
 _log = logging.getLogger(__name__)
+
+#: The credentials of a job started without any (read-only, shared by all such jobs).
+NO_KWARGS: Mapping[str, str] = MappingProxyType({})
 
 WAITING_MESSAGE = (
     "waiting for credentials: the supervisor restarted and keeps secrets in memory only; "
@@ -35,7 +39,10 @@ class CredentialsWait:
 
     def __init__(self, kwargs: Mapping[str, str] | None, *, needed: bool = False) -> None:
         """``needed``: known to need them (its record may no longer hold the request)."""
-        self.kwargs = dict(kwargs) if kwargs is not None else None
+        # No credentials (most jobs): one shared empty mapping, not a dict per job.
+        self.kwargs: Mapping[str, str] | None = (
+            dict(kwargs) if kwargs else None if kwargs is None else NO_KWARGS
+        )
         self._needed: bool | None = True if needed else None  # asked once, if started without
         self._announced = False  # "waiting for credentials" journalled
         #: When the credentials came after a wait (what is polled late since is not lag).

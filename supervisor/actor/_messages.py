@@ -4,14 +4,47 @@ through the actor's ``Inbox``."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 
 import trio
 
 from ._timers import Timers
 
-__all__ = ["Cancel", "Credentials", "Inbox", "Message", "Reply"]
+__all__ = ["Cancel", "Credentials", "Inbox", "Latch", "Message", "Reply"]
+
+
+class Latch:
+    """A ``trio.Event`` that is made only when someone waits before it is set.
+
+    Shaped for 100,000 live jobs: an Event costs ~270 B (its set of waiters), and the
+    latches of a live job (its create settled, its first poll, its actor ended) are set
+    before anyone waits on them, or never waited on at all; this is two slots.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: trio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            event, self._event = self._event, None
+            if event is not None:
+                event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
 
 
 class Reply:
@@ -139,20 +172,28 @@ class Inbox:
         connector's timer heap, where a cancel scope with a deadline would cost a scope, a
         deadline and an exception per sleep. Cancellation: as any sleep.
         """
+        await self.parking(timers, until, on_credentials=on_credentials)
+
+    def parking(
+        self, timers: Timers | None = None, until: float = math.inf, *, on_credentials: bool = True
+    ) -> Awaitable[object]:
+        """``park``, for the task that calls it: await what it returns at once.
+
+        Not a coroutine itself: it returns Trio's, so a sleeping actor's await chain has no
+        frame of its own here (~300 B per idle actor at 100,000 jobs).
+        """
         if self._waiting(on_credentials):
-            await trio.lowlevel.checkpoint()
-            return
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (the caller awaits it)
         self._generation += 1
         if until < math.inf:
             if timers is None:
                 raise ValueError("a sleep with an end needs the timers that keep it")
             if until <= trio.current_time():
-                await trio.lowlevel.checkpoint()
-                return
+                return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (the caller awaits it)
             timers.add(until, self, self._generation)
         self._wake_on_credentials = on_credentials
         self._parked = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105 (as above)
 
     def fire(self, generation: int) -> None:
         """``Timers``: the sleep numbered ``generation`` is over (if it still lasts)."""

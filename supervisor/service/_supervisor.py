@@ -35,15 +35,17 @@ from flyteproto.flyteidl2.core import Connection, TaskTemplate
 
 from .._errors import ConnectorFailed, InvalidArgument, NotFound, Unavailable
 from ..actor import (
+    NO_KWARGS,
     Cancel,
     Credentials,
     Inbox,
     JobContext,
     JobHandle,
     JournalFaults,
+    actor_ended,
     answer_for,
+    first_step,
     journal_unavailable,
-    run_actor,
 )
 from ..journal import (
     Adopted,
@@ -89,6 +91,8 @@ META_KEY_SETTING = "resource_meta_key"
 #: A CreateTask of a job another replica is creating waits this long for it, then UNAVAILABLE.
 PEER_CREATE_WAIT = 30.0
 _PEER_CREATE_POLL = (0.05, 1.0)  # first and longest pause between two reads of its row
+#: The Trio name of every actor task (their log lines name the job: ``bind_job``).
+_ACTOR_TASK = "supervisor.actor"
 
 _MetaKey = tuple[str, int, bytes]
 Kwargs = Mapping[str, str]
@@ -148,7 +152,6 @@ class Supervisor(StatelessAnswers):
         self._outer: trio.Nursery | None = None
         self._actors_scope: trio.CancelScope | None = None
         self._actors_done = trio.Event()
-        self._scopes: dict[str, tuple[JobHandle, trio.CancelScope, trio.Event]] = {}
         self._replica = replica
         self._faults = JournalFaults(self._metrics.journal_errors, self._metrics.journal_waiting)
         self.resumed = 0
@@ -300,10 +303,10 @@ class Supervisor(StatelessAnswers):
         return {job_id: handle.record.epoch for job_id, handle in self._jobs.items()}
 
     async def _stop_one(self, handle: JobHandle) -> None:
-        run = self._scopes.get(handle.job_id)
-        if run is not None and run[0] is handle:
-            run[1].cancel()
-            await run[2].wait()
+        scope = handle.run_scope
+        if scope is not None:
+            scope.cancel()
+            await handle.ended.wait()
 
     def _owner(self) -> str | None:
         return self._replica.id if self._replica is not None else None
@@ -402,7 +405,14 @@ class Supervisor(StatelessAnswers):
         if record.resource_meta is not None:
             self._by_meta[_meta_key(record)] = handle
         self._nursery.start_soon(
-            self._supervise, connector, handle, kwargs, resumed, request, new_intent
+            self._supervise,
+            connector,
+            handle,
+            kwargs,
+            resumed,
+            request,
+            new_intent,
+            name=_ACTOR_TASK,  # one shared name: Trio would format a new string per task
         )
         return handle
 
@@ -430,13 +440,16 @@ class Supervisor(StatelessAnswers):
         """Run an actor; restart it (from its journalled state) if it dies of a bug."""
         ctx = self._context(connector)
         bind_job(handle.job_id, connector.name)  # every log line of this task names the job
-        ended = trio.Event()
+        if kwargs is not None and not kwargs:
+            kwargs = NO_KWARGS  # this frame lives as long as the job: no empty dict of its own
         try:
-            with trio.CancelScope() as scope:
-                self._scopes[handle.job_id] = (handle, scope, ended)
+            with trio.CancelScope() as handle.run_scope:
                 while True:
                     try:
-                        await run_actor(
+                        # ``run_actor``, with its steps run in this frame: one coroutine
+                        # frame less per live job. The actor has the request now: this
+                        # frame lives as long as the job and must not keep it.
+                        step = first_step(
                             handle,
                             ctx,
                             kwargs=kwargs,
@@ -444,6 +457,12 @@ class Supervisor(StatelessAnswers):
                             request=request,
                             new_intent=new_intent,
                         )
+                        request = None
+                        try:
+                            while step is not None:
+                                step = await step()
+                        finally:
+                            actor_ended(handle)
                         return
                     except FencedOut:
                         # The row changed under the actor: another replica owns the job now
@@ -460,10 +479,9 @@ class Supervisor(StatelessAnswers):
                         resumed, request, new_intent = True, None, False
                         await trio.sleep(ACTOR_RESTART_DELAY)
         finally:
-            if self._scopes.get(handle.job_id, (None,))[0] is handle:
-                del self._scopes[handle.job_id]
+            handle.run_scope = None
             self._forget(handle)
-            ended.set()
+            handle.ended.set()
 
     def _forget(self, handle: JobHandle) -> None:
         if self._jobs.get(handle.job_id) is handle:
