@@ -291,3 +291,14 @@ def test_a_headless_service_lists_every_replica_for_round_robin_clients() -> Non
     assert headless["spec"]["selector"].items() <= labels.items()
     assert [p["port"] for p in headless["spec"]["ports"]] == [Settings().port]
     assert f"dns:///{headless['metadata']['name']}." in REPLICAS_MANIFEST.read_text()
+
+
+def test_connector_poll_intervals_parse_from_the_flag_and_the_environment() -> None:
+    flag = ["--connector-poll-interval", "bigquery_query_job_task=60, databricks=2.5"]
+    assert parse_serve(flag, {}).connector_poll_interval == (
+        ("bigquery_query_job_task", 60.0),
+        ("databricks", 2.5),
+    )
+    environ = {"SUPERVISOR_CONNECTOR_POLL_INTERVAL": "process=1"}
+    assert parse_serve([], environ).connector_poll_interval == (("process", 1.0),)
+    assert parse_serve([], {}).connector_poll_interval == ()

@@ -59,6 +59,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "--dead-after": ("4", 4.0),
     "--adopt-batch": ("100", 100),
     "--workers": ("4", 4),
+    "--connector-poll-interval": ("process=1,echo=2.5", (("process", 1.0), ("echo", 2.5))),
 }
 
 

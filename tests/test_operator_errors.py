@@ -194,3 +194,20 @@ def many_jobs(url: str, count: int) -> None:
                 await journal.write(Put(record(f"{i:08x}", 60), "phase"))
 
     trio.run(write)
+
+
+def test_a_poll_interval_for_a_task_type_nobody_serves_is_one_line(tmp_path: Path) -> None:
+    flags = ["--entry-points", "false", "--modules", "tests.support.sample_connectors"]
+    args = ["serve", *NO_CONNECTORS, *flags, "--port", "0"]
+    result = run(command(*args, "--connector-poll-interval", "ehco=5"), tmp_path)
+    assert result.returncode == EXIT_USAGE
+    line = one_line(result)
+    assert "--connector-poll-interval: no connector serves task type 'ehco'" in line
+    assert "echo" in line  # the task types it could have meant
+
+
+@pytest.mark.parametrize("value", ["echo", "echo=0", "echo=-1", "=5", "echo=soon"])
+def test_a_malformed_poll_interval_is_one_line(value: str, tmp_path: Path) -> None:
+    result = run(command("serve", *NO_CONNECTORS, "--connector-poll-interval", value), tmp_path)
+    assert result.returncode == EXIT_USAGE
+    assert "--connector-poll-interval" in result.stderr.strip().splitlines()[-1]

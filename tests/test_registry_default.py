@@ -258,3 +258,15 @@ def test_serve_serves_a_module_that_registers_on_import_unchanged(tmp_path: Path
                 "missing connection.secrets key 'api_token': Token connector's create requires it"
             )
         assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_serve_polls_a_task_type_at_the_interval_the_operator_set(tmp_path: Path) -> None:
+    args = ["--entry-points", "false", "--modules", "tests.support.sample_connectors"]
+    args += ["--connector-poll-interval", "echo=7"]
+    with ServerProcess(args, log_dir=tmp_path) as server:
+        server.start()
+        lines = server.stdout_text().splitlines()
+        assert "connector 'Echo connector': task type echo v0, polling every 7 s" in lines
+        # Only the task type named changes (and says so).
+        assert any(line.endswith("task type plain v0") for line in lines), lines

@@ -15,7 +15,7 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 
 import trio
 import trio_asyncio
@@ -167,11 +167,27 @@ def _key_origin(settings: Settings) -> str:
     )
 
 
-def _print_connectors(registry: ConnectorRegistry) -> None:
+def _override_poll_intervals(
+    registry: ConnectorRegistry, intervals: Sequence[tuple[str, float]]
+) -> set[str]:
+    """Set the poll interval of the connectors of each named task type (every version);
+    the task types overridden. ValueError (one line) for a task type no connector serves."""
+    for name, seconds in intervals:
+        matched = [connector for key, connector in registry if key.name == name]
+        if not matched:
+            known = ", ".join(sorted({key.name for key, _ in registry})) or "none"
+            raise ValueError(f"no connector serves task type {name!r} (task types: {known})")
+        for connector in matched:
+            connector.override_options(poll_interval=seconds)
+    return {name for name, _ in intervals}
+
+
+def _print_connectors(registry: ConnectorRegistry, overridden: Collection[str] = ()) -> None:
     if not len(registry):
         print("serving no connectors (see --modules)", flush=True)
     for key, connector in registry:
-        print(f"connector {connector.name!r}: task type {key}", flush=True)
+        every = f", polling every {connector.poll_interval:g} s" if key.name in overridden else ""
+        print(f"connector {connector.name!r}: task type {key}{every}", flush=True)
 
 
 def _start_metrics(settings: Settings, metrics: Metrics) -> MetricsServer | None:
@@ -237,7 +253,12 @@ def serve(settings: Settings, argv: Sequence[str] = ()) -> int:
     if settings.ui and settings.metrics_port is None:
         print("error: --ui serves on the metrics port: give --metrics-port", file=sys.stderr)
         return EXIT_USAGE
-    _print_connectors(registry)
+    try:
+        overridden = _override_poll_intervals(registry, settings.connector_poll_interval)
+    except ValueError as exc:
+        print(f"error: --connector-poll-interval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_connectors(registry, overridden)
     metrics = Metrics()
     try:
         metrics_server = _start_metrics(settings, metrics)

@@ -69,6 +69,7 @@ ENVIRONMENT: dict[str, str] = {
     "--dead-after": "SUPERVISOR_DEAD_AFTER",
     "--adopt-batch": "SUPERVISOR_ADOPT_BATCH",
     "--workers": "SUPERVISOR_WORKERS",
+    "--connector-poll-interval": "SUPERVISOR_CONNECTOR_POLL_INTERVAL",
 }
 
 
@@ -100,6 +101,8 @@ class Settings:
     dead_after: float = 10.0  # replicas: a replica without a heartbeat this long is dead
     adopt_batch: int = 500  # replicas: jobs taken over per transaction
     workers: int = 1  # serve processes (replicas) on this machine, one port (PostgreSQL)
+    #: (task type name, seconds): a connector's poll interval set by the operator
+    connector_poll_interval: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -129,6 +132,7 @@ class Settings:
             dead_after=args.dead_after,
             adopt_batch=args.adopt_batch,
             workers=args.workers,
+            connector_poll_interval=args.connector_poll_interval,
         )
 
     def resource_meta_key(self) -> bytes | None:
@@ -216,6 +220,19 @@ def positive_seconds(value: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {value!r}")
     return seconds
+
+
+def poll_intervals(value: str) -> tuple[tuple[str, float], ...]:
+    """argparse type: ``TASK_TYPE=SECONDS[,TASK_TYPE=SECONDS...]`` (empty: none)."""
+    pairs: dict[str, float] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        task_type, equals, seconds = item.partition("=")
+        if not equals or not task_type.strip():
+            raise argparse.ArgumentTypeError(f"not TASK_TYPE=SECONDS: {item!r}")
+        pairs[task_type.strip()] = positive_seconds(seconds.strip())
+    return tuple(pairs.items())
 
 
 def _seconds_or_off(value: str) -> float | None:
@@ -506,6 +523,17 @@ def add_serve_arguments(
         "worker i serves metrics on --metrics-port + i",
         type=_positive_int,
         metavar="N",
+    )
+    _add(
+        parser,
+        "--connector-poll-interval",
+        "",
+        env,
+        "seconds between two polls of one job, per task type, instead of its connector's "
+        "own interval, e.g. bigquery_query_job_task=60,databricks=30: every live job of "
+        "that type makes one external call per interval (the external API's budget)",
+        type=poll_intervals,
+        metavar="TASK_TYPE=SECONDS,...",
     )
 
 
