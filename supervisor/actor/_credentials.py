@@ -39,10 +39,10 @@ class CredentialsWait:
 
     def __init__(self, kwargs: Mapping[str, str] | None, *, needed: bool = False) -> None:
         """``needed``: known to need them (its record may no longer hold the request)."""
-        # No credentials (most jobs): one shared empty mapping, not a dict per job.
-        self.kwargs: Mapping[str, str] | None = (
-            dict(kwargs) if kwargs else None if kwargs is None else NO_KWARGS
-        )
+        self.kwargs: Mapping[str, str] | None = None
+        if kwargs is not None:
+            # No credentials (most jobs): one shared empty mapping, not a dict per job.
+            self.kwargs = dict(kwargs) if kwargs else NO_KWARGS
         self._needed: bool | None = True if needed else None  # asked once, if started without
         self._announced = False  # "waiting for credentials" journalled
         #: When the credentials came after a wait (what is polled late since is not lag).
