@@ -14,7 +14,6 @@ from ._actor import JobContext as JobContext
 from ._actor import JobHandle as JobHandle
 from ._actor import actor_ended as actor_ended
 from ._actor import first_step as first_step
-from ._actor import run_actor as run_actor
 from ._answer import answer_for as answer_for
 from ._answer import encode_answer as encode_answer
 from ._backoff import BACKOFF_MAX as BACKOFF_MAX
@@ -58,6 +57,5 @@ __all__ = [
     "link_to_json",
     "observed",
     "request_needs_credentials",
-    "run_actor",
     "with_observation",
 ]

@@ -69,7 +69,7 @@ from ._observer import Observation, Observer, observation_of
 from ._outage import JOURNAL_RETRY_INTERVAL, JOURNAL_RETRY_MAX, JournalFaults
 from ._timers import Timers
 
-__all__ = ["JobContext", "JobHandle", "actor_ended", "first_step", "run_actor"]
+__all__ = ["JobContext", "JobHandle", "actor_ended", "first_step"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -175,32 +175,6 @@ class JobHandle:
         return self._record.job_id
 
 
-async def run_actor(
-    handle: JobHandle,
-    ctx: JobContext,
-    *,
-    kwargs: Mapping[str, str] | None,
-    resumed: bool,
-    request: pb.CreateTaskRequest | None = None,
-    new_intent: bool = False,
-) -> None:
-    """Run one job to its end. Cancellation: leaves the journal as it was (resume redoes).
-
-    ``request``: the CreateTask request in hand, for a new job (the journalled one is parsed
-    only when it is not given). ``new_intent``: the record's intent to delete was journalled
-    just now by the caller (an adoption), so no cancel of it can have reached the service.
-    """
-    step = first_step(
-        handle, ctx, kwargs=kwargs, resumed=resumed, request=request, new_intent=new_intent
-    )
-    del request  # the actor holds it until the create
-    try:
-        while step is not None:
-            step = await step()
-    finally:
-        actor_ended(handle)
-
-
 def first_step(
     handle: JobHandle,
     ctx: JobContext,
@@ -210,10 +184,16 @@ def first_step(
     request: pb.CreateTaskRequest | None = None,
     new_intent: bool = False,
 ) -> Step | None:
-    """``run_actor`` in parts, for a caller that runs the steps in its own frame (the
-    supervisor: one coroutine frame less per live job): await each step for the next
-    until one returns None (this one never is), then call ``actor_ended`` (in a
-    ``finally``)."""
+    """One job's actor, as its first step: the caller (the supervisor, in the frame of the
+    job's task: no coroutine frame of its own per live job) awaits each step for the next
+    until one returns None (this one never is), then calls ``actor_ended`` in a
+    ``finally``. Cancellation: leaves the journal as it was (resume redoes).
+
+    ``request``: the CreateTask request in hand, for a new job (the journalled one is parsed
+    only when it is not given); the caller must drop its own reference. ``new_intent``: the
+    record's intent to delete was journalled just now by the caller (an adoption), so no
+    cancel of it can have reached the service.
+    """
     actor = _Actor(
         handle, ctx, kwargs=kwargs, resumed=resumed, request=request, new_intent=new_intent
     )
@@ -221,7 +201,7 @@ def first_step(
 
 
 def actor_ended(handle: JobHandle) -> None:
-    """The end of ``run_actor``, however it ended: wake who waits, answer what is queued."""
+    """The end of an actor, however it ended: wake who waits, answer what is queued."""
     handle.created.set()
     handle.polled.set()
     _close_inbox(handle)
@@ -261,7 +241,7 @@ _POLL = _PollNow()
 class _Actor:
     """One job's life as explicit steps: ``start`` -> ``create`` -> ``created`` -> ``wait``
     <-> ``poll``, and ``cancel`` (after ``time_out`` when the deadline passed). Each step
-    returns the next; ``run_actor`` runs them until one returns None."""
+    returns the next; the supervisor runs them until one returns None (``first_step``)."""
 
     __slots__ = (
         "backoff",

@@ -446,9 +446,9 @@ class Supervisor(StatelessAnswers):
             with trio.CancelScope() as handle.run_scope:
                 while True:
                     try:
-                        # ``run_actor``, with its steps run in this frame: one coroutine
-                        # frame less per live job. The actor has the request now: this
-                        # frame lives as long as the job and must not keep it.
+                        # The actor's steps run in this frame: one coroutine frame less per
+                        # live job. The actor has the request now: this frame lives as long
+                        # as the job and must not keep it.
                         step = first_step(
                             handle,
                             ctx,
